@@ -1,0 +1,592 @@
+//! The commands behind the CLI: each reads the state directory, does one
+//! thing and returns the exit status.
+
+use crate::cgroups::{CgroupError, CgroupManager, Manager};
+use crate::cli::{Cli, Command, CreateArgs};
+use crate::hooks::{self, HookError};
+use crate::log::Logger;
+use crate::plan::{self, LaunchOptions, PlanError};
+use crate::process::parent::{self, CreateError, CreateRequest};
+use crate::signal::{self, SignalError};
+use crate::spec::{self, SpecError};
+use crate::state::{Container, StateError, Status};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// A command failed; the message is what the user sees.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("container {id}: cannot {action} a container that is {status}")]
+    BadStatus {
+        id: String,
+        action: &'static str,
+        status: &'static str,
+    },
+    #[error("container {0} not running")]
+    NotRunning(String),
+    #[error("container {0}: init exited before start")]
+    InitGone(String),
+    #[error("bundle {0}: config.json exists; remove it first")]
+    SpecExists(PathBuf),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CmdError {
+    let what = what.into();
+    move |source| CmdError::Io { what, source }
+}
+
+/// Runs `cmd`; Ok carries the exit status.
+pub fn dispatch(cli: &Cli, cmd: &Command, log: &mut Logger) -> Result<i32, CmdError> {
+    match cmd {
+        Command::Create(a) => {
+            create(cli, a)?;
+            Ok(0)
+        }
+        Command::Start { id } => {
+            let c = Container::load(&cli.root, id)?;
+            start(c, log)?;
+            Ok(0)
+        }
+        Command::Run { args, detach, keep } => run(cli, args, *detach, *keep, log),
+        Command::State { id } => {
+            let c = Container::load(&cli.root, id)?;
+            let s = serde_json::to_string_pretty(&c.record.oci_state(c.status()))
+                .map_err(|e| io_err("state JSON")(std::io::Error::other(e)))?;
+            println!("{s}");
+            Ok(0)
+        }
+        Command::Kill { id, signal, all } => {
+            let sig = signal::parse(signal.as_deref().unwrap_or("SIGTERM"))?;
+            let c = Container::load(&cli.root, id)?;
+            kill(&c, sig, *all)?;
+            Ok(0)
+        }
+        Command::Delete { id, force } => {
+            let c = match Container::load(&cli.root, id) {
+                Ok(c) => c,
+                // runc: deleting a missing container with --force succeeds.
+                Err(StateError::NotFound(_)) if *force => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
+            delete(c, *force, log)?;
+            Ok(0)
+        }
+        Command::List { format, quiet } => {
+            list(&cli.root, format, *quiet)?;
+            Ok(0)
+        }
+        Command::Spec { bundle } => {
+            write_spec(bundle)?;
+            Ok(0)
+        }
+    }
+}
+
+fn create(cli: &Cli, a: &CreateArgs) -> Result<Container, CmdError> {
+    spec::validate_id(&a.id)?;
+    let bundle = std::fs::canonicalize(&a.bundle)
+        .map_err(io_err(format!("bundle {}", a.bundle.display())))?;
+    let spec = spec::load(&bundle)?;
+    let opts = LaunchOptions {
+        no_pivot: a.no_pivot,
+        no_new_keyring: a.no_new_keyring,
+        preserve_fds: a.preserve_fds,
+        has_console_socket: a.console_socket.is_some(),
+    };
+    let plan = plan::build(&a.id, &bundle, &spec, opts)?;
+    let req = CreateRequest {
+        root: &cli.root,
+        console_socket: a.console_socket.as_deref(),
+        pid_file: a.pid_file.as_deref(),
+        systemd_cgroup: cli.systemd_cgroup,
+    };
+    Ok(parent::create(&plan, &req)?)
+}
+
+/// Releases the init blocked on exec.fifo and runs the poststart hooks.
+fn start(c: Container, log: &mut Logger) -> Result<(), CmdError> {
+    let status = c.status();
+    if !status.can_start() {
+        return Err(CmdError::BadStatus {
+            id: c.record.id.clone(),
+            action: "start",
+            status: status.as_str(),
+        });
+    }
+    let fifo_path = c.exec_fifo();
+    let fifo = crate::sys::open(&fifo_path, libc::O_RDONLY | libc::O_NONBLOCK, 0)
+        .map_err(io_err(format!("open {}", fifo_path.display())))?;
+    wait_fifo(&c, &fifo)?;
+    let _ = std::fs::remove_file(&fifo_path);
+    let state = serde_json::to_vec(&c.record.oci_state(Status::Running))
+        .map_err(|e| io_err("state JSON")(std::io::Error::other(e)))?;
+    let poststart = load_poststart(&c);
+    // The spec: a failing poststart hook is logged, the container goes on.
+    if let Err(e) = hooks::run_all("poststart", &poststart, &state) {
+        log.warn(&e.to_string());
+    }
+    Ok(())
+}
+
+/// The poststart hooks live in the bundle's config (they are not needed
+/// after start, so the record does not keep them).
+fn load_poststart(c: &Container) -> Vec<hooks::Hook> {
+    spec::load(&c.record.bundle)
+        .ok()
+        .and_then(|s| {
+            plan::build(&c.record.id, &c.record.bundle, &s, LaunchOptions::default())
+                .ok()
+                .map(|p| p.hooks.poststart)
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until the init has written its byte into the fifo, or is gone.
+fn wait_fifo(c: &Container, fifo: &OwnedFd) -> Result<(), CmdError> {
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: fifo.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(io_err("poll exec fifo")(e));
+        }
+        if r > 0 {
+            let mut b = [0u8; 1];
+            // SAFETY: valid one-byte buffer.
+            let n = unsafe { libc::read(fifo.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+            if n == 1 {
+                return Ok(());
+            }
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EAGAIN)
+                    || e.kind() == std::io::ErrorKind::Interrupted
+                {
+                    continue;
+                }
+                return Err(io_err("read exec fifo")(e));
+            }
+            // EOF: the writer closed without writing: the init died.
+            return Err(CmdError::InitGone(c.record.id.clone()));
+        }
+        if !c.init_alive() {
+            return Err(CmdError::InitGone(c.record.id.clone()));
+        }
+    }
+}
+
+fn kill(c: &Container, sig: libc::c_int, all: bool) -> Result<(), CmdError> {
+    let status = c.status();
+    if !status.can_kill() {
+        return Err(CmdError::NotRunning(c.record.id.clone()));
+    }
+    if all {
+        signal_all(c, sig)?;
+        return Ok(());
+    }
+    // SAFETY: kill has no memory-safety preconditions; the pid was just
+    // verified to be the container's init (status checks its start time).
+    if unsafe { libc::kill(c.record.pid, sig) } < 0 {
+        return Err(io_err(format!("kill {}", c.record.pid))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Signals every process of the container's cgroup (the init included).
+fn signal_all(c: &Container, sig: libc::c_int) -> Result<(), CmdError> {
+    let cg = Manager::from_record(&c.record.cgroup_mode, &c.record.cgroup_dirs);
+    for pid in cg.pids()? {
+        // SAFETY: signalling processes of the container's own cgroup.
+        unsafe { libc::kill(pid, sig) };
+    }
+    Ok(())
+}
+
+/// Waits until `pid` (started at `start_time`) is gone or a zombie.
+fn wait_gone(pid: i32, start_time: u64, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut delay = Duration::from_micros(200);
+    while crate::state::process_alive(pid, start_time) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+    true
+}
+
+/// Removes the container: kills what is left, removes the cgroup, runs the
+/// poststop hooks and removes the state.
+fn delete(c: Container, force: bool, log: &mut Logger) -> Result<(), CmdError> {
+    let status = c.status();
+    if !status.can_delete() && !force {
+        return Err(CmdError::BadStatus {
+            id: c.record.id.clone(),
+            action: "delete",
+            status: status.as_str(),
+        });
+    }
+    let cg = Manager::from_record(&c.record.cgroup_mode, &c.record.cgroup_dirs);
+    if status != Status::Stopped {
+        // SAFETY: the init was just verified to be the container's.
+        unsafe { libc::kill(c.record.pid, libc::SIGKILL) };
+        if !wait_gone(
+            c.record.pid,
+            c.record.init_start_time,
+            Duration::from_secs(10),
+        ) {
+            log.warn(&format!(
+                "container {}: init {} did not exit after SIGKILL",
+                c.record.id, c.record.pid
+            ));
+        }
+    }
+    // Without a pid namespace of its own, the container's other processes
+    // outlive the init: kill them through the cgroup.
+    if !c.record.private_pid {
+        for pid in cg.pids().unwrap_or_default() {
+            // SAFETY: processes of the container's own cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let cg_result = cg.remove();
+    let state = serde_json::to_vec(&c.record.oci_state(Status::Stopped))
+        .map_err(|e| io_err("state JSON")(std::io::Error::other(e)))?;
+    let hook_result = hooks::run_all("poststop", &c.record.poststop, &state);
+    c.destroy()?;
+    cg_result?;
+    // runc reports a failing poststop hook but the container is gone.
+    hook_result?;
+    Ok(())
+}
+
+fn run(
+    cli: &Cli,
+    a: &CreateArgs,
+    detach: bool,
+    keep: bool,
+    log: &mut Logger,
+) -> Result<i32, CmdError> {
+    let c = create(cli, a)?;
+    let pid = c.record.pid;
+    if detach {
+        if let Err(e) = start(c, log) {
+            cleanup_after_failed_start(cli, &a.id, log);
+            return Err(e);
+        }
+        return Ok(0);
+    }
+    // Block the signals we relay before the process starts, so none is
+    // lost; the init's mask was reset at clone time.
+    let sigfd = ForwardSignals::new().map_err(io_err("signalfd"))?;
+    let id = c.record.id.clone();
+    if let Err(e) = start(c, log) {
+        cleanup_after_failed_start(cli, &id, log);
+        return Err(e);
+    }
+    let code = sigfd
+        .relay_until_exit(pid)
+        .map_err(io_err("wait for the container"))?;
+    if !keep {
+        let c = Container::load(&cli.root, &id)?;
+        delete(c, true, log)?;
+    }
+    Ok(code)
+}
+
+fn cleanup_after_failed_start(cli: &Cli, id: &str, log: &mut Logger) {
+    if let Ok(c) = Container::load(&cli.root, id) {
+        if let Err(e) = delete(c, true, log) {
+            log.warn(&e.to_string());
+        }
+    }
+}
+
+/// Signals relayed from `skiff run` to the container: blocked and read from
+/// a signalfd, SIGCHLD reaps.
+struct ForwardSignals {
+    fd: OwnedFd,
+    old: libc::sigset_t,
+}
+
+impl ForwardSignals {
+    fn new() -> std::io::Result<Self> {
+        // SAFETY: sigset handling on local values; results checked.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut set);
+            for s in [
+                libc::SIGSEGV,
+                libc::SIGBUS,
+                libc::SIGILL,
+                libc::SIGFPE,
+                libc::SIGKILL,
+                libc::SIGSTOP,
+            ] {
+                libc::sigdelset(&mut set, s);
+            }
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            if libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(ForwardSignals {
+                fd: std::os::fd::FromRawFd::from_raw_fd(fd),
+                old,
+            })
+        }
+    }
+
+    /// Forwards signals to `pid` until it exits; returns its exit code
+    /// (128+signal when killed).
+    fn relay_until_exit(&self, pid: libc::pid_t) -> std::io::Result<i32> {
+        loop {
+            if let Some(code) = reap(pid)? {
+                return Ok(code);
+            }
+            // SAFETY: zeroed siginfo is valid; read fills it.
+            let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+            let size = std::mem::size_of::<libc::signalfd_siginfo>();
+            // SAFETY: valid buffer of `size` bytes.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    (&mut si as *mut libc::signalfd_siginfo).cast(),
+                    size,
+                )
+            };
+            if n < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let sig = si.ssi_signo as libc::c_int;
+            if sig != libc::SIGCHLD {
+                // SAFETY: forwarding to our own child.
+                unsafe { libc::kill(pid, sig) };
+            }
+        }
+    }
+}
+
+impl Drop for ForwardSignals {
+    fn drop(&mut self) {
+        // SAFETY: restoring the mask saved in new().
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+    }
+}
+
+/// Reaps `pid` if it exited: its exit code, 128+signal when killed.
+fn reap(pid: libc::pid_t) -> std::io::Result<Option<i32>> {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child with a valid pointer.
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if r == 0 {
+        return Ok(None);
+    }
+    if libc::WIFEXITED(status) {
+        return Ok(Some(libc::WEXITSTATUS(status)));
+    }
+    if libc::WIFSIGNALED(status) {
+        return Ok(Some(128 + libc::WTERMSIG(status)));
+    }
+    Ok(None)
+}
+
+fn list(root: &Path, format: &str, quiet: bool) -> Result<(), CmdError> {
+    let mut rows = Vec::new();
+    for id in Container::list(root)? {
+        // A container deleted while we list is simply not listed.
+        let Ok(c) = Container::load(root, &id) else {
+            continue;
+        };
+        let status = c.status();
+        rows.push((c.record.clone(), status));
+    }
+    let mut out = std::io::stdout().lock();
+    let w = |r: std::io::Result<()>| r.map_err(io_err("write"));
+    if quiet {
+        for (r, _) in &rows {
+            w(writeln!(out, "{}", r.id))?;
+        }
+        return Ok(());
+    }
+    if format == "json" {
+        let states: Vec<_> = rows.iter().map(|(r, s)| r.oci_state(*s)).collect();
+        let s = serde_json::to_string(&states)
+            .map_err(|e| io_err("list JSON")(std::io::Error::other(e)))?;
+        return w(writeln!(out, "{s}"));
+    }
+    let mut table = vec![[
+        "ID".to_string(),
+        "PID".into(),
+        "STATUS".into(),
+        "BUNDLE".into(),
+        "CREATED".into(),
+        "OWNER".into(),
+    ]];
+    for (r, s) in &rows {
+        let pid = if *s == Status::Stopped { 0 } else { r.pid };
+        table.push([
+            r.id.clone(),
+            pid.to_string(),
+            s.as_str().into(),
+            r.bundle.display().to_string(),
+            r.created.clone(),
+            if r.owner.is_empty() {
+                "root".into()
+            } else {
+                r.owner.clone()
+            },
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|i| table.iter().map(|row| row[i].len()).max().unwrap_or(0))
+        .collect();
+    for row in &table {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                if i == 5 {
+                    cell.clone()
+                } else {
+                    format!("{cell:<w$}", w = widths[i] + 3)
+                }
+            })
+            .collect();
+        w(writeln!(out, "{}", line.concat().trim_end()))?;
+    }
+    Ok(())
+}
+
+/// The default config.json, as `runc spec` writes it.
+pub fn default_spec() -> serde_json::Value {
+    let caps = serde_json::json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    serde_json::json!({
+        "ociVersion": crate::state::OCI_VERSION,
+        "process": {
+            "terminal": true,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": caps, "effective": caps, "permitted": caps, "ambient": caps
+            },
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "skiff",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                {"type": "uts"}, {"type": "mount"}, {"type": "cgroup"}
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+            ]
+        }
+    })
+}
+
+fn write_spec(bundle: &Path) -> Result<(), CmdError> {
+    let path = bundle.join("config.json");
+    let data = serde_json::to_string_pretty(&default_spec())
+        .map_err(|e| io_err("config JSON")(std::io::Error::other(e)))?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                CmdError::SpecExists(bundle.to_path_buf())
+            } else {
+                io_err(format!("write {}", path.display()))(e)
+            }
+        })?;
+    f.write_all(data.as_bytes())
+        .and_then(|_| f.write_all(b"\n"))
+        .map_err(io_err(format!("write {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_spec_is_valid_and_plans() {
+        let data = default_spec().to_string();
+        let s = spec::parse(data.as_bytes()).unwrap();
+        spec::validate(&s).unwrap();
+        let opts = LaunchOptions {
+            has_console_socket: true,
+            ..Default::default()
+        };
+        let p = plan::build("x", Path::new("/b"), &s, opts).unwrap();
+        assert!(p.process.terminal);
+        assert_eq!(p.masked_paths.len(), 10);
+    }
+}

@@ -1,0 +1,22 @@
+//! skiff: a runc-compatible OCI container runtime.
+//!
+//! The binary is a short-lived command like runc: each call reads the state
+//! directory, does one thing and exits. The library is split the way the
+//! work is: a pure plan from the spec, then small modules that apply it.
+
+pub mod capabilities;
+pub mod cgroups;
+pub mod cli;
+pub mod commands;
+pub mod hooks;
+pub mod log;
+pub mod namespaces;
+pub mod plan;
+pub mod process;
+pub mod rootfs;
+pub mod signal;
+pub mod spec;
+pub mod state;
+pub mod sys;
+pub mod tty;
+pub mod user;

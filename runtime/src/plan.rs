@@ -1,0 +1,892 @@
+//! The launch plan: a pure translation of a validated spec into plain data
+//! (namespaces, mount operations, devices, credentials, rlimits, hooks) that
+//! the init applies without making decisions. Everything that can be
+//! rejected is rejected here, before any fork, and unit-tested without root.
+
+use crate::hooks::Hook;
+use crate::namespaces::NsKind;
+use oci_spec::runtime::{LinuxDeviceType, LinuxNamespaceType, PosixRlimitType, Spec};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+/// A spec the runtime understands but cannot honour as written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{field}: {reason}")]
+    Unsupported { field: String, reason: String },
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> PlanError {
+    PlanError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Options from the command line that shape the launch.
+#[derive(Debug, Clone, Default)]
+pub struct LaunchOptions {
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+    pub has_console_socket: bool,
+}
+
+/// Everything the parent and the init need to build the container.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub rootfs_readonly: bool,
+    pub namespaces: NamespacePlan,
+    /// Propagation applied to `/` of the new mount namespace first, and to
+    /// the container's `/` after pivot_root.
+    pub root_propagation: libc::c_ulong,
+    pub mounts: Vec<MountOp>,
+    /// Whether /dev is a tmpfs of ours to fill with device nodes and links.
+    pub setup_dev: bool,
+    pub devices: Vec<Device>,
+    pub masked_paths: Vec<PathBuf>,
+    pub readonly_paths: Vec<PathBuf>,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    /// Files under /proc/sys and the values to write there.
+    pub sysctl: Vec<(PathBuf, String)>,
+    pub process: ProcessPlan,
+    pub hooks: HookPlan,
+    pub cgroups_path: Option<PathBuf>,
+    pub annotations: BTreeMap<String, String>,
+    pub options: LaunchOptions,
+}
+
+/// Which namespaces the init gets.
+#[derive(Debug, Clone, Default)]
+pub struct NamespacePlan {
+    /// New namespaces created by the clone itself (never cgroup: see below).
+    pub clone_flags: u64,
+    /// A new cgroup namespace is unshared by the init after the parent has
+    /// put it in its cgroup, so the namespace's root is the container's
+    /// cgroup.
+    pub unshare_cgroup: bool,
+    /// Namespaces joined by path. A pid namespace is joined by the parent
+    /// before the clone (it only affects children); the rest by the init.
+    pub joins: Vec<(NsKind, PathBuf)>,
+    /// Whether the container has its own pid namespace (killing the init
+    /// then kills everything in it).
+    pub private_pid: bool,
+    pub uid_mappings: Vec<IdMap>,
+    pub gid_mappings: Vec<IdMap>,
+}
+
+/// One line of a uid_map or gid_map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdMap {
+    pub container: u32,
+    pub host: u32,
+    pub size: u32,
+}
+
+/// What kind of mount an operation is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountKind {
+    /// A bind (or rbind) of a host path.
+    Bind { recursive: bool },
+    /// A new filesystem instance (proc, tmpfs, sysfs, devpts, mqueue, ...).
+    Fs { fstype: String },
+    /// `cgroup`/`cgroup2`: the host's hierarchies as the container sees them.
+    Cgroup,
+}
+
+/// One entry of `mounts`, ready to apply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountOp {
+    pub kind: MountKind,
+    pub source: Option<PathBuf>,
+    /// Absolute path inside the container, lexically cleaned.
+    pub destination: PathBuf,
+    /// `MS_*` flags set (without propagation).
+    pub flags: libc::c_ulong,
+    /// Propagation flags applied after the mount, each as its own call.
+    pub propagation: Vec<libc::c_ulong>,
+    /// Filesystem-specific options (`mode=755,size=...`).
+    pub data: String,
+}
+
+/// A device node to create in /dev.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub path: PathBuf,
+    /// `S_IFCHR`, `S_IFBLK` or `S_IFIFO`.
+    pub kind: libc::mode_t,
+    pub major: u64,
+    pub minor: u64,
+    pub mode: libc::mode_t,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The container process: who it runs as and with what.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessPlan {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub umask: Option<u32>,
+    pub caps: crate::capabilities::CapSets,
+    pub rlimits: Vec<Rlimit>,
+    pub no_new_privileges: bool,
+    pub oom_score_adj: Option<i32>,
+    pub terminal: bool,
+    pub console_size: Option<(u16, u16)>,
+}
+
+/// One `setrlimit` call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rlimit {
+    pub resource: i32,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The hooks by the point of the lifecycle at which they run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HookPlan {
+    /// prestart and createRuntime: in the runtime's namespaces, after the
+    /// container's namespaces exist, before pivot_root.
+    pub create_runtime: Vec<Hook>,
+    /// In the container's namespaces, before pivot_root.
+    pub create_container: Vec<Hook>,
+    /// In the container, right before the user process is executed.
+    pub start_container: Vec<Hook>,
+    /// In the runtime's namespaces after the process started.
+    pub poststart: Vec<Hook>,
+    /// In the runtime's namespaces after the container is deleted.
+    pub poststop: Vec<Hook>,
+}
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Builds the plan for container `id` from a validated spec.
+pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Result<Plan, PlanError> {
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| invalid("root", "missing"))?;
+    let rootfs = if root.path().is_absolute() {
+        root.path().clone()
+    } else {
+        bundle.join(root.path())
+    };
+    let linux = spec.linux().clone().unwrap_or_default();
+    let namespaces = namespaces(&linux)?;
+    let mut mounts = Vec::new();
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        mounts.push(mount_op(i, m)?);
+    }
+    let setup_dev = !mounts
+        .iter()
+        .any(|m| m.destination == Path::new("/dev") && matches!(m.kind, MountKind::Bind { .. }));
+    let root_propagation = match linux.rootfs_propagation() {
+        None => libc::MS_SLAVE | libc::MS_REC,
+        Some(p) => propagation_flag(p).ok_or_else(|| {
+            invalid(
+                "linux.rootfsPropagation",
+                format!("unknown propagation {p:?}"),
+            )
+        })?,
+    };
+    let process = process_plan(spec, &opts)?;
+    let sysctl = sysctl_plan(&linux, &namespaces)?;
+    Ok(Plan {
+        id: id.to_string(),
+        bundle: bundle.to_path_buf(),
+        rootfs,
+        rootfs_readonly: root.readonly().unwrap_or(false),
+        namespaces,
+        root_propagation,
+        mounts,
+        setup_dev,
+        devices: devices(&linux)?,
+        masked_paths: clean_paths("linux.maskedPaths", linux.masked_paths())?,
+        readonly_paths: clean_paths("linux.readonlyPaths", linux.readonly_paths())?,
+        hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+        domainname: spec.domainname().clone().filter(|h| !h.is_empty()),
+        sysctl,
+        process,
+        hooks: hook_plan(spec),
+        cgroups_path: linux.cgroups_path().clone(),
+        annotations: spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        options: opts,
+    })
+}
+
+fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NamespacePlan, PlanError> {
+    let mut plan = NamespacePlan::default();
+    for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
+        let kind = NsKind::from_oci(ns.typ());
+        if let Some(path) = ns.path() {
+            plan.joins.push((kind, path.clone()));
+            continue;
+        }
+        match ns.typ() {
+            LinuxNamespaceType::Cgroup => plan.unshare_cgroup = true,
+            LinuxNamespaceType::User | LinuxNamespaceType::Time => {
+                return Err(PlanError::Unsupported {
+                    field: format!("linux.namespaces[{i}].type"),
+                    reason: format!("creating a {} namespace is not supported yet", kind.name()),
+                })
+            }
+            _ => plan.clone_flags |= kind.clone_flag() as u64,
+        }
+        if ns.typ() == LinuxNamespaceType::Pid {
+            plan.private_pid = true;
+        }
+    }
+    // Joined namespaces are entered user namespace first, then the rest in
+    // a fixed order, so permissions come from the right owner.
+    plan.joins.sort_by_key(|(k, _)| k.join_order());
+    let map = |v: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        v.iter()
+            .flatten()
+            .map(|m| IdMap {
+                container: m.container_id(),
+                host: m.host_id(),
+                size: m.size(),
+            })
+            .collect()
+    };
+    plan.uid_mappings = map(linux.uid_mappings());
+    plan.gid_mappings = map(linux.gid_mappings());
+    Ok(plan)
+}
+
+/// Lexically cleans an absolute container path (`..` cannot climb above `/`).
+pub fn clean_abs(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn clean_paths(field: &str, v: &Option<Vec<String>>) -> Result<Vec<PathBuf>, PlanError> {
+    v.iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, p)| {
+            let path = Path::new(p);
+            if !path.is_absolute() {
+                return Err(invalid(
+                    format!("{field}[{i}]"),
+                    format!("{p:?} is not an absolute path"),
+                ));
+            }
+            Ok(clean_abs(path))
+        })
+        .collect()
+}
+
+/// Maps a mount option to (flags to set, flags to clear).
+fn option_flag(opt: &str) -> Option<(libc::c_ulong, libc::c_ulong)> {
+    use libc::*;
+    Some(match opt {
+        "defaults" => (0, 0),
+        "ro" => (MS_RDONLY, 0),
+        "rw" => (0, MS_RDONLY),
+        "suid" => (0, MS_NOSUID),
+        "nosuid" => (MS_NOSUID, 0),
+        "dev" => (0, MS_NODEV),
+        "nodev" => (MS_NODEV, 0),
+        "exec" => (0, MS_NOEXEC),
+        "noexec" => (MS_NOEXEC, 0),
+        "sync" => (MS_SYNCHRONOUS, 0),
+        "async" => (0, MS_SYNCHRONOUS),
+        "dirsync" => (MS_DIRSYNC, 0),
+        "remount" => (MS_REMOUNT, 0),
+        "mand" => (MS_MANDLOCK, 0),
+        "nomand" => (0, MS_MANDLOCK),
+        "atime" => (0, MS_NOATIME),
+        "noatime" => (MS_NOATIME, 0),
+        "diratime" => (0, MS_NODIRATIME),
+        "nodiratime" => (MS_NODIRATIME, 0),
+        "relatime" => (MS_RELATIME, 0),
+        "norelatime" => (0, MS_RELATIME),
+        "strictatime" => (MS_STRICTATIME, 0),
+        "nostrictatime" => (0, MS_STRICTATIME),
+        "lazytime" => (MS_LAZYTIME, 0),
+        "nolazytime" => (0, MS_LAZYTIME),
+        "silent" => (MS_SILENT, 0),
+        "loud" => (0, MS_SILENT),
+        _ => return None,
+    })
+}
+
+/// Maps a propagation option to its `MS_*` flags.
+pub fn propagation_flag(opt: &str) -> Option<libc::c_ulong> {
+    use libc::*;
+    Some(match opt {
+        "private" => MS_PRIVATE,
+        "rprivate" => MS_PRIVATE | MS_REC,
+        "shared" => MS_SHARED,
+        "rshared" => MS_SHARED | MS_REC,
+        "slave" => MS_SLAVE,
+        "rslave" => MS_SLAVE | MS_REC,
+        "unbindable" => MS_UNBINDABLE,
+        "runbindable" => MS_UNBINDABLE | MS_REC,
+        _ => return None,
+    })
+}
+
+/// Options runc accepts that change nothing for a kernel mount here.
+fn ignored_option(opt: &str) -> bool {
+    matches!(opt, "tmpcopyup" | "private-bind" | "norbind")
+}
+
+fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp, PlanError> {
+    let fstype = m.typ().clone().unwrap_or_default();
+    let mut flags: libc::c_ulong = 0;
+    let mut propagation = Vec::new();
+    let mut data = Vec::new();
+    let mut bind = fstype == "bind";
+    let mut recursive = false;
+    for opt in m.options().iter().flatten() {
+        match opt.as_str() {
+            "bind" => bind = true,
+            "rbind" => {
+                bind = true;
+                recursive = true;
+            }
+            o => {
+                if let Some((set, clear)) = option_flag(o) {
+                    flags = (flags & !clear) | set;
+                } else if let Some(p) = propagation_flag(o) {
+                    propagation.push(p);
+                } else if !ignored_option(o) {
+                    data.push(o.to_string());
+                }
+            }
+        }
+    }
+    let kind = if bind {
+        if m.source().is_none() {
+            return Err(invalid(
+                format!("mounts[{i}].source"),
+                "a bind mount needs a source",
+            ));
+        }
+        MountKind::Bind { recursive }
+    } else if fstype == "cgroup" || fstype == "cgroup2" {
+        MountKind::Cgroup
+    } else if fstype.is_empty() {
+        return Err(invalid(
+            format!("mounts[{i}].type"),
+            "missing (and the options name no bind)",
+        ));
+    } else {
+        MountKind::Fs { fstype }
+    };
+    Ok(MountOp {
+        kind,
+        source: m.source().clone(),
+        destination: clean_abs(m.destination()),
+        flags,
+        propagation,
+        data: data.join(","),
+    })
+}
+
+/// The devices every container gets (as runc and the OCI spec list them).
+pub fn default_devices() -> Vec<Device> {
+    let d = |path: &str, major, minor| Device {
+        path: PathBuf::from(path),
+        kind: libc::S_IFCHR,
+        major,
+        minor,
+        mode: 0o666,
+        uid: 0,
+        gid: 0,
+    };
+    vec![
+        d("/dev/null", 1, 3),
+        d("/dev/zero", 1, 5),
+        d("/dev/full", 1, 7),
+        d("/dev/random", 1, 8),
+        d("/dev/urandom", 1, 9),
+        d("/dev/tty", 5, 0),
+    ]
+}
+
+fn devices(linux: &oci_spec::runtime::Linux) -> Result<Vec<Device>, PlanError> {
+    let mut out = default_devices();
+    for (i, d) in linux.devices().iter().flatten().enumerate() {
+        let field = format!("linux.devices[{i}]");
+        let path = clean_abs(d.path());
+        if !path.starts_with("/dev") || path == Path::new("/dev") {
+            return Err(invalid(
+                format!("{field}.path"),
+                format!("{:?} is not under /dev", d.path()),
+            ));
+        }
+        let kind = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => libc::S_IFCHR,
+            LinuxDeviceType::B => libc::S_IFBLK,
+            LinuxDeviceType::P => libc::S_IFIFO,
+            LinuxDeviceType::A => {
+                return Err(invalid(
+                    format!("{field}.type"),
+                    "\"a\" is only valid in cgroup device rules",
+                ))
+            }
+        };
+        if kind != libc::S_IFIFO && (d.major() < 0 || d.minor() < 0) {
+            return Err(invalid(
+                format!("{field}.major"),
+                "major and minor must be non-negative",
+            ));
+        }
+        let dev = Device {
+            path,
+            kind,
+            major: d.major().max(0) as u64,
+            minor: d.minor().max(0) as u64,
+            mode: d.file_mode().unwrap_or(0o666) & 0o7777,
+            uid: d.uid().unwrap_or(0),
+            gid: d.gid().unwrap_or(0),
+        };
+        // A spec device replaces a default one at the same path.
+        out.retain(|e| e.path != dev.path);
+        out.push(dev);
+    }
+    Ok(out)
+}
+
+fn rlimit_resource(t: PosixRlimitType) -> i32 {
+    use PosixRlimitType::*;
+    (match t {
+        RlimitCpu => libc::RLIMIT_CPU,
+        RlimitFsize => libc::RLIMIT_FSIZE,
+        RlimitData => libc::RLIMIT_DATA,
+        RlimitStack => libc::RLIMIT_STACK,
+        RlimitCore => libc::RLIMIT_CORE,
+        RlimitRss => libc::RLIMIT_RSS,
+        RlimitNproc => libc::RLIMIT_NPROC,
+        RlimitNofile => libc::RLIMIT_NOFILE,
+        RlimitMemlock => libc::RLIMIT_MEMLOCK,
+        RlimitAs => libc::RLIMIT_AS,
+        RlimitLocks => libc::RLIMIT_LOCKS,
+        RlimitSigpending => libc::RLIMIT_SIGPENDING,
+        RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
+        RlimitNice => libc::RLIMIT_NICE,
+        RlimitRtprio => libc::RLIMIT_RTPRIO,
+        RlimitRttime => libc::RLIMIT_RTTIME,
+    }) as i32
+}
+
+fn process_plan(spec: &Spec, opts: &LaunchOptions) -> Result<ProcessPlan, PlanError> {
+    let p = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| invalid("process", "missing"))?;
+    let mut env = p.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push(DEFAULT_PATH.to_string());
+    }
+    let mut rlimits = Vec::new();
+    for (i, r) in p.rlimits().iter().flatten().enumerate() {
+        if r.soft() > r.hard() {
+            return Err(invalid(
+                format!("process.rlimits[{i}]"),
+                format!("soft limit {} exceeds hard limit {}", r.soft(), r.hard()),
+            ));
+        }
+        rlimits.push(Rlimit {
+            resource: rlimit_resource(r.typ()),
+            soft: r.soft(),
+            hard: r.hard(),
+        });
+    }
+    let terminal = p.terminal().unwrap_or(false);
+    if terminal && !opts.has_console_socket {
+        return Err(invalid(
+            "process.terminal",
+            "a terminal needs --console-socket (or run in the foreground)",
+        ));
+    }
+    if !terminal && opts.has_console_socket {
+        return Err(invalid(
+            "process.terminal",
+            "--console-socket given but process.terminal is false",
+        ));
+    }
+    if let Some(a) = p.apparmor_profile().as_ref().filter(|a| !a.is_empty()) {
+        return Err(PlanError::Unsupported {
+            field: "process.apparmorProfile".into(),
+            reason: format!("AppArmor profile {a:?} requested but AppArmor is not supported yet"),
+        });
+    }
+    if let Some(l) = p.selinux_label().as_ref().filter(|a| !a.is_empty()) {
+        return Err(PlanError::Unsupported {
+            field: "process.selinuxLabel".into(),
+            reason: format!("SELinux label {l:?} requested but SELinux is not supported yet"),
+        });
+    }
+    let user = p.user();
+    Ok(ProcessPlan {
+        args: p.args().clone().unwrap_or_default(),
+        env,
+        cwd: clean_abs(p.cwd()),
+        uid: user.uid(),
+        gid: user.gid(),
+        additional_gids: user.additional_gids().clone().unwrap_or_default(),
+        umask: user.umask(),
+        caps: crate::capabilities::CapSets::from_oci(p.capabilities().as_ref()),
+        rlimits,
+        no_new_privileges: p.no_new_privileges().unwrap_or(false),
+        oom_score_adj: p.oom_score_adj(),
+        terminal,
+        console_size: p.console_size().map(|b| {
+            (
+                b.height().min(u16::MAX as u64) as u16,
+                b.width().min(u16::MAX as u64) as u16,
+            )
+        }),
+    })
+}
+
+/// Which namespace a sysctl belongs to, following the kernel's list of
+/// namespaced sysctls (the ones runc allows).
+fn sysctl_namespace(key: &str) -> Option<NsKind> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        return Some(NsKind::Ipc);
+    }
+    if key.starts_with("net.") {
+        return Some(NsKind::Net);
+    }
+    if key == "kernel.hostname" || key == "kernel.domainname" {
+        return Some(NsKind::Uts);
+    }
+    None
+}
+
+fn sysctl_plan(
+    linux: &oci_spec::runtime::Linux,
+    ns: &NamespacePlan,
+) -> Result<Vec<(PathBuf, String)>, PlanError> {
+    let has = |k: NsKind| {
+        ns.clone_flags & k.clone_flag() as u64 != 0 || ns.joins.iter().any(|(j, _)| *j == k)
+    };
+    let mut out: Vec<(PathBuf, String)> = Vec::new();
+    let mut keys: Vec<_> = linux.sysctl().iter().flatten().collect();
+    keys.sort();
+    for (key, value) in keys {
+        let field = format!("linux.sysctl[{key:?}]");
+        let kind = sysctl_namespace(key).ok_or_else(|| {
+            invalid(
+                &field,
+                "not a namespaced sysctl: it would change the host for everyone",
+            )
+        })?;
+        if !has(kind) {
+            return Err(invalid(
+                &field,
+                format!(
+                    "needs the container to have its own {} namespace",
+                    kind.name()
+                ),
+            ));
+        }
+        if key.contains('/') || key.split('.').any(|c| c.is_empty()) {
+            return Err(invalid(&field, "invalid key"));
+        }
+        let rel = key.replace('.', "/");
+        out.push((Path::new("/proc/sys").join(rel), value.clone()));
+    }
+    Ok(out)
+}
+
+#[allow(deprecated)] // prestart is deprecated but still runs with createRuntime.
+fn hook_plan(spec: &Spec) -> HookPlan {
+    let Some(h) = spec.hooks() else {
+        return HookPlan::default();
+    };
+    let conv = |v: &Option<Vec<oci_spec::runtime::Hook>>| -> Vec<Hook> {
+        v.iter().flatten().map(Hook::from_oci).collect()
+    };
+    let mut create_runtime = conv(h.prestart());
+    create_runtime.extend(conv(h.create_runtime()));
+    HookPlan {
+        create_runtime,
+        create_container: conv(h.create_container()),
+        start_container: conv(h.start_container()),
+        poststart: conv(h.poststart()),
+        poststop: conv(h.poststop()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(v: serde_json::Value) -> Spec {
+        crate::spec::parse(v.to_string().as_bytes()).unwrap()
+    }
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs", "readonly": true},
+            "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+                 "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/data/../x", "type": "none", "source": "/tmp",
+                 "options": ["rbind", "ro", "rprivate"]}
+            ],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "cgroup"},
+                                     {"type": "network", "path": "/var/run/netns/x"}]}
+        })
+    }
+
+    fn plan(v: serde_json::Value) -> Result<Plan, PlanError> {
+        build("c1", Path::new("/b"), &spec(v), LaunchOptions::default())
+    }
+
+    #[test]
+    fn rootfs_relative_to_bundle() {
+        let p = plan(base()).unwrap();
+        assert_eq!(p.rootfs, PathBuf::from("/b/rootfs"));
+        assert!(p.rootfs_readonly);
+        let mut v = base();
+        v["root"]["path"] = "/abs/root".into();
+        assert_eq!(plan(v).unwrap().rootfs, PathBuf::from("/abs/root"));
+    }
+
+    #[test]
+    fn namespaces_split_into_clone_unshare_join() {
+        let p = plan(base()).unwrap();
+        let ns = &p.namespaces;
+        assert_eq!(
+            ns.clone_flags,
+            (libc::CLONE_NEWPID | libc::CLONE_NEWNS) as u64
+        );
+        assert!(ns.unshare_cgroup);
+        assert!(ns.private_pid);
+        assert_eq!(
+            ns.joins,
+            vec![(NsKind::Net, PathBuf::from("/var/run/netns/x"))]
+        );
+    }
+
+    #[test]
+    fn user_namespace_is_refused_for_now() {
+        let mut v = base();
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "user"}]);
+        let e = plan(v).unwrap_err().to_string();
+        assert!(e.contains("linux.namespaces[0].type"), "{e}");
+    }
+
+    #[test]
+    fn mount_options_become_flags_and_data() {
+        let p = plan(base()).unwrap();
+        let dev = &p.mounts[1];
+        assert_eq!(
+            dev.kind,
+            MountKind::Fs {
+                fstype: "tmpfs".into()
+            }
+        );
+        assert_eq!(dev.flags, libc::MS_NOSUID | libc::MS_STRICTATIME);
+        assert_eq!(dev.data, "mode=755,size=65536k");
+        let b = &p.mounts[2];
+        assert_eq!(b.kind, MountKind::Bind { recursive: true });
+        assert_eq!(b.destination, PathBuf::from("/x"));
+        assert_eq!(b.flags, libc::MS_RDONLY);
+        assert_eq!(b.propagation, vec![libc::MS_PRIVATE | libc::MS_REC]);
+        assert!(p.setup_dev);
+    }
+
+    #[test]
+    fn later_option_wins() {
+        let mut v = base();
+        v["mounts"][1]["options"] = serde_json::json!(["ro", "rw", "nosuid", "suid"]);
+        assert_eq!(plan(v).unwrap().mounts[1].flags, 0);
+    }
+
+    #[test]
+    fn bind_without_source_is_refused() {
+        let mut v = base();
+        v["mounts"][2].as_object_mut().unwrap().remove("source");
+        let e = plan(v).unwrap_err().to_string();
+        assert!(e.contains("mounts[2].source"), "{e}");
+    }
+
+    #[test]
+    fn default_devices_and_overrides() {
+        let mut v = base();
+        v["linux"]["devices"] = serde_json::json!([
+            {"path": "/dev/null", "type": "c", "major": 1, "minor": 3, "fileMode": 438},
+            {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "uid": 5}
+        ]);
+        let p = plan(v).unwrap();
+        assert_eq!(
+            p.devices
+                .iter()
+                .filter(|d| d.path == Path::new("/dev/null"))
+                .count(),
+            1
+        );
+        let fuse = p
+            .devices
+            .iter()
+            .find(|d| d.path == Path::new("/dev/fuse"))
+            .unwrap();
+        assert_eq!(
+            (fuse.major, fuse.minor, fuse.uid, fuse.mode),
+            (10, 229, 5, 0o666)
+        );
+        let mut v = base();
+        v["linux"]["devices"] =
+            serde_json::json!([{"path": "/etc/x", "type": "c", "major": 1, "minor": 1}]);
+        assert!(plan(v)
+            .unwrap_err()
+            .to_string()
+            .contains("linux.devices[0].path"));
+    }
+
+    #[test]
+    fn rlimits_and_env() {
+        let mut v = base();
+        v["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 100, "hard": 200}]);
+        let p = plan(v).unwrap();
+        assert_eq!(
+            p.process.rlimits,
+            vec![Rlimit {
+                resource: libc::RLIMIT_NOFILE as i32,
+                soft: 100,
+                hard: 200
+            }]
+        );
+        assert!(p.process.env.iter().any(|e| e.starts_with("PATH=")));
+        let mut v = base();
+        v["process"]["rlimits"] =
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 300, "hard": 200}]);
+        assert!(plan(v)
+            .unwrap_err()
+            .to_string()
+            .contains("process.rlimits[0]"));
+    }
+
+    #[test]
+    fn sysctl_needs_its_namespace() {
+        let mut v = base();
+        v["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
+        // network is joined by path in base(): allowed.
+        let p = plan(v.clone()).unwrap();
+        assert_eq!(
+            p.sysctl,
+            vec![(PathBuf::from("/proc/sys/net/ipv4/ip_forward"), "1".into())]
+        );
+        v["linux"]["sysctl"] = serde_json::json!({"kernel.shm_rmid_forced": "1"});
+        assert!(plan(v.clone())
+            .unwrap_err()
+            .to_string()
+            .contains("ipc namespace"));
+        v["linux"]["sysctl"] = serde_json::json!({"vm.swappiness": "1"});
+        assert!(plan(v)
+            .unwrap_err()
+            .to_string()
+            .contains("not a namespaced sysctl"));
+    }
+
+    #[test]
+    fn terminal_needs_console_socket() {
+        let mut v = base();
+        v["process"]["terminal"] = true.into();
+        assert!(plan(v.clone())
+            .unwrap_err()
+            .to_string()
+            .contains("process.terminal"));
+        let opts = LaunchOptions {
+            has_console_socket: true,
+            ..Default::default()
+        };
+        build("c", Path::new("/b"), &spec(v), opts).unwrap();
+    }
+
+    #[test]
+    fn propagation() {
+        let mut v = base();
+        assert_eq!(
+            plan(v.clone()).unwrap().root_propagation,
+            libc::MS_SLAVE | libc::MS_REC
+        );
+        v["linux"]["rootfsPropagation"] = "shared".into();
+        assert_eq!(plan(v.clone()).unwrap().root_propagation, libc::MS_SHARED);
+        v["linux"]["rootfsPropagation"] = "bogus".into();
+        assert!(plan(v)
+            .unwrap_err()
+            .to_string()
+            .contains("rootfsPropagation"));
+    }
+
+    #[test]
+    fn clean_paths_never_climb() {
+        assert_eq!(clean_abs(Path::new("/../../etc")), PathBuf::from("/etc"));
+        assert_eq!(clean_abs(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+    }
+
+    #[test]
+    fn hooks_prestart_runs_with_create_runtime() {
+        let mut v = base();
+        v["hooks"] = serde_json::json!({
+            "prestart": [{"path": "/bin/a"}],
+            "createRuntime": [{"path": "/bin/b", "timeout": 3}],
+            "poststop": [{"path": "/bin/c", "args": ["c", "x"]}]
+        });
+        let p = plan(v).unwrap();
+        let names: Vec<_> = p
+            .hooks
+            .create_runtime
+            .iter()
+            .map(|h| h.path.clone())
+            .collect();
+        assert_eq!(
+            names,
+            vec![PathBuf::from("/bin/a"), PathBuf::from("/bin/b")]
+        );
+        assert_eq!(
+            p.hooks.poststop[0].args,
+            vec!["c".to_string(), "x".to_string()]
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! The container's init: the child the parent cloned into the new
+//! namespaces. It applies the plan step by step, tells the parent it is
+//! ready, blocks on exec.fifo until `skiff start`, and execs the user's
+//! process. It never returns: it execs or exits.
+
+use super::channel::{Channel, ChannelError, Msg};
+use crate::hooks::{self, HookError};
+use crate::namespaces::{self, NsError, NsKind};
+use crate::plan::Plan;
+use crate::rootfs::{self, RootfsError};
+use crate::sys::{self, AsFdBorrowed};
+use crate::tty::{self, TtyError};
+use crate::user::{self, UserError};
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+/// A step of the init failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("init: expected {expected} from the parent, got {got:?}")]
+    Protocol { expected: &'static str, got: Msg },
+    #[error("init: parent: {0}")]
+    Parent(String),
+    #[error(transparent)]
+    Namespace(#[from] NsError),
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error(transparent)]
+    Tty(#[from] TtyError),
+    #[error(transparent)]
+    User(#[from] UserError),
+    #[error(transparent)]
+    Caps(#[from] crate::capabilities::CapError),
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("exec: {0:?}: executable file not found in $PATH")]
+    NotFound(String),
+    #[error("process.cwd {path}: {source}")]
+    Cwd {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn sys_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
+    let what = what.into();
+    move |source| InitError::Sys { what, source }
+}
+
+/// What the parent hands the init across the clone.
+pub struct InitArgs<'a> {
+    pub plan: &'a Plan,
+    pub channel: Channel,
+    /// `O_PATH` descriptor of exec.fifo, reopened through /proc after
+    /// pivot_root (the state directory is not visible from inside).
+    pub fifo: OwnedFd,
+    /// The connected console socket when the process has a terminal.
+    pub console: Option<OwnedFd>,
+    /// Namespaces to join, opened on the host before the clone.
+    pub joins: Vec<(NsKind, PathBuf, OwnedFd)>,
+}
+
+/// Runs the init; reports a failure to the parent and exits.
+pub fn run(args: InitArgs<'_>) -> ! {
+    let err = match steps(&args) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let message = err.to_string();
+    if args
+        .channel
+        .send(&Msg::Error {
+            message: message.clone(),
+        })
+        .is_err()
+    {
+        // After Ready the channel is closed: the caller's stderr is ours.
+        eprintln!("skiff init: {message}");
+    }
+    // SAFETY: exit without running the parent's atexit handlers or
+    // destructors, which belong to the runtime process we were cloned from.
+    unsafe { libc::_exit(1) }
+}
+
+/// The init's steps, in order; each comment says why the step is where it
+/// is.
+fn steps(a: &InitArgs<'_>) -> Result<Infallible, InitError> {
+    let plan = a.plan;
+    // A signal mask blocked by our caller must not reach the container.
+    reset_signals();
+    // Non-dumpable first: until execve replaces this image, no process in
+    // the container can ptrace it or open /proc/1/exe (the runtime binary,
+    // CVE-2019-5736).
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(sys_err("prctl(PR_SET_DUMPABLE)"))?;
+    // Die with the parent while it is still setting us up; cleared before
+    // Ready, when the parent is allowed to exit.
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
+        .map_err(sys_err("prctl(PR_SET_PDEATHSIG)"))?;
+    // Wait until the parent has put us in our cgroup: nothing below may run
+    // outside it, and the cgroup namespace must be rooted there.
+    let state = match a.channel.recv()? {
+        Msg::Go { state } => state,
+        Msg::Error { message } => return Err(InitError::Parent(message)),
+        got => {
+            return Err(InitError::Protocol {
+                expected: "Go",
+                got,
+            })
+        }
+    };
+    // Join existing namespaces (user first, mount last) before creating
+    // anything that should live in them.
+    for (kind, path, fd) in &a.joins {
+        namespaces::join(*kind, path, fd)?;
+    }
+    // The cgroup namespace now, after the cgroup move, so its root is the
+    // container's cgroup.
+    if plan.namespaces.unshare_cgroup {
+        namespaces::unshare(NsKind::Cgroup)?;
+    }
+    // Mounts and /dev are made while the host's paths (bind sources) are
+    // still reachable.
+    let root = rootfs::prepare(plan)?;
+    // createRuntime/prestart hooks run in the runtime's namespaces: ask the
+    // parent, which has them, and wait.
+    if !plan.hooks.create_runtime.is_empty() {
+        a.channel.send(&Msg::RunHooks)?;
+        match a.channel.recv()? {
+            Msg::HooksDone => {}
+            Msg::Error { message } => return Err(InitError::Parent(message)),
+            got => {
+                return Err(InitError::Protocol {
+                    expected: "HooksDone",
+                    got,
+                })
+            }
+        }
+    }
+    // createContainer hooks: in the container's namespaces, before
+    // pivot_root (their paths are the runtime's).
+    hooks::run_all(
+        "createContainer",
+        &plan.hooks.create_container,
+        state.as_bytes(),
+    )?;
+    rootfs::pivot(plan, &root)?;
+    drop(root);
+    // Masks and read-only remounts after pivot_root: they act on the
+    // container's final tree, and /dev/null is the container's own.
+    rootfs::finalize(plan)?;
+    set_names(plan)?;
+    // sysctls are written through the container's /proc, into its
+    // namespaces.
+    for (path, value) in &plan.sysctl {
+        std::fs::write(path, value).map_err(sys_err(format!("linux.sysctl {}", path.display())))?;
+    }
+    // A new session, so a terminal can become the controlling one.
+    // SAFETY: setsid has no memory-safety preconditions.
+    if unsafe { libc::setsid() } < 0 {
+        return Err(sys_err("setsid")(std::io::Error::last_os_error()));
+    }
+    if let Some(console) = &a.console {
+        tty::setup(console.as_fd_borrowed(), plan.process.console_size)?;
+    }
+    if !plan.options.no_new_keyring {
+        join_session_keyring(&plan.id)?;
+    }
+    // oom_score_adj and rlimits while we are still root with every
+    // capability.
+    user::set_oom_score_adj(plan.process.oom_score_adj)?;
+    user::set_rlimits(&plan.process.rlimits)?;
+    // Resolve the program now, so a missing binary fails `create`, not
+    // `start`.
+    let exe = find_executable(&plan.process.args[0], &plan.process.env)?;
+    let argv = cstrings(&plan.process.args)?;
+    let envp = cstrings(&plan.process.env)?;
+    // Bounding set while CAP_SETPCAP is still ours; then the identity
+    // change, keeping the permitted set across it.
+    plan.process.caps.apply_bounding()?;
+    user::keep_caps(true)?;
+    user::switch_user(&plan.process)?;
+    // chdir as the user, so the user's permissions apply to the cwd.
+    sys::chdir(&plan.process.cwd).map_err(|source| InitError::Cwd {
+        path: plan.process.cwd.clone(),
+        source,
+    })?;
+    user::keep_caps(false)?;
+    plan.process.caps.apply_process_sets()?;
+    user::set_umask(plan.process.umask);
+    // Nothing of the runtime's may cross execve: every descriptor above the
+    // preserved ones becomes close-on-exec.
+    sys::cloexec_from(3 + plan.options.preserve_fds as i32)
+        .map_err(sys_err("close descriptors"))?;
+    // The parent may exit once it has Ready; we must not die with it.
+    sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).map_err(sys_err("prctl(PR_SET_PDEATHSIG)"))?;
+    a.channel.send(&Msg::Ready)?;
+    // Block until `skiff start` opens the fifo for reading.
+    wait_for_start(&a.fifo)?;
+    hooks::run_all(
+        "startContainer",
+        &plan.hooks.start_container,
+        state.as_bytes(),
+    )?;
+    // no_new_privs as late as possible: hooks above may need setuid
+    // binaries; seccomp (when loaded) comes right after it.
+    if plan.process.no_new_privileges {
+        user::no_new_privs()?;
+    }
+    exec(&exe, &argv, &envp)
+}
+
+fn set_names(plan: &Plan) -> Result<(), InitError> {
+    if let Some(h) = &plan.hostname {
+        // SAFETY: valid buffer and length.
+        if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } < 0 {
+            return Err(sys_err(format!("hostname {h:?}"))(
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    if let Some(d) = &plan.domainname {
+        // SAFETY: valid buffer and length.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } < 0 {
+            return Err(sys_err(format!("domainname {d:?}"))(
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A fresh session keyring, so containers do not share the host's keys.
+fn join_session_keyring(id: &str) -> Result<(), InitError> {
+    let name = CString::new(format!("_ses.{id}"))
+        .map_err(|_| sys_err("keyring")(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl with a valid C string.
+    let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        // Kernels without keyring support, or where it is not allowed, are
+        // not an error (runc ignores ENOSYS likewise).
+        if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EACCES)) {
+            return Err(sys_err("join session keyring")(e));
+        }
+    }
+    Ok(())
+}
+
+fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {
+    let w =
+        sys::reopen(fifo.as_fd_borrowed(), libc::O_WRONLY).map_err(sys_err("open exec fifo"))?;
+    sys::write_all(w.as_fd_borrowed(), b"0").map_err(sys_err("write exec fifo"))?;
+    Ok(())
+}
+
+fn cstrings(v: &[String]) -> Result<Vec<CString>, InitError> {
+    v.iter()
+        .map(|s| sys::cstr(s).map_err(sys_err(format!("argument {s:?}"))))
+        .collect()
+}
+
+/// `execvp`'s lookup done by hand with the container's own PATH.
+fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, InitError> {
+    if name.contains('/') {
+        return Ok(PathBuf::from(name));
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(dir).join(name);
+        let Ok(c) = sys::cstr(&p) else { continue };
+        // SAFETY: valid C string.
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 && !p.is_dir() {
+            return Ok(p);
+        }
+    }
+    Err(InitError::NotFound(name.to_string()))
+}
+
+fn exec(exe: &Path, argv: &[CString], envp: &[CString]) -> Result<Infallible, InitError> {
+    let path = sys::cstr(exe).map_err(sys_err("exec"))?;
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: NULL-terminated arrays of valid C strings that outlive the
+    // call.
+    unsafe { libc::execve(path.as_ptr(), a.as_ptr(), e.as_ptr()) };
+    Err(sys_err(format!("exec {}", exe.display()))(
+        std::io::Error::last_os_error(),
+    ))
+}
+
+/// Unblocks every signal: a mask blocked by the runtime's caller must not
+/// be inherited by the container's process.
+fn reset_signals() {
+    // SAFETY: sigset operations on a local set, then sigprocmask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}

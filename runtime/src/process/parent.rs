@@ -1,0 +1,277 @@
+//! Stage 0 of `create`: make the state directory, the exec fifo and the
+//! cgroup, clone the init into its namespaces, drive it through the channel
+//! protocol, run the runtime-side hooks, and record the container.
+//!
+//! Anything that fails on the way undoes what was made: the init is killed
+//! and reaped (its mounts die with its mount namespace), the cgroup and the
+//! state directory are removed.
+
+use super::channel::{Channel, ChannelError, Msg};
+use super::init::{self, InitArgs};
+use crate::cgroups::{CgroupError, CgroupManager, Manager};
+use crate::hooks::{self, HookError};
+use crate::namespaces::{self, NsError, NsKind};
+use crate::plan::Plan;
+use crate::state::{self, Container, NewDir, Record, StateError, Status};
+use crate::sys::{self, Forked};
+use crate::tty::{self, TtyError};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// `create` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Namespace(#[from] NsError),
+    #[error(transparent)]
+    Tty(#[from] TtyError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        source: std::io::Error,
+    },
+    /// The init reported a failed step.
+    #[error("{0}")]
+    Init(String),
+    #[error("container init exited before it was ready")]
+    InitDied,
+    #[error("--pid-file {path}: {source}")]
+    PidFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn sys_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CreateError {
+    let what = what.into();
+    move |source| CreateError::Sys { what, source }
+}
+
+/// What `create` was asked for beyond the plan.
+pub struct CreateRequest<'a> {
+    pub root: &'a Path,
+    pub console_socket: Option<&'a Path>,
+    pub pid_file: Option<&'a Path>,
+    pub systemd_cgroup: bool,
+}
+
+/// Kills and reaps the init unless disarmed.
+struct InitGuard {
+    pid: libc::pid_t,
+    armed: bool,
+}
+
+impl Drop for InitGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            // SAFETY: our own child; kill and reap it.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+/// Removes the cgroup unless disarmed.
+struct CgroupGuard<'a> {
+    cg: &'a Manager,
+    armed: bool,
+}
+
+impl Drop for CgroupGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = self.cg.remove();
+        }
+    }
+}
+
+/// Creates the container; on success the init is blocked on exec.fifo and
+/// is our child.
+pub fn create(plan: &Plan, req: &CreateRequest<'_>) -> Result<Container, CreateError> {
+    let dir = NewDir::make(req.root, &plan.id)?;
+    let fifo_path = dir.dir.join(state::EXEC_FIFO);
+    make_fifo(&fifo_path)?;
+    let fifo = sys::open(&fifo_path, libc::O_PATH, 0).map_err(sys_err("open exec fifo"))?;
+    let cg = Manager::new(plan.cgroups_path.as_deref(), &plan.id, req.systemd_cgroup)?;
+    cg.create()?;
+    let mut cg_guard = CgroupGuard {
+        cg: &cg,
+        armed: true,
+    };
+    let console = req.console_socket.map(tty::connect).transpose()?;
+    let mut joins = Vec::new();
+    let mut pid_join = None;
+    for (kind, path) in &plan.namespaces.joins {
+        let fd = namespaces::open(*kind, path)?;
+        if *kind == NsKind::Pid {
+            pid_join = Some((path.clone(), fd));
+        } else {
+            joins.push((*kind, path.clone(), fd));
+        }
+    }
+    let (parent_end, init_end) = Channel::pair()?;
+    let cg_fd = match &cg {
+        Manager::V2(v2) => sys::open(v2.dir(), libc::O_RDONLY | libc::O_DIRECTORY, 0).ok(),
+        Manager::V1(_) => None,
+    };
+    let parent_fd = parent_end.as_raw_fd();
+    let pid = clone_init(
+        plan,
+        pid_join,
+        cg_fd.as_ref().map(|f| f.as_fd()),
+        parent_fd,
+        || InitArgs {
+            plan,
+            channel: init_end,
+            fifo,
+            console,
+            joins,
+        },
+    )?;
+    let mut guard = InitGuard { pid, armed: true };
+    // The init waits for Go: it is in no user code yet. Put it in every
+    // hierarchy (clone3 already did for v2 when CLONE_INTO_CGROUP worked).
+    cg.apply(pid)?;
+    let start_time = state::proc_stat(pid)
+        .map(|s| s.start_time)
+        .ok_or(CreateError::InitDied)?;
+    let record = Record {
+        id: plan.id.clone(),
+        pid,
+        init_start_time: start_time,
+        bundle: plan.bundle.clone(),
+        rootfs: plan.rootfs.clone(),
+        created: state::rfc3339(std::time::SystemTime::now()),
+        owner: String::new(),
+        annotations: plan.annotations.clone(),
+        cgroup_dirs: cg.dirs(),
+        cgroup_mode: cg.mode().to_string(),
+        private_pid: plan.namespaces.private_pid,
+        poststop: plan.hooks.poststop.clone(),
+    };
+    let state_json = serde_json::to_string(&record.oci_state(Status::Creating))
+        .map_err(|e| sys_err("state JSON")(std::io::Error::other(e)))?;
+    parent_end.send(&Msg::Go {
+        state: state_json.clone(),
+    })?;
+    drive(plan, &parent_end, &state_json)?;
+    let container = dir.commit(record)?;
+    if let Some(p) = req.pid_file {
+        write_pid_file(p, pid)?;
+    }
+    guard.armed = false;
+    cg_guard.armed = false;
+    Ok(container)
+}
+
+/// Follows the init through the protocol until Ready.
+fn drive(plan: &Plan, ch: &Channel, state_json: &str) -> Result<(), CreateError> {
+    loop {
+        match ch.recv() {
+            Ok(Msg::RunHooks) => {
+                if let Err(e) = hooks::run_all(
+                    "createRuntime",
+                    &plan.hooks.create_runtime,
+                    state_json.as_bytes(),
+                ) {
+                    let _ = ch.send(&Msg::Error {
+                        message: e.to_string(),
+                    });
+                    return Err(e.into());
+                }
+                ch.send(&Msg::HooksDone)?;
+            }
+            Ok(Msg::Ready) => return Ok(()),
+            Ok(Msg::Error { message }) => return Err(CreateError::Init(message)),
+            Ok(other) => {
+                return Err(CreateError::Init(format!(
+                    "unexpected message from init: {other:?}"
+                )))
+            }
+            Err(ChannelError::Closed) => return Err(CreateError::InitDied),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Clones the init. A pid namespace to join is entered around the clone
+/// (setns of a pid namespace only affects children) and left right after.
+fn clone_init<'a>(
+    plan: &Plan,
+    pid_join: Option<(PathBuf, OwnedFd)>,
+    cg_fd: Option<std::os::fd::BorrowedFd<'_>>,
+    close_in_child: RawFd,
+    args: impl FnOnce() -> InitArgs<'a>,
+) -> Result<libc::pid_t, CreateError> {
+    let restore = match &pid_join {
+        Some((path, fd)) => {
+            let own = namespaces::open(NsKind::Pid, Path::new("/proc/self/ns/pid"))?;
+            namespaces::join(NsKind::Pid, path, fd)?;
+            Some(own)
+        }
+        None => None,
+    };
+    let forked = match sys::clone_fork(plan.namespaces.clone_flags, cg_fd) {
+        // Cgroup fds are refused on some hosts (e.g. a v2 dir with
+        // controllers the kernel cannot move into): fall back to the write.
+        Err(e) if cg_fd.is_some() && e.raw_os_error() != Some(libc::ENOMEM) => {
+            sys::clone_fork(plan.namespaces.clone_flags, None)
+        }
+        r => r,
+    };
+    if let Some(own) = restore {
+        // Back to our own pid namespace for the processes we spawn later
+        // (hooks). Failing here would put them in the container's.
+        namespaces::join(NsKind::Pid, Path::new("/proc/self/ns/pid"), &own)?;
+    }
+    match forked.map_err(sys_err("clone"))? {
+        Forked::Child => {
+            // The parent's end must close in the init, or the init would
+            // never see the parent die on the channel.
+            // SAFETY: closing a descriptor the init does not use; the
+            // parent's copy stays open.
+            unsafe { libc::close(close_in_child) };
+            init::run(args())
+        }
+        Forked::Parent(pid) => Ok(pid),
+    }
+}
+
+fn make_fifo(path: &Path) -> Result<(), CreateError> {
+    let c = sys::cstr(path).map_err(sys_err("exec fifo path"))?;
+    // SAFETY: valid C string.
+    if unsafe { libc::mkfifo(c.as_ptr(), 0o622) } < 0 {
+        return Err(sys_err(format!("mkfifo {}", path.display()))(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the pid file atomically (temp file + rename), as runc does.
+pub fn write_pid_file(path: &Path, pid: libc::pid_t) -> Result<(), CreateError> {
+    let err = |source| CreateError::PidFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, pid.to_string()).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        err(e)
+    })
+}

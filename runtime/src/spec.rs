@@ -1,0 +1,318 @@
+//! Loading `config.json` and validating it up front, before anything is
+//! created, with errors that name the field and the reason.
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// Why a bundle's config cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("bundle {bundle}: cannot read config.json: {source}")]
+    Read {
+        bundle: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config.json: {field}: {reason}")]
+    Parse { field: String, reason: String },
+    #[error("config.json: {field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
+    SpecError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// Reads and validates `<bundle>/config.json`.
+pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
+    let path = bundle.join("config.json");
+    let data = std::fs::read(&path).map_err(|source| SpecError::Read {
+        bundle: bundle.to_path_buf(),
+        source,
+    })?;
+    let spec = parse(&data)?;
+    validate(&spec)?;
+    Ok(spec)
+}
+
+/// Parses config.json text; a type error names the JSON path of the field.
+pub fn parse(data: &[u8]) -> Result<Spec, SpecError> {
+    let de = &mut serde_json::Deserializer::from_slice(data);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let inner = e.into_inner();
+        let field = if field == "." || field.is_empty() {
+            "(document)".to_string()
+        } else {
+            field
+        };
+        SpecError::Parse {
+            field,
+            reason: inner.to_string(),
+        }
+    })
+}
+
+/// Checks what deserialisation cannot: versions, required sections,
+/// absolute paths, duplicate namespaces.
+pub fn validate(spec: &Spec) -> Result<(), SpecError> {
+    let version = spec.version();
+    if !version.starts_with("1.") {
+        return Err(invalid(
+            "ociVersion",
+            format!("unsupported version {version:?}, skiff runs 1.x configs"),
+        ));
+    }
+    let root = spec
+        .root()
+        .as_ref()
+        .ok_or_else(|| invalid("root", "missing: the bundle must name its rootfs"))?;
+    if root.path().as_os_str().is_empty() {
+        return Err(invalid("root.path", "empty"));
+    }
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or_else(|| invalid("process", "missing: nothing to run"))?;
+    match process.args() {
+        Some(args) if !args.is_empty() && !args[0].is_empty() => {}
+        _ => return Err(invalid("process.args", "missing or empty")),
+    }
+    if !process.cwd().is_absolute() {
+        return Err(invalid(
+            "process.cwd",
+            format!("{:?} is not an absolute path", process.cwd()),
+        ));
+    }
+    if let Some(env) = process.env() {
+        for (i, e) in env.iter().enumerate() {
+            if !e.contains('=') || e.starts_with('=') {
+                return Err(invalid(
+                    format!("process.env[{i}]"),
+                    format!("{e:?} is not KEY=VALUE"),
+                ));
+            }
+        }
+    }
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        if !m.destination().is_absolute() {
+            return Err(invalid(
+                format!("mounts[{i}].destination"),
+                format!("{:?} is not an absolute path", m.destination()),
+            ));
+        }
+    }
+    if let Some(linux) = spec.linux() {
+        let mut seen = HashSet::new();
+        for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
+            if !seen.insert(ns.typ()) {
+                return Err(invalid(
+                    format!("linux.namespaces[{i}].type"),
+                    format!("namespace {} listed twice", ns.typ()),
+                ));
+            }
+            if let Some(p) = ns.path() {
+                if !p.is_absolute() {
+                    return Err(invalid(
+                        format!("linux.namespaces[{i}].path"),
+                        format!("{p:?} is not an absolute path"),
+                    ));
+                }
+            }
+        }
+        let has_userns = linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == LinuxNamespaceType::User);
+        if !has_userns && (linux.uid_mappings().is_some() || linux.gid_mappings().is_some()) {
+            // runc refuses id mappings without a user namespace.
+            let has_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+                || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
+            if has_maps {
+                return Err(invalid(
+                    "linux.uidMappings",
+                    "id mappings need a user namespace in linux.namespaces",
+                ));
+            }
+        }
+        for (i, d) in linux.devices().iter().flatten().enumerate() {
+            if !d.path().is_absolute() {
+                return Err(invalid(
+                    format!("linux.devices[{i}].path"),
+                    format!("{:?} is not an absolute path", d.path()),
+                ));
+            }
+        }
+    }
+    for (field, hooks) in hook_lists(spec) {
+        for (i, h) in hooks.iter().enumerate() {
+            if !h.path().is_absolute() {
+                return Err(invalid(
+                    format!("hooks.{field}[{i}].path"),
+                    format!("{:?} is not an absolute path", h.path()),
+                ));
+            }
+            if h.timeout().is_some_and(|t| t <= 0) {
+                return Err(invalid(
+                    format!("hooks.{field}[{i}].timeout"),
+                    "must be a positive number of seconds",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(deprecated)] // prestart is deprecated in the spec but still honoured.
+fn hook_lists(spec: &Spec) -> Vec<(&'static str, &[oci_spec::runtime::Hook])> {
+    let Some(h) = spec.hooks() else {
+        return Vec::new();
+    };
+    let mut out: Vec<(&'static str, &[oci_spec::runtime::Hook])> = Vec::new();
+    if let Some(l) = h.prestart() {
+        out.push(("prestart", l));
+    }
+    if let Some(l) = h.create_runtime() {
+        out.push(("createRuntime", l));
+    }
+    if let Some(l) = h.create_container() {
+        out.push(("createContainer", l));
+    }
+    if let Some(l) = h.start_container() {
+        out.push(("startContainer", l));
+    }
+    if let Some(l) = h.poststart() {
+        out.push(("poststart", l));
+    }
+    if let Some(l) = h.poststop() {
+        out.push(("poststop", l));
+    }
+    out
+}
+
+/// Checks a container id as runc does: letters, digits, `_ + - .`, not `.`
+/// or `..`, so it is always a single safe path component.
+pub fn validate_id(id: &str) -> Result<(), SpecError> {
+    if id.is_empty() {
+        return Err(invalid("id", "empty container id"));
+    }
+    if id == "." || id == ".." {
+        return Err(invalid("id", format!("invalid container id {id:?}")));
+    }
+    if id.len() > 1024 {
+        return Err(invalid("id", "container id longer than 1024 bytes"));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.')))
+    {
+        return Err(invalid(
+            "id",
+            format!("invalid container id {id:?}: character {c:?} is not allowed"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]}
+        })
+    }
+
+    fn check(v: serde_json::Value) -> Result<Spec, SpecError> {
+        let s = parse(v.to_string().as_bytes())?;
+        validate(&s)?;
+        Ok(s)
+    }
+
+    #[test]
+    fn accepts_minimal() {
+        check(base()).unwrap();
+    }
+
+    #[test]
+    fn invalid_json_is_an_error() {
+        let e = parse(b"{ not json").unwrap_err();
+        assert!(e.to_string().contains("config.json"), "{e}");
+    }
+
+    #[test]
+    fn unknown_namespace_names_field() {
+        let mut v = base();
+        v["linux"]["namespaces"][0]["type"] = "bogus".into();
+        let e = check(v).unwrap_err().to_string();
+        assert!(e.contains("linux.namespaces[0].type"), "{e}");
+    }
+
+    #[test]
+    fn relative_mount_destination() {
+        let mut v = base();
+        v["mounts"][0]["destination"] = "proc".into();
+        let e = check(v).unwrap_err().to_string();
+        assert!(e.contains("mounts[0].destination"), "{e}");
+    }
+
+    #[test]
+    fn missing_process() {
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("process");
+        let e = check(v).unwrap_err().to_string();
+        assert!(e.contains("process"), "{e}");
+    }
+
+    #[test]
+    fn empty_args_and_relative_cwd() {
+        let mut v = base();
+        v["process"]["args"] = serde_json::json!([]);
+        assert!(check(v).unwrap_err().to_string().contains("process.args"));
+        let mut v = base();
+        v["process"]["cwd"] = "tmp".into();
+        assert!(check(v).unwrap_err().to_string().contains("process.cwd"));
+    }
+
+    #[test]
+    fn version_must_be_1x() {
+        let mut v = base();
+        v["ociVersion"] = "2.0.0".into();
+        assert!(check(v).unwrap_err().to_string().contains("ociVersion"));
+        let mut v = base();
+        v["ociVersion"] = "1.2.1".into();
+        check(v).unwrap();
+    }
+
+    #[test]
+    fn duplicate_namespace() {
+        let mut v = base();
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "pid"}]);
+        assert!(check(v).unwrap_err().to_string().contains("listed twice"));
+    }
+
+    #[test]
+    fn hook_path_must_be_absolute() {
+        let mut v = base();
+        v["hooks"] = serde_json::json!({"poststop": [{"path": "bin/true"}]});
+        let e = check(v).unwrap_err().to_string();
+        assert!(e.contains("hooks.poststop[0].path"), "{e}");
+    }
+
+    #[test]
+    fn ids() {
+        validate_id("abc-1_2.3+x").unwrap();
+        for bad in ["", ".", "..", "a/b", "../x", "a b", "a\0b"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}

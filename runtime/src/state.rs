@@ -1,0 +1,495 @@
+//! The container's record under `--root`: `<root>/<id>/state.json` (the
+//! OCI state plus what later commands need), `<root>/<id>/exec.fifo` while
+//! the container is `created`, and a `flock` on the directory that
+//! serialises commands on one container.
+//!
+//! The status is derived, never trusted: a recorded init whose process is
+//! gone, a zombie, or whose start time differs (a reused pid) is `stopped`.
+
+use crate::hooks::Hook;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The OCI spec version the runtime implements and reports.
+pub const OCI_VERSION: &str = "1.2.1";
+const STATE_FILE: &str = "state.json";
+/// The fifo the init blocks on until `start` opens it.
+pub const EXEC_FIFO: &str = "exec.fifo";
+
+/// A state-directory operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("container {0} does not exist")]
+    NotFound(String),
+    #[error("container with id {0} already exists")]
+    AlreadyExists(String),
+    #[error("state root {path}: {source}")]
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state of container {id}: {path}: {source}")]
+    Io {
+        id: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state of container {id}: {path}: corrupt: {source}")]
+    Corrupt {
+        id: String,
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+/// The lifecycle of a container as the OCI spec names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        }
+    }
+
+    /// `start` releases a container that is only created.
+    pub fn can_start(self) -> bool {
+        self == Status::Created
+    }
+
+    /// Signals go to a live init.
+    pub fn can_kill(self) -> bool {
+        matches!(self, Status::Created | Status::Running | Status::Paused)
+    }
+
+    /// `delete` without `--force` takes stopped containers, and created ones
+    /// (whose user process never ran), as runc does.
+    pub fn can_delete(self) -> bool {
+        matches!(self, Status::Stopped | Status::Created)
+    }
+}
+
+/// What is kept about a container between commands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub id: String,
+    pub pid: i32,
+    /// The init's start time in clock ticks since boot (/proc/pid/stat).
+    pub init_start_time: u64,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    /// The cgroup directories the container was put in.
+    #[serde(default)]
+    pub cgroup_dirs: Vec<PathBuf>,
+    /// The cgroup manager mode (`v1` or `v2`).
+    #[serde(default)]
+    pub cgroup_mode: String,
+    /// Whether the container has its own pid namespace.
+    pub private_pid: bool,
+    #[serde(default)]
+    pub poststop: Vec<Hook>,
+}
+
+/// The OCI state as `skiff state` prints it (runc's field order and extras).
+#[derive(Debug, Serialize)]
+pub struct OciState<'a> {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: &'a str,
+    pub id: &'a str,
+    pub pid: i32,
+    pub status: &'a str,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    pub created: &'a str,
+    pub owner: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: &'a BTreeMap<String, String>,
+}
+
+impl Record {
+    /// The OCI state for this record with the given status.
+    pub fn oci_state(&self, status: Status) -> OciState<'_> {
+        OciState {
+            oci_version: OCI_VERSION,
+            id: &self.id,
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
+            status: status.as_str(),
+            bundle: &self.bundle,
+            rootfs: &self.rootfs,
+            created: &self.created,
+            owner: &self.owner,
+            annotations: &self.annotations,
+        }
+    }
+}
+
+/// A container's state directory, locked for the lifetime of this value.
+pub struct Container {
+    pub dir: PathBuf,
+    pub record: Record,
+    _lock: OwnedFd,
+}
+
+fn lock_dir(dir: &Path, id: &str) -> Result<OwnedFd, StateError> {
+    let fd = crate::sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|source| {
+        if source.raw_os_error() == Some(libc::ENOENT) {
+            return StateError::NotFound(id.to_string());
+        }
+        StateError::Io {
+            id: id.to_string(),
+            path: dir.to_path_buf(),
+            source,
+        }
+    })?;
+    // SAFETY: flock on a valid descriptor.
+    while unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(StateError::Io {
+                id: id.to_string(),
+                path: dir.to_path_buf(),
+                source: e,
+            });
+        }
+    }
+    Ok(fd)
+}
+
+/// A freshly made, still empty state directory for `create`. It is not
+/// locked while the init is being cloned (a lock descriptor inherited by the
+/// init would hold the lock until exec); other commands see no record and
+/// treat the id as absent, and a second `create` fails on the `mkdir`.
+pub struct NewDir {
+    pub dir: PathBuf,
+    keep: bool,
+}
+
+impl NewDir {
+    /// Makes `<root>/<id>`; fails with `AlreadyExists` if it is there.
+    pub fn make(root: &Path, id: &str) -> Result<NewDir, StateError> {
+        std::fs::create_dir_all(root).map_err(|source| StateError::Root {
+            path: root.to_path_buf(),
+            source,
+        })?;
+        let dir = root.join(id);
+        let mut b = std::fs::DirBuilder::new();
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o711);
+        match b.create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StateError::AlreadyExists(id.to_string()))
+            }
+            Err(source) => {
+                return Err(StateError::Io {
+                    id: id.to_string(),
+                    path: dir,
+                    source,
+                })
+            }
+        }
+        Ok(NewDir { dir, keep: false })
+    }
+
+    /// Writes the first record and turns the directory into a locked
+    /// container.
+    pub fn commit(mut self, record: Record) -> Result<Container, StateError> {
+        let lock = lock_dir(&self.dir, &record.id)?;
+        write_record(&self.dir, &record)?;
+        self.keep = true;
+        Ok(Container {
+            dir: self.dir.clone(),
+            record,
+            _lock: lock,
+        })
+    }
+}
+
+impl Drop for NewDir {
+    fn drop(&mut self) {
+        // A create that failed leaves nothing behind.
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn write_record(dir: &Path, record: &Record) -> Result<(), StateError> {
+    let io = |path: &Path, source| StateError::Io {
+        id: record.id.clone(),
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = dir.join(".state.json.tmp");
+    let data = serde_json::to_vec(record).map_err(|source| StateError::Corrupt {
+        id: record.id.clone(),
+        path: tmp.clone(),
+        source,
+    })?;
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    f.write_all(&data).map_err(|e| io(&tmp, e))?;
+    drop(f);
+    let path = dir.join(STATE_FILE);
+    std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
+}
+
+impl Container {
+    /// Opens and locks an existing container.
+    pub fn load(root: &Path, id: &str) -> Result<Container, StateError> {
+        crate::spec::validate_id(id).map_err(|_| StateError::NotFound(id.to_string()))?;
+        let dir = root.join(id);
+        let lock = lock_dir(&dir, id)?;
+        let path = dir.join(STATE_FILE);
+        let data = match std::fs::read(&path) {
+            Ok(d) => d,
+            // A directory without a record is a create in progress or one
+            // that died half-way: not a container (yet).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StateError::NotFound(id.to_string()))
+            }
+            Err(source) => {
+                return Err(StateError::Io {
+                    id: id.to_string(),
+                    path,
+                    source,
+                })
+            }
+        };
+        let record = serde_json::from_slice(&data).map_err(|source| StateError::Corrupt {
+            id: id.to_string(),
+            path,
+            source,
+        })?;
+        Ok(Container {
+            dir,
+            record,
+            _lock: lock,
+        })
+    }
+
+    /// The ids of every container under `root`, sorted.
+    pub fn list(root: &Path) -> Result<Vec<String>, StateError> {
+        let rd = match std::fs::read_dir(root) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => {
+                return Err(StateError::Root {
+                    path: root.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let mut ids: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().join(STATE_FILE).exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub fn exec_fifo(&self) -> PathBuf {
+        self.dir.join(EXEC_FIFO)
+    }
+
+    /// Whether the recorded init is still the same live process.
+    pub fn init_alive(&self) -> bool {
+        process_alive(self.record.pid, self.record.init_start_time)
+    }
+
+    /// The derived status.
+    pub fn status(&self) -> Status {
+        if !self.init_alive() {
+            return Status::Stopped;
+        }
+        if self.exec_fifo().exists() {
+            return Status::Created;
+        }
+        if crate::cgroups::is_frozen(&self.record.cgroup_mode, &self.record.cgroup_dirs) {
+            return Status::Paused;
+        }
+        Status::Running
+    }
+
+    /// Removes the state directory (the lock goes with the value).
+    pub fn destroy(self) -> Result<(), StateError> {
+        std::fs::remove_dir_all(&self.dir).map_err(|source| StateError::Io {
+            id: self.record.id.clone(),
+            path: self.dir.clone(),
+            source,
+        })
+    }
+}
+
+/// Facts about a process from /proc/<pid>/stat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub state: char,
+    pub start_time: u64,
+}
+
+/// Parses /proc/<pid>/stat text: the state (field 3) and the start time
+/// (field 22). The command name may contain spaces and parentheses, so
+/// fields are counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<ProcStat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let mut f = rest.split_ascii_whitespace();
+    let state = f.next()?.chars().next()?;
+    // After the state come fields 4..; start time is field 22, i.e. the
+    // 19th after the state.
+    let start_time = f.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, start_time })
+}
+
+/// Reads a live process's stat; `None` when it is gone.
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
+    if pid <= 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// True when `pid` is alive, not a zombie, and started at `start_time`.
+pub fn process_alive(pid: i32, start_time: u64) -> bool {
+    matches!(proc_stat(pid), Some(s) if s.start_time == start_time && s.state != 'Z' && s.state != 'X')
+}
+
+/// RFC 3339 UTC with nanoseconds, as runc writes `created`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let (y, m, dd) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn stat_with_spaces_in_name() {
+        let s = "123 (a b) c)) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 10";
+        assert_eq!(
+            parse_stat(s),
+            Some(ProcStat {
+                state: 'S',
+                start_time: 98765
+            })
+        );
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn own_process_is_alive_and_reuse_is_detected() {
+        let me = std::process::id() as i32;
+        let st = proc_stat(me).unwrap();
+        assert!(process_alive(me, st.start_time));
+        assert!(!process_alive(me, st.start_time + 1));
+        assert!(!process_alive(0, 0));
+    }
+
+    #[test]
+    fn status_transitions() {
+        assert!(Status::Created.can_start());
+        assert!(!Status::Running.can_start());
+        assert!(Status::Running.can_kill() && !Status::Stopped.can_kill());
+        assert!(Status::Stopped.can_delete() && Status::Created.can_delete());
+        assert!(!Status::Running.can_delete() && !Status::Paused.can_delete());
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        let t = UNIX_EPOCH + Duration::new(1_709_251_199, 5); // 2024-02-29T23:59:59
+        assert_eq!(rfc3339(t), "2024-02-29T23:59:59.000000005Z");
+    }
+
+    #[test]
+    fn state_json_shape() {
+        let r = Record {
+            id: "c".into(),
+            pid: 42,
+            init_start_time: 1,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: "x".into(),
+            owner: String::new(),
+            annotations: BTreeMap::new(),
+            cgroup_dirs: vec![],
+            cgroup_mode: String::new(),
+            private_pid: true,
+            poststop: vec![],
+        };
+        let v = serde_json::to_value(r.oci_state(Status::Running)).unwrap();
+        assert_eq!(v["ociVersion"], OCI_VERSION);
+        assert_eq!(v["pid"], 42);
+        assert_eq!(v["status"], "running");
+        assert!(v.get("annotations").is_none());
+        let v = serde_json::to_value(r.oci_state(Status::Stopped)).unwrap();
+        assert_eq!(v["pid"], 0);
+    }
+
+    #[test]
+    fn dir_lifecycle() {
+        let root = std::env::temp_dir().join(format!("skiff-state-{}", std::process::id()));
+        let d = NewDir::make(&root, "c1").unwrap();
+        assert!(matches!(
+            NewDir::make(&root, "c1"),
+            Err(StateError::AlreadyExists(_))
+        ));
+        drop(d);
+        assert!(!root.join("c1").exists(), "a failed create leaves nothing");
+        assert!(matches!(
+            Container::load(&root, "c1"),
+            Err(StateError::NotFound(_))
+        ));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,114 @@
+//! The container's terminal: a pty made inside the container's devpts,
+//! whose master goes to the `--console-socket` by SCM_RIGHTS, and whose
+//! slave becomes the process's stdio, controlling terminal and
+//! /dev/console.
+
+use crate::sys::{self, AsFdBorrowed};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// The terminal could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TtyError {
+    #[error("process.terminal: {step}: {source}")]
+    Step {
+        step: &'static str,
+        source: std::io::Error,
+    },
+    #[error("--console-socket {path}: {source}")]
+    Connect {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn step(step: &'static str) -> impl FnOnce(std::io::Error) -> TtyError {
+    move |source| TtyError::Step { step, source }
+}
+
+fn ioctl(fd: BorrowedFd<'_>, req: libc::c_ulong, arg: *mut libc::c_void) -> std::io::Result<()> {
+    // SAFETY: the requests used here take a pointer to an int or winsize
+    // that outlives the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), req as _, arg) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Connects to the console socket (in the runtime's mount namespace, before
+/// the clone).
+pub fn connect(path: &Path) -> Result<OwnedFd, TtyError> {
+    let s = std::os::unix::net::UnixStream::connect(path).map_err(|source| TtyError::Connect {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(OwnedFd::from(s))
+}
+
+/// Opens a pty in the container, sends its master to `socket`, makes the
+/// slave the controlling terminal and stdio, and bind-mounts it over
+/// /dev/console. Runs after pivot_root and setsid.
+pub fn setup(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<(), TtyError> {
+    let master = sys::open(Path::new("/dev/ptmx"), libc::O_RDWR | libc::O_NOCTTY, 0)
+        .map_err(step("open /dev/ptmx"))?;
+    let mut unlock: libc::c_int = 0;
+    ioctl(
+        master.as_fd_borrowed(),
+        libc::TIOCSPTLCK,
+        (&mut unlock as *mut libc::c_int).cast(),
+    )
+    .map_err(step("unlockpt"))?;
+    let mut n: libc::c_uint = 0;
+    ioctl(
+        master.as_fd_borrowed(),
+        libc::TIOCGPTN,
+        (&mut n as *mut libc::c_uint).cast(),
+    )
+    .map_err(step("ptsname"))?;
+    let slave_path = PathBuf::from(format!("/dev/pts/{n}"));
+    let slave =
+        sys::open(&slave_path, libc::O_RDWR | libc::O_NOCTTY, 0).map_err(step("open pty slave"))?;
+    if let Some((rows, cols)) = size {
+        let mut ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        ioctl(
+            slave.as_fd_borrowed(),
+            libc::TIOCSWINSZ,
+            (&mut ws as *mut libc::winsize).cast(),
+        )
+        .map_err(step("set window size"))?;
+    }
+    sys::send_fd(socket, c"/dev/ptmx", master.as_fd_borrowed())
+        .map_err(step("send the pty master to the console socket"))?;
+    drop(master);
+    // /dev/console is the terminal too, as on a real system.
+    let root =
+        sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0).map_err(step("open /"))?;
+    if let Ok(console) = sys::touch_in_root(root.as_fd_borrowed(), Path::new("/dev/console")) {
+        sys::mount(
+            Some(&slave_path),
+            &sys::fd_path(console.as_fd_borrowed()),
+            None,
+            libc::MS_BIND,
+            None,
+        )
+        .map_err(step("bind /dev/console"))?;
+    }
+    ioctl(
+        slave.as_fd_borrowed(),
+        libc::TIOCSCTTY,
+        std::ptr::null_mut(),
+    )
+    .map_err(step("set controlling terminal"))?;
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard descriptors.
+        if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
+            return Err(step("dup2")(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}

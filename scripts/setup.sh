@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Install what skiff's scripts, builds and tests need on a Debian 12 machine.
+#
+# Idempotent and quick when everything is already there: apt-get runs only
+# when at least one package is missing, and rustup only when a cargo
+# component does not answer.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+# Debian packages, each with the reason it is here.
+packages=(
+    busybox-static # the rootfs of every test and demo bundle
+    runc           # reference runtime: comparisons, benchmarks, shim tests
+    crun           # second reference runtime for benchmarks
+    containerd     # end-to-end tests through the shim and ctr
+    hyperfine      # scripts/bench.sh
+    iproute2       # ip: looking inside network namespaces
+    util-linux     # nsenter, unshare, mount, flock, setpriv
+    procps         # ps, pgrep: finding container processes
+    jq             # editing and reading config.json and state JSON
+    coreutils      # timeout, mktemp, realpath
+    ca-certificates # cargo's TLS to crates.io on a bare image
+    gcc            # the linker cargo invokes (cc)
+    libc6-dev      # crt objects and libc for linking
+)
+
+log() { printf 'setup: %s\n' "$*"; }
+
+is_installed() {
+    # `dpkg -s` exits 0 even for a removed package whose config files remain,
+    # so read the status field itself.
+    local status
+    status=$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) || return 1
+    [[ $status == installed ]]
+}
+
+missing=()
+for pkg in "${packages[@]}"; do
+    is_installed "$pkg" || missing+=("$pkg")
+done
+
+if ((${#missing[@]} > 0)); then
+    if ((EUID != 0)); then
+        log "missing packages: ${missing[*]}; run this script as root to install them" >&2
+        exit 1
+    fi
+    log "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt_opts=(-o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0)
+    # A mirror can fail for a moment; try each call a few times.
+    retry() {
+        local try
+        for try in 1 2 3; do
+            "$@" && return 0
+            ((try < 3)) && { log "retrying in $((try * 5)) s: $*"; sleep $((try * 5)); }
+        done
+        return 1
+    }
+    retry apt-get "${apt_opts[@]}" update -qq
+    retry apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}"
+else
+    log "Debian packages already installed"
+fi
+
+# The Rust toolchain is preinstalled, but a minimal profile may lack these.
+if ! command -v cargo >/dev/null 2>&1 && [[ -x ${HOME:-/root}/.cargo/bin/cargo ]]; then
+    PATH="${HOME:-/root}/.cargo/bin:$PATH"
+fi
+components=()
+cargo fmt --version >/dev/null 2>&1 || components+=(rustfmt)
+cargo clippy --version >/dev/null 2>&1 || components+=(clippy)
+if ((${#components[@]} > 0)); then
+    log "adding rust components: ${components[*]}"
+    rustup component add "${components[@]}"
+else
+    log "rustfmt and clippy present"
+fi
