@@ -27,14 +27,15 @@ pub enum RootfsError {
         target: PathBuf,
         source: std::io::Error,
     },
-    #[error("mount destination {path}: {source}")]
+    #[error("mounts: destination {path}: {source}")]
     Destination {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("mount source {path}: {source}")]
+    #[error("mounts: source {path} of {dest}: {source}")]
     Source {
         path: PathBuf,
+        dest: PathBuf,
         source: std::io::Error,
     },
     #[error("device {path}: {source}")]
@@ -158,15 +159,13 @@ fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), Root
             } else {
                 plan.bundle.join(src)
             };
-            let src_fd =
-                sys::open(&src, libc::O_PATH, 0).map_err(|source| RootfsError::Source {
-                    path: src.clone(),
-                    source,
-                })?;
-            let st = sys::fstat(src_fd.as_fd_borrowed()).map_err(|source| RootfsError::Source {
+            let src_err = |source| RootfsError::Source {
                 path: src.clone(),
+                dest: dest.clone(),
                 source,
-            })?;
+            };
+            let src_fd = sys::open(&src, libc::O_PATH, 0).map_err(src_err)?;
+            let st = sys::fstat(src_fd.as_fd_borrowed()).map_err(src_err)?;
             let dst = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
                 sys::mkdir_all_in_root(root, dest, 0o755)
             } else {

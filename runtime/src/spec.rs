@@ -17,6 +17,8 @@ pub enum SpecError {
     Parse { field: String, reason: String },
     #[error("config.json: {field}: {reason}")]
     Invalid { field: String, reason: String },
+    #[error("container id {id:?}: {reason}")]
+    Id { id: String, reason: String },
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
@@ -197,23 +199,26 @@ fn hook_lists(spec: &Spec) -> Vec<(&'static str, &[oci_spec::runtime::Hook])> {
 /// Checks a container id as runc does: letters, digits, `_ + - .`, not `.`
 /// or `..`, so it is always a single safe path component.
 pub fn validate_id(id: &str) -> Result<(), SpecError> {
+    let bad = |reason: String| SpecError::Id {
+        id: id.to_string(),
+        reason,
+    };
     if id.is_empty() {
-        return Err(invalid("id", "empty container id"));
+        return Err(bad("empty".into()));
     }
     if id == "." || id == ".." {
-        return Err(invalid("id", format!("invalid container id {id:?}")));
+        return Err(bad("not a valid name".into()));
     }
     if id.len() > 1024 {
-        return Err(invalid("id", "container id longer than 1024 bytes"));
+        return Err(bad("longer than 1024 bytes".into()));
     }
     if let Some(c) = id
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '+' | '-' | '.')))
     {
-        return Err(invalid(
-            "id",
-            format!("invalid container id {id:?}: character {c:?} is not allowed"),
-        ));
+        return Err(bad(format!(
+            "character {c:?} is not allowed (letters, digits, _ + - . only)"
+        )));
     }
     Ok(())
 }

@@ -112,3 +112,50 @@ pub fn setup(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<(), Tty
     }
     Ok(())
 }
+
+/// Copies the window size of terminal `from` to `to` (no-op when `from` is
+/// not a terminal).
+pub fn copy_winsize(from: std::os::fd::RawFd, to: std::os::fd::RawFd) {
+    // SAFETY: zeroed winsize is valid; ioctls on caller-owned fds.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(from, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(to, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// Puts a terminal in raw mode for as long as the value lives (no-op when
+/// the fd is not a terminal): `run` in the foreground passes keys through.
+pub struct RawMode {
+    fd: std::os::fd::RawFd,
+    saved: Option<libc::termios>,
+}
+
+impl RawMode {
+    pub fn enter(fd: std::os::fd::RawFd) -> RawMode {
+        // SAFETY: zeroed termios is valid; tcgetattr fills it.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: plain terminal ioctls on a caller-owned fd.
+        let saved = unsafe {
+            if libc::tcgetattr(fd, &mut t) != 0 {
+                None
+            } else {
+                let saved = t;
+                libc::cfmakeraw(&mut t);
+                libc::tcsetattr(fd, libc::TCSANOW, &t);
+                Some(saved)
+            }
+        };
+        RawMode { fd, saved }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(t) = &self.saved {
+            // SAFETY: restoring the attributes saved in enter().
+            unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, t) };
+        }
+    }
+}

@@ -59,6 +59,9 @@ fn sys_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CreateErro
 pub struct CreateRequest<'a> {
     pub root: &'a Path,
     pub console_socket: Option<&'a Path>,
+    /// An already connected console socket (`run` in the foreground with a
+    /// terminal keeps the other end); takes precedence over the path.
+    pub console_fd: Option<OwnedFd>,
     pub pid_file: Option<&'a Path>,
     pub systemd_cgroup: bool,
 }
@@ -97,7 +100,7 @@ impl Drop for CgroupGuard<'_> {
 
 /// Creates the container; on success the init is blocked on exec.fifo and
 /// is our child.
-pub fn create(plan: &Plan, req: &CreateRequest<'_>) -> Result<Container, CreateError> {
+pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateError> {
     let dir = NewDir::make(req.root, &plan.id)?;
     let fifo_path = dir.dir.join(state::EXEC_FIFO);
     make_fifo(&fifo_path)?;
@@ -108,7 +111,10 @@ pub fn create(plan: &Plan, req: &CreateRequest<'_>) -> Result<Container, CreateE
         cg: &cg,
         armed: true,
     };
-    let console = req.console_socket.map(tty::connect).transpose()?;
+    let console = match req.console_fd {
+        Some(fd) => Some(fd),
+        None => req.console_socket.map(tty::connect).transpose()?,
+    };
     let mut joins = Vec::new();
     let mut pid_join = None;
     for (kind, path) in &plan.namespaces.joins {

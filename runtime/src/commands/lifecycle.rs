@@ -1,131 +1,73 @@
-//! The commands behind the CLI: each reads the state directory, does one
-//! thing and returns the exit status.
+//! runc's container lifecycle: create, start, run, state, kill, delete,
+//! list and spec.
 
-use crate::cgroups::{CgroupError, CgroupManager, Manager};
-use crate::cli::{Cli, Command, CreateArgs};
-use crate::hooks::{self, HookError};
+use super::{io_err, CmdError};
+use crate::cgroups::{CgroupManager, Manager};
+use crate::cli::{Cli, CreateArgs};
+use crate::hooks;
 use crate::log::Logger;
-use crate::plan::{self, LaunchOptions, PlanError};
-use crate::process::parent::{self, CreateError, CreateRequest};
-use crate::signal::{self, SignalError};
-use crate::spec::{self, SpecError};
-use crate::state::{Container, StateError, Status};
+use crate::plan::{self, LaunchOptions};
+use crate::process::parent::{self, CreateRequest};
+use crate::spec;
+use crate::state::{Container, Status};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// A command failed; the message is what the user sees.
-#[derive(Debug, thiserror::Error)]
-pub enum CmdError {
-    #[error(transparent)]
-    Spec(#[from] SpecError),
-    #[error(transparent)]
-    Plan(#[from] PlanError),
-    #[error(transparent)]
-    Create(#[from] CreateError),
-    #[error(transparent)]
-    State(#[from] StateError),
-    #[error(transparent)]
-    Cgroup(#[from] CgroupError),
-    #[error(transparent)]
-    Signal(#[from] SignalError),
-    #[error(transparent)]
-    Hook(#[from] HookError),
-    #[error("{what}: {source}")]
-    Io {
-        what: String,
-        source: std::io::Error,
-    },
-    #[error("container {id}: cannot {action} a container that is {status}")]
-    BadStatus {
-        id: String,
-        action: &'static str,
-        status: &'static str,
-    },
-    #[error("container {0} not running")]
-    NotRunning(String),
-    #[error("container {0}: init exited before start")]
-    InitGone(String),
-    #[error("bundle {0}: config.json exists; remove it first")]
-    SpecExists(PathBuf),
-}
-
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CmdError {
-    let what = what.into();
-    move |source| CmdError::Io { what, source }
-}
-
-/// Runs `cmd`; Ok carries the exit status.
-pub fn dispatch(cli: &Cli, cmd: &Command, log: &mut Logger) -> Result<i32, CmdError> {
-    match cmd {
-        Command::Create(a) => {
-            create(cli, a)?;
-            Ok(0)
-        }
-        Command::Start { id } => {
-            let c = Container::load(&cli.root, id)?;
-            start(c, log)?;
-            Ok(0)
-        }
-        Command::Run { args, detach, keep } => run(cli, args, *detach, *keep, log),
-        Command::State { id } => {
-            let c = Container::load(&cli.root, id)?;
-            let s = serde_json::to_string_pretty(&c.record.oci_state(c.status()))
-                .map_err(|e| io_err("state JSON")(std::io::Error::other(e)))?;
-            println!("{s}");
-            Ok(0)
-        }
-        Command::Kill { id, signal, all } => {
-            let sig = signal::parse(signal.as_deref().unwrap_or("SIGTERM"))?;
-            let c = Container::load(&cli.root, id)?;
-            kill(&c, sig, *all)?;
-            Ok(0)
-        }
-        Command::Delete { id, force } => {
-            let c = match Container::load(&cli.root, id) {
-                Ok(c) => c,
-                // runc: deleting a missing container with --force succeeds.
-                Err(StateError::NotFound(_)) if *force => return Ok(0),
-                Err(e) => return Err(e.into()),
-            };
-            delete(c, *force, log)?;
-            Ok(0)
-        }
-        Command::List { format, quiet } => {
-            list(&cli.root, format, *quiet)?;
-            Ok(0)
-        }
-        Command::Spec { bundle } => {
-            write_spec(bundle)?;
-            Ok(0)
-        }
-    }
-}
-
-fn create(cli: &Cli, a: &CreateArgs) -> Result<Container, CmdError> {
+/// Creates the container. With `foreground`, a terminal container without
+/// `--console-socket` gets its pty master handed back to us (returned with
+/// the container) instead of to a socket.
+pub(crate) fn create(
+    cli: &Cli,
+    a: &CreateArgs,
+    foreground: bool,
+) -> Result<(Container, Option<OwnedFd>), CmdError> {
     spec::validate_id(&a.id)?;
     let bundle = std::fs::canonicalize(&a.bundle)
         .map_err(io_err(format!("bundle {}", a.bundle.display())))?;
     let spec = spec::load(&bundle)?;
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let own_console = foreground && terminal && a.console_socket.is_none();
+    let (ours, theirs) = if own_console {
+        let (x, y) =
+            std::os::unix::net::UnixStream::pair().map_err(io_err("console socketpair"))?;
+        (Some(OwnedFd::from(x)), Some(OwnedFd::from(y)))
+    } else {
+        (None, None)
+    };
     let opts = LaunchOptions {
         no_pivot: a.no_pivot,
         no_new_keyring: a.no_new_keyring,
         preserve_fds: a.preserve_fds,
-        has_console_socket: a.console_socket.is_some(),
+        has_console_socket: a.console_socket.is_some() || own_console,
     };
     let plan = plan::build(&a.id, &bundle, &spec, opts)?;
     let req = CreateRequest {
         root: &cli.root,
         console_socket: a.console_socket.as_deref(),
+        console_fd: theirs,
         pid_file: a.pid_file.as_deref(),
         systemd_cgroup: cli.systemd_cgroup,
     };
-    Ok(parent::create(&plan, &req)?)
+    let c = parent::create(&plan, req)?;
+    // The init sent the master before Ready, so it is already queued.
+    let master = match ours {
+        Some(sock) => Some(
+            crate::sys::recv_fd(std::os::fd::AsFd::as_fd(&sock))
+                .map_err(io_err("receive the pty master"))?,
+        ),
+        None => None,
+    };
+    Ok((c, master))
 }
 
 /// Releases the init blocked on exec.fifo and runs the poststart hooks.
-fn start(c: Container, log: &mut Logger) -> Result<(), CmdError> {
+pub(crate) fn start(c: Container, log: &mut Logger) -> Result<(), CmdError> {
     let status = c.status();
     if !status.can_start() {
         return Err(CmdError::BadStatus {
@@ -204,7 +146,7 @@ fn wait_fifo(c: &Container, fifo: &OwnedFd) -> Result<(), CmdError> {
     }
 }
 
-fn kill(c: &Container, sig: libc::c_int, all: bool) -> Result<(), CmdError> {
+pub(crate) fn kill(c: &Container, sig: libc::c_int, all: bool) -> Result<(), CmdError> {
     let status = c.status();
     if !status.can_kill() {
         return Err(CmdError::NotRunning(c.record.id.clone()));
@@ -249,7 +191,7 @@ fn wait_gone(pid: i32, start_time: u64, limit: Duration) -> bool {
 
 /// Removes the container: kills what is left, removes the cgroup, runs the
 /// poststop hooks and removes the state.
-fn delete(c: Container, force: bool, log: &mut Logger) -> Result<(), CmdError> {
+pub(crate) fn delete(c: Container, force: bool, log: &mut Logger) -> Result<(), CmdError> {
     let status = c.status();
     if !status.can_delete() && !force {
         return Err(CmdError::BadStatus {
@@ -292,14 +234,14 @@ fn delete(c: Container, force: bool, log: &mut Logger) -> Result<(), CmdError> {
     Ok(())
 }
 
-fn run(
+pub(crate) fn run(
     cli: &Cli,
     a: &CreateArgs,
     detach: bool,
     keep: bool,
     log: &mut Logger,
 ) -> Result<i32, CmdError> {
-    let c = create(cli, a)?;
+    let (c, master) = create(cli, a, !detach)?;
     let pid = c.record.pid;
     if detach {
         if let Err(e) = start(c, log) {
@@ -316,9 +258,14 @@ fn run(
         cleanup_after_failed_start(cli, &id, log);
         return Err(e);
     }
-    let code = sigfd
-        .relay_until_exit(pid)
-        .map_err(io_err("wait for the container"))?;
+    let code = match master {
+        Some(m) => {
+            let _raw = crate::tty::RawMode::enter(0);
+            sigfd.relay_with_console(pid, &m)
+        }
+        None => sigfd.relay_until_exit(pid),
+    }
+    .map_err(io_err("wait for the container"))?;
     if !keep {
         let c = Container::load(&cli.root, &id)?;
         delete(c, true, log)?;
@@ -406,6 +353,111 @@ impl ForwardSignals {
     }
 }
 
+impl ForwardSignals {
+    /// Like `relay_until_exit`, also copying our stdin to the pty master
+    /// and its output to our stdout, and passing window size changes on.
+    fn relay_with_console(&self, pid: libc::pid_t, master: &OwnedFd) -> std::io::Result<i32> {
+        crate::tty::copy_winsize(0, master.as_raw_fd());
+        let mut stdin_open = true;
+        let mut master_open = true;
+        let mut exit = None;
+        let mut buf = [0u8; 8192];
+        loop {
+            if exit.is_none() {
+                exit = reap(pid)?;
+            }
+            if exit.is_some() && !master_open {
+                break;
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd: self.fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: if master_open { master.as_raw_fd() } else { -1 },
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: if stdin_open { 0 } else { -1 },
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // Once the process is gone, drain what is left and stop.
+            let timeout = if exit.is_some() { 100 } else { -1 };
+            // SAFETY: valid array of pollfds.
+            let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if r < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if r == 0 && exit.is_some() {
+                break;
+            }
+            if fds[0].revents & libc::POLLIN != 0 {
+                // SAFETY: zeroed siginfo is valid; read fills it.
+                let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+                let size = std::mem::size_of::<libc::signalfd_siginfo>();
+                // SAFETY: valid buffer.
+                let n = unsafe {
+                    libc::read(
+                        self.fd.as_raw_fd(),
+                        (&mut si as *mut libc::signalfd_siginfo).cast(),
+                        size,
+                    )
+                };
+                if n == size as isize {
+                    match si.ssi_signo as libc::c_int {
+                        libc::SIGCHLD => {}
+                        libc::SIGWINCH => crate::tty::copy_winsize(0, master.as_raw_fd()),
+                        sig => {
+                            // SAFETY: forwarding to our own child.
+                            unsafe { libc::kill(pid, sig) };
+                        }
+                    }
+                }
+            }
+            if fds[1].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                // SAFETY: valid buffer.
+                let n =
+                    unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    master_open = false;
+                } else {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(&buf[..n as usize]);
+                    let _ = out.flush();
+                }
+            }
+            if fds[2].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+                // SAFETY: valid buffer.
+                let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+                if n <= 0 {
+                    stdin_open = false;
+                } else {
+                    let _ =
+                        crate::sys::write_all(std::os::fd::AsFd::as_fd(master), &buf[..n as usize]);
+                }
+            }
+        }
+        loop {
+            if let Some(code) = exit {
+                return Ok(code);
+            }
+            exit = reap(pid)?;
+            if exit.is_none() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+}
+
 impl Drop for ForwardSignals {
     fn drop(&mut self) {
         // SAFETY: restoring the mask saved in new().
@@ -433,7 +485,7 @@ fn reap(pid: libc::pid_t) -> std::io::Result<Option<i32>> {
     Ok(None)
 }
 
-fn list(root: &Path, format: &str, quiet: bool) -> Result<(), CmdError> {
+pub(crate) fn list(root: &Path, format: &str, quiet: bool) -> Result<(), CmdError> {
     let mut rows = Vec::new();
     for id in Container::list(root)? {
         // A container deleted while we list is simply not listed.
@@ -552,7 +604,7 @@ pub fn default_spec() -> serde_json::Value {
     })
 }
 
-fn write_spec(bundle: &Path) -> Result<(), CmdError> {
+pub(crate) fn write_spec(bundle: &Path) -> Result<(), CmdError> {
     let path = bundle.join("config.json");
     let data = serde_json::to_string_pretty(&default_spec())
         .map_err(|e| io_err("config JSON")(std::io::Error::other(e)))?;

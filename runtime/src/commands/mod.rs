@@ -1,0 +1,104 @@
+//! The commands behind the CLI: each reads the state directory, does one
+//! thing and returns the exit status. `lifecycle` holds runc's container
+//! lifecycle (create, start, run, state, kill, delete, list, spec).
+
+pub mod lifecycle;
+
+use crate::cgroups::CgroupError;
+use crate::cli::{Cli, Command};
+use crate::hooks::HookError;
+use crate::log::Logger;
+use crate::plan::PlanError;
+use crate::process::parent::CreateError;
+use crate::signal::{self, SignalError};
+use crate::spec::SpecError;
+use crate::state::{Container, StateError};
+use std::path::PathBuf;
+
+/// A command failed; the message is what the user sees.
+#[derive(Debug, thiserror::Error)]
+pub enum CmdError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Create(#[from] CreateError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Signal(#[from] SignalError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("container {id}: cannot {action} a container that is {status}")]
+    BadStatus {
+        id: String,
+        action: &'static str,
+        status: &'static str,
+    },
+    #[error("container {0} not running")]
+    NotRunning(String),
+    #[error("container {0}: init exited before start")]
+    InitGone(String),
+    #[error("bundle {0}: config.json exists; remove it first")]
+    SpecExists(PathBuf),
+}
+
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> CmdError {
+    let what = what.into();
+    move |source| CmdError::Io { what, source }
+}
+
+/// Runs `cmd`; Ok carries the exit status.
+pub fn dispatch(cli: &Cli, cmd: &Command, log: &mut Logger) -> Result<i32, CmdError> {
+    match cmd {
+        Command::Create(a) => {
+            lifecycle::create(cli, a, false)?;
+            Ok(0)
+        }
+        Command::Start { id } => {
+            let c = Container::load(&cli.root, id)?;
+            lifecycle::start(c, log)?;
+            Ok(0)
+        }
+        Command::Run { args, detach, keep } => lifecycle::run(cli, args, *detach, *keep, log),
+        Command::State { id } => {
+            let c = Container::load(&cli.root, id)?;
+            let s = serde_json::to_string_pretty(&c.record.oci_state(c.status()))
+                .map_err(|e| io_err("state JSON")(std::io::Error::other(e)))?;
+            println!("{s}");
+            Ok(0)
+        }
+        Command::Kill { id, signal, all } => {
+            let sig = signal::parse(signal.as_deref().unwrap_or("SIGTERM"))?;
+            let c = Container::load(&cli.root, id)?;
+            lifecycle::kill(&c, sig, *all)?;
+            Ok(0)
+        }
+        Command::Delete { id, force } => {
+            let c = match Container::load(&cli.root, id) {
+                Ok(c) => c,
+                // runc: deleting a missing container with --force succeeds.
+                Err(StateError::NotFound(_)) if *force => return Ok(0),
+                Err(e) => return Err(e.into()),
+            };
+            lifecycle::delete(c, *force, log)?;
+            Ok(0)
+        }
+        Command::List { format, quiet } => {
+            lifecycle::list(&cli.root, format, *quiet)?;
+            Ok(0)
+        }
+        Command::Spec { bundle } => {
+            lifecycle::write_spec(bundle)?;
+            Ok(0)
+        }
+    }
+}
