@@ -17,6 +17,8 @@ pub enum PlanError {
     Unsupported { field: String, reason: String },
     #[error("{field}: {reason}")]
     Invalid { field: String, reason: String },
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> PlanError {
@@ -61,6 +63,8 @@ pub struct Plan {
     pub cgroups_path: Option<PathBuf>,
     pub annotations: BTreeMap<String, String>,
     pub options: LaunchOptions,
+    /// The compiled seccomp filters, if the spec has a profile.
+    pub seccomp: Option<crate::seccomp::SeccompPlan>,
 }
 
 /// Which namespaces the init gets.
@@ -229,6 +233,11 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
             .into_iter()
             .collect(),
         options: opts,
+        seccomp: linux
+            .seccomp()
+            .as_ref()
+            .map(crate::seccomp::compile)
+            .transpose()?,
     })
 }
 

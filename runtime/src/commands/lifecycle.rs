@@ -77,9 +77,18 @@ pub(crate) fn start(c: Container, log: &mut Logger) -> Result<(), CmdError> {
         });
     }
     let fifo_path = c.exec_fifo();
-    let fifo = crate::sys::open(&fifo_path, libc::O_RDONLY | libc::O_NONBLOCK, 0)
-        .map_err(io_err(format!("open {}", fifo_path.display())))?;
-    wait_fifo(&c, &fifo)?;
+    // The init holds the read end; with no reader (the init died) a
+    // non-blocking open for writing fails with ENXIO.
+    let fifo = crate::sys::open(&fifo_path, libc::O_WRONLY | libc::O_NONBLOCK, 0).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENXIO) {
+            CmdError::InitGone(c.record.id.clone())
+        } else {
+            io_err(format!("open {}", fifo_path.display()))(e)
+        }
+    })?;
+    crate::sys::write_all(std::os::fd::AsFd::as_fd(&fifo), b"0")
+        .map_err(io_err("write exec fifo"))?;
+    drop(fifo);
     let _ = std::fs::remove_file(&fifo_path);
     let state = serde_json::to_vec(&c.record.oci_state(Status::Running))
         .map_err(|e| io_err("state JSON")(std::io::Error::other(e)))?;
@@ -102,48 +111,6 @@ fn load_poststart(c: &Container) -> Vec<hooks::Hook> {
                 .map(|p| p.hooks.poststart)
         })
         .unwrap_or_default()
-}
-
-/// Waits until the init has written its byte into the fifo, or is gone.
-fn wait_fifo(c: &Container, fifo: &OwnedFd) -> Result<(), CmdError> {
-    loop {
-        let mut pfd = libc::pollfd {
-            fd: fifo.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, 100) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(io_err("poll exec fifo")(e));
-        }
-        if r > 0 {
-            let mut b = [0u8; 1];
-            // SAFETY: valid one-byte buffer.
-            let n = unsafe { libc::read(fifo.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
-            if n == 1 {
-                return Ok(());
-            }
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.raw_os_error() == Some(libc::EAGAIN)
-                    || e.kind() == std::io::ErrorKind::Interrupted
-                {
-                    continue;
-                }
-                return Err(io_err("read exec fifo")(e));
-            }
-            // EOF: the writer closed without writing: the init died.
-            return Err(CmdError::InitGone(c.record.id.clone()));
-        }
-        if !c.init_alive() {
-            return Err(CmdError::InitGone(c.record.id.clone()));
-        }
-    }
 }
 
 pub(crate) fn kill(c: &Container, sig: libc::c_int, all: bool) -> Result<(), CmdError> {

@@ -5,7 +5,7 @@
 //!
 //! | from   | message            | when                                                        |
 //! |--------|--------------------|-------------------------------------------------------------|
-//! | parent | `Go { state }`     | after the init is in its cgroup (and id maps are written)   |
+//! | parent | `Go { states }`    | after the init is in its cgroup (and id maps are written)   |
 //! | init   | `RunHooks`         | rootfs mounted, before pivot_root; only if createRuntime/prestart hooks exist |
 //! | parent | `HooksDone`        | the hooks succeeded                                         |
 //! | init   | `Ready`            | set up and about to block on exec.fifo                      |
@@ -20,9 +20,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// A message between the parent and the init.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Msg {
-    /// Go on; `state` is the OCI state JSON for the hooks run in the init.
+    /// Go on; the OCI state JSON for the hooks run in the init: `state`
+    /// (status creating) for createContainer, `created_state` for
+    /// startContainer.
     Go {
         state: String,
+        created_state: String,
     },
     RunHooks,
     HooksDone,
@@ -126,12 +129,16 @@ mod tests {
     #[test]
     fn roundtrip_and_close() {
         let (a, b) = Channel::pair().unwrap();
-        a.send(&Msg::Go { state: "{}".into() }).unwrap();
+        let go = Msg::Go {
+            state: "{}".into(),
+            created_state: "{}".into(),
+        };
+        a.send(&go).unwrap();
         a.send(&Msg::Error {
             message: "x".into(),
         })
         .unwrap();
-        assert_eq!(b.recv().unwrap(), Msg::Go { state: "{}".into() });
+        assert_eq!(b.recv().unwrap(), go);
         assert_eq!(
             b.recv().unwrap(),
             Msg::Error {

@@ -6,14 +6,15 @@
 use super::channel::{Channel, ChannelError, Msg};
 use crate::hooks::{self, HookError};
 use crate::namespaces::{self, NsError, NsKind};
-use crate::plan::Plan;
+use crate::plan::{Plan, ProcessPlan};
 use crate::rootfs::{self, RootfsError};
+use crate::seccomp::{self, SeccompError, SeccompPlan};
 use crate::sys::{self, AsFdBorrowed};
 use crate::tty::{self, TtyError};
 use crate::user::{self, UserError};
 use std::convert::Infallible;
 use std::ffi::CString;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// A step of the init failed.
@@ -37,6 +38,8 @@ pub enum InitError {
     User(#[from] UserError),
     #[error(transparent)]
     Caps(#[from] crate::capabilities::CapError),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -60,8 +63,8 @@ fn sys_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError 
 pub struct InitArgs<'a> {
     pub plan: &'a Plan,
     pub channel: Channel,
-    /// `O_PATH` descriptor of exec.fifo, reopened through /proc after
-    /// pivot_root (the state directory is not visible from inside).
+    /// The read end of exec.fifo (non-blocking), opened by the parent: the
+    /// state directory is not visible from inside the container.
     pub fifo: OwnedFd,
     /// The connected console socket when the process has a terminal.
     pub console: Option<OwnedFd>,
@@ -107,8 +110,11 @@ fn steps(a: &InitArgs<'_>) -> Result<Infallible, InitError> {
         .map_err(sys_err("prctl(PR_SET_PDEATHSIG)"))?;
     // Wait until the parent has put us in our cgroup: nothing below may run
     // outside it, and the cgroup namespace must be rooted there.
-    let state = match a.channel.recv()? {
-        Msg::Go { state } => state,
+    let (state, created_state) = match a.channel.recv()? {
+        Msg::Go {
+            state,
+            created_state,
+        } => (state, created_state),
         Msg::Error { message } => return Err(InitError::Parent(message)),
         got => {
             return Err(InitError::Protocol {
@@ -154,15 +160,15 @@ fn steps(a: &InitArgs<'_>) -> Result<Infallible, InitError> {
     )?;
     rootfs::pivot(plan, &root)?;
     drop(root);
+    // sysctls are written through the container's /proc, into its
+    // namespaces, before /proc/sys becomes read-only.
+    for (path, value) in &plan.sysctl {
+        std::fs::write(path, value).map_err(sys_err(format!("linux.sysctl {}", path.display())))?;
+    }
     // Masks and read-only remounts after pivot_root: they act on the
     // container's final tree, and /dev/null is the container's own.
     rootfs::finalize(plan)?;
     set_names(plan)?;
-    // sysctls are written through the container's /proc, into its
-    // namespaces.
-    for (path, value) in &plan.sysctl {
-        std::fs::write(path, value).map_err(sys_err(format!("linux.sysctl {}", path.display())))?;
-    }
     // A new session, so a terminal can become the controlling one.
     // SAFETY: setsid has no memory-safety preconditions.
     if unsafe { libc::setsid() } < 0 {
@@ -174,48 +180,91 @@ fn steps(a: &InitArgs<'_>) -> Result<Infallible, InitError> {
     if !plan.options.no_new_keyring {
         join_session_keyring(&plan.id)?;
     }
-    // oom_score_adj and rlimits while we are still root with every
-    // capability.
-    user::set_oom_score_adj(plan.process.oom_score_adj)?;
-    user::set_rlimits(&plan.process.rlimits)?;
-    // Resolve the program now, so a missing binary fails `create`, not
-    // `start`.
-    let exe = find_executable(&plan.process.args[0], &plan.process.env)?;
-    let argv = cstrings(&plan.process.args)?;
-    let envp = cstrings(&plan.process.env)?;
-    // Bounding set while CAP_SETPCAP is still ours; then the identity
-    // change, keeping the permitted set across it.
-    plan.process.caps.apply_bounding()?;
-    user::keep_caps(true)?;
-    user::switch_user(&plan.process)?;
-    // chdir as the user, so the user's permissions apply to the cwd.
-    sys::chdir(&plan.process.cwd).map_err(|source| InitError::Cwd {
-        path: plan.process.cwd.clone(),
-        source,
-    })?;
-    user::keep_caps(false)?;
-    plan.process.caps.apply_process_sets()?;
-    user::set_umask(plan.process.umask);
-    // Nothing of the runtime's may cross execve: every descriptor above the
-    // preserved ones becomes close-on-exec.
-    sys::cloexec_from(3 + plan.options.preserve_fds as i32)
-        .map_err(sys_err("close descriptors"))?;
+    let prepared = become_process(
+        &plan.process,
+        plan.seccomp.as_ref(),
+        plan.options.preserve_fds,
+    )?;
     // The parent may exit once it has Ready; we must not die with it.
     sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).map_err(sys_err("prctl(PR_SET_PDEATHSIG)"))?;
     a.channel.send(&Msg::Ready)?;
-    // Block until `skiff start` opens the fifo for reading.
+    // Block until `skiff start` writes into the fifo.
     wait_for_start(&a.fifo)?;
     hooks::run_all(
         "startContainer",
         &plan.hooks.start_container,
-        state.as_bytes(),
+        created_state.as_bytes(),
     )?;
-    // no_new_privs as late as possible: hooks above may need setuid
-    // binaries; seccomp (when loaded) comes right after it.
-    if plan.process.no_new_privileges {
-        user::no_new_privs()?;
+    final_exec(&plan.process, plan.seccomp.as_ref(), &prepared)
+}
+
+/// The user's program, resolved and encoded before privileges go.
+pub struct Prepared {
+    exe: PathBuf,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+/// The steps shared by the container's init and `exec`, from limits to the
+/// last capability set; they run as root inside the container's
+/// namespaces, in this order.
+pub fn become_process(
+    p: &ProcessPlan,
+    seccomp: Option<&SeccompPlan>,
+    preserve_fds: u32,
+) -> Result<Prepared, InitError> {
+    // oom_score_adj and rlimits while we are still root with every
+    // capability.
+    user::set_oom_score_adj(p.oom_score_adj)?;
+    user::set_rlimits(&p.rlimits)?;
+    // Resolve the program now, so a missing binary fails `create`, not
+    // `start`.
+    let prepared = Prepared {
+        exe: find_executable(&p.args[0], &p.env)?,
+        argv: cstrings(&p.args)?,
+        envp: cstrings(&p.env)?,
+    };
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
+    // before capabilities are dropped (runc does the same); the profile
+    // must then allow what follows.
+    if !p.no_new_privileges {
+        if let Some(s) = seccomp {
+            seccomp::install(s)?;
+        }
     }
-    exec(&exe, &argv, &envp)
+    // Bounding set while CAP_SETPCAP is still ours; then the identity
+    // change, keeping the permitted set across it.
+    p.caps.apply_bounding()?;
+    user::keep_caps(true)?;
+    user::switch_user(p)?;
+    // chdir as the user, so the user's permissions apply to the cwd.
+    sys::chdir(&p.cwd).map_err(|source| InitError::Cwd {
+        path: p.cwd.clone(),
+        source,
+    })?;
+    user::keep_caps(false)?;
+    p.caps.apply_process_sets()?;
+    user::set_umask(p.umask);
+    // Nothing of the runtime's may cross execve: every descriptor above the
+    // preserved ones becomes close-on-exec.
+    sys::cloexec_from(3 + preserve_fds as i32).map_err(sys_err("close descriptors"))?;
+    Ok(prepared)
+}
+
+/// no_new_privs and seccomp as late as possible (hooks before may need
+/// setuid binaries; few syscalls run under the filter), then execve.
+pub fn final_exec(
+    p: &ProcessPlan,
+    seccomp: Option<&SeccompPlan>,
+    prepared: &Prepared,
+) -> Result<Infallible, InitError> {
+    if p.no_new_privileges {
+        user::no_new_privs()?;
+        if let Some(s) = seccomp {
+            seccomp::install(s)?;
+        }
+    }
+    exec(&prepared.exe, &prepared.argv, &prepared.envp)
 }
 
 fn set_names(plan: &Plan) -> Result<(), InitError> {
@@ -257,10 +306,41 @@ fn join_session_keyring(id: &str) -> Result<(), InitError> {
 }
 
 fn wait_for_start(fifo: &OwnedFd) -> Result<(), InitError> {
-    let w =
-        sys::reopen(fifo.as_fd_borrowed(), libc::O_WRONLY).map_err(sys_err("open exec fifo"))?;
-    sys::write_all(w.as_fd_borrowed(), b"0").map_err(sys_err("write exec fifo"))?;
-    Ok(())
+    let mut pfd = libc::pollfd {
+        fd: fifo.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd; no timeout: `delete` kills us if the
+        // container is never started.
+        let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(sys_err("wait on exec fifo")(e));
+        }
+        let mut b = [0u8; 1];
+        // SAFETY: one-byte buffer.
+        let n = unsafe { libc::read(fifo.as_raw_fd(), b.as_mut_ptr().cast(), 1) };
+        match n {
+            1 => return Ok(()),
+            0 => {
+                return Err(sys_err("exec fifo")(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "closed without a start",
+                )))
+            }
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if !matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR)) {
+                    return Err(sys_err("read exec fifo")(e));
+                }
+            }
+        }
+    }
 }
 
 fn cstrings(v: &[String]) -> Result<Vec<CString>, InitError> {

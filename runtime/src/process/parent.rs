@@ -104,7 +104,12 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     let dir = NewDir::make(req.root, &plan.id)?;
     let fifo_path = dir.dir.join(state::EXEC_FIFO);
     make_fifo(&fifo_path)?;
-    let fifo = sys::open(&fifo_path, libc::O_PATH, 0).map_err(sys_err("open exec fifo"))?;
+    // The init holds the read end (a non-blocking open needs no writer) and
+    // waits for `start` to write; no path has to be reopened inside the
+    // container, where a non-dumpable process cannot use /proc/self/fd
+    // once it has switched to a non-root user.
+    let fifo = sys::open(&fifo_path, libc::O_RDONLY | libc::O_NONBLOCK, 0)
+        .map_err(sys_err("open exec fifo"))?;
     let cg = Manager::new(plan.cgroups_path.as_deref(), &plan.id, req.systemd_cgroup)?;
     cg.create()?;
     let mut cg_guard = CgroupGuard {
@@ -165,10 +170,14 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
         private_pid: plan.namespaces.private_pid,
         poststop: plan.hooks.poststop.clone(),
     };
-    let state_json = serde_json::to_string(&record.oci_state(Status::Creating))
-        .map_err(|e| sys_err("state JSON")(std::io::Error::other(e)))?;
+    let json = |s| {
+        serde_json::to_string(&record.oci_state(s))
+            .map_err(|e| sys_err("state JSON")(std::io::Error::other(e)))
+    };
+    let state_json = json(Status::Creating)?;
     parent_end.send(&Msg::Go {
         state: state_json.clone(),
+        created_state: json(Status::Created)?,
     })?;
     drive(plan, &parent_end, &state_json)?;
     let container = dir.commit(record)?;

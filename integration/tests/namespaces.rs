@@ -1,0 +1,191 @@
+//! Namespaces (created or joined by path), hostname, domainname and sysctls.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use anyhow::Result;
+use serde_json::json;
+use skiff_integration::host::{host_namespace, hostname};
+use skiff_integration::{wait_for_file, Harness};
+
+const KINDS: [&str; 6] = ["pid", "net", "ipc", "uts", "mnt", "cgroup"];
+
+/// `kind -> readlink /proc/self/ns/kind` as printed by [`NS_SCRIPT`].
+fn parse_ns(out: &str) -> BTreeMap<String, String> {
+    out.lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+const NS_SCRIPT: &str =
+    "for n in pid net ipc uts mnt cgroup; do echo \"$n=$(readlink /proc/self/ns/$n)\"; done";
+
+#[test]
+fn the_process_is_pid_1_of_a_new_pid_namespace() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.sh("echo $$; ls /proc | grep -E '^[0-9]+$' | wc -l")?;
+    let out = h.run_ok(&b)?;
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "1", "{out}");
+    // Only the shell and its pipeline are visible, not the host's processes.
+    let visible: usize = lines[1].parse()?;
+    assert!(visible < 10, "{visible} processes visible");
+    Ok(())
+}
+
+#[test]
+fn configured_namespaces_are_new_and_others_are_shared() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.set_namespace("cgroup", None)?;
+    b.sh(NS_SCRIPT)?;
+    let inside = parse_ns(&h.run_ok(&b)?);
+    assert_eq!(inside.len(), KINDS.len(), "{inside:?}");
+    for kind in KINDS {
+        assert_ne!(
+            inside.get(kind),
+            Some(&host_namespace(kind)?),
+            "{kind} is the host's"
+        );
+    }
+
+    // Without a network (or cgroup) namespace in the config the container shares the host's.
+    b.remove_namespace("network")?;
+    b.remove_namespace("cgroup")?;
+    let inside = parse_ns(&h.run_ok(&b)?);
+    assert_eq!(inside["net"], host_namespace("net")?);
+    assert_eq!(inside["cgroup"], host_namespace("cgroup")?);
+    assert_ne!(inside["uts"], host_namespace("uts")?);
+    Ok(())
+}
+
+#[test]
+fn cgroup_namespace_roots_the_container_at_its_cgroup() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.set_namespace("cgroup", None)?;
+    b.args(&["cat", "/proc/self/cgroup"])?;
+    let out = h.run_ok(&b)?;
+    assert!(!out.trim().is_empty(), "no /proc/self/cgroup output");
+    for line in out.lines() {
+        let path = line.splitn(3, ':').nth(2).unwrap_or_default();
+        assert_eq!(path, "/", "{out}");
+    }
+    Ok(())
+}
+
+#[test]
+fn hostname_is_set_in_the_uts_namespace() -> Result<()> {
+    let h = Harness::new()?;
+    let host_before = hostname()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| c["hostname"] = json!("skiff-box"))?;
+    b.sh("hostname; cat /proc/sys/kernel/hostname")?;
+    assert_eq!(h.run_ok(&b)?, "skiff-box\nskiff-box\n");
+    assert_eq!(hostname()?, host_before, "host hostname changed");
+    Ok(())
+}
+
+/// `domainname` came with runtime-spec 1.1 (runc supports it from 1.2).
+#[test]
+fn domainname_is_set_in_the_uts_namespace() -> Result<()> {
+    let h = Harness::new()?;
+    let host_before = std::fs::read_to_string("/proc/sys/kernel/domainname")?;
+    let mut b = h.bundle()?;
+    b.edit(|c| {
+        c["ociVersion"] = json!("1.1.0");
+        c["hostname"] = json!("skiff-box");
+        c["domainname"] = json!("example.test");
+    })?;
+    b.args(&["cat", "/proc/sys/kernel/domainname"])?;
+    assert_eq!(h.run_ok(&b)?, "example.test\n");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/domainname")?,
+        host_before,
+        "host domainname changed"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_network_namespace_can_be_joined_by_path() -> Result<()> {
+    let h = Harness::new()?;
+    let netns = h.netns()?;
+    let ino = fs::metadata(&netns)?.ino();
+    let mut b = h.bundle()?;
+    b.set_namespace("network", Some(&netns))?;
+    b.args(&["readlink", "/proc/self/ns/net"])?;
+    let out = h.run_ok(&b)?;
+    assert_eq!(out.trim(), format!("net:[{ino}]"));
+    assert_ne!(out.trim(), host_namespace("net")?);
+    Ok(())
+}
+
+#[test]
+fn a_second_container_joins_the_first_ones_namespaces() -> Result<()> {
+    let h = Harness::new()?;
+    let gate = h.dir("gate")?;
+    let mut first = h.bundle()?;
+    first.bind(&gate, "/gate", false)?;
+    first.edit(|c| c["hostname"] = json!("pod-host"))?;
+    first.sh("touch /gate/ready; while [ ! -e /gate/go ]; do sleep 0.02; done")?;
+    let pod = h.id("pod");
+    h.create(&pod, &first)?;
+    h.start(&pod)?;
+    wait_for_file(&gate.join("ready"), h.timeout())?;
+    let pid = h.pid(&pod)?;
+
+    let mut second = h.bundle()?;
+    for (kind, file) in [("network", "net"), ("uts", "uts"), ("ipc", "ipc")] {
+        let path = std::path::PathBuf::from(format!("/proc/{pid}/ns/{file}"));
+        second.set_namespace(kind, Some(&path))?;
+    }
+    // A joined UTS namespace keeps its own hostname.
+    second.edit(|c| {
+        c.as_object_mut().unwrap().remove("hostname");
+    })?;
+    second.sh("hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc")?;
+    let out = h.run_ok(&second)?;
+    let net = fs::read_link(format!("/proc/{pid}/ns/net"))?;
+    let ipc = fs::read_link(format!("/proc/{pid}/ns/ipc"))?;
+    assert_eq!(
+        out,
+        format!("pod-host\n{}\n{}\n", net.display(), ipc.display())
+    );
+    fs::write(gate.join("go"), "")?;
+    h.wait_status(&pod, "stopped")?;
+    Ok(())
+}
+
+#[test]
+fn sysctls_apply_inside_the_new_namespaces_only() -> Result<()> {
+    let h = Harness::new()?;
+    let host_forward = fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?;
+    let host_rmid = fs::read_to_string("/proc/sys/kernel/shm_rmid_forced")?;
+    let mut b = h.bundle()?;
+    // Values opposite to the host's, so the change is visible whatever the host has.
+    let forward = if host_forward.trim() == "1" { "0" } else { "1" };
+    let rmid = if host_rmid.trim() == "1" { "0" } else { "1" };
+    b.edit(|c| {
+        c["linux"]["sysctl"] = json!({
+            "net.ipv4.ip_forward": forward,
+            "kernel.shm_rmid_forced": rmid
+        })
+    })?;
+    b.sh("cat /proc/sys/net/ipv4/ip_forward /proc/sys/kernel/shm_rmid_forced")?;
+    let out = h.run_ok(&b)?;
+    assert_eq!(out, format!("{forward}\n{rmid}\n"));
+    assert_eq!(
+        fs::read_to_string("/proc/sys/net/ipv4/ip_forward")?,
+        host_forward
+    );
+    assert_eq!(
+        fs::read_to_string("/proc/sys/kernel/shm_rmid_forced")?,
+        host_rmid
+    );
+    Ok(())
+}

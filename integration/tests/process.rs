@@ -1,0 +1,206 @@
+//! `process` in config.json, seen from inside the container: args, env, cwd, user, umask,
+//! capabilities, rlimits, noNewPrivileges, oomScoreAdj.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+
+use anyhow::Result;
+use serde_json::json;
+use skiff_integration::caps::{self, CapSets};
+use skiff_integration::spec::DEFAULT_CAPS;
+use skiff_integration::Harness;
+
+/// The value of a `Name:` line of a `/proc/<pid>/status` text.
+fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':')))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in:\n{status}"))
+}
+
+#[test]
+fn args_env_and_cwd_reach_the_process() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.args(&[
+        "sh",
+        "-c",
+        "echo \"foo=$FOO\"; echo \"argc=$#\"; echo \"args=$1,$2\"; echo \"cwd=$(pwd)\"",
+        "arg0",
+        "first",
+        "second arg",
+    ])?;
+    b.add_env("FOO=bar baz")?;
+    b.edit(|c| c["process"]["cwd"] = json!("/etc"))?;
+    let out = h.run_ok(&b)?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        ["foo=bar baz", "argc=2", "args=first,second arg", "cwd=/etc"],
+        "{out}"
+    );
+    Ok(())
+}
+
+#[test]
+fn env_is_exactly_the_configured_environment() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.args(&["env"])?;
+    b.add_env("ONLY_HERE=1")?;
+    let out = h.run_ok(&b)?;
+    let vars: Vec<&str> = out.lines().collect();
+    assert!(vars.contains(&"ONLY_HERE=1"), "{out}");
+    assert!(vars.contains(&"TERM=xterm"), "{out}");
+    assert!(
+        vars.iter().any(|v| v.starts_with("PATH=/usr/local/sbin")),
+        "{out}"
+    );
+    // Nothing leaks from the runtime's own environment.
+    assert!(
+        !vars.iter().any(|v| v.starts_with("CARGO")),
+        "runtime env leaked: {out}"
+    );
+    Ok(())
+}
+
+#[test]
+fn user_uid_gid_and_additional_gids_apply() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.sh("id; grep -E '^(Uid|Gid|Groups):' /proc/self/status")?;
+    b.edit(|c| {
+        c["process"]["user"] = json!({"uid": 1000, "gid": 1001, "additionalGids": [10, 20]})
+    })?;
+    let out = h.run_ok(&b)?;
+    assert!(out.contains("uid=1000"), "{out}");
+    assert!(out.contains("gid=1001"), "{out}");
+    let uids: Vec<&str> = status_field(&out, "Uid").split_whitespace().collect();
+    assert_eq!(uids, ["1000"; 4], "{out}");
+    let gids: Vec<&str> = status_field(&out, "Gid").split_whitespace().collect();
+    assert_eq!(gids, ["1001"; 4], "{out}");
+    let mut groups: Vec<&str> = status_field(&out, "Groups").split_whitespace().collect();
+    groups.sort();
+    assert_eq!(groups, ["10", "20"], "{out}");
+    Ok(())
+}
+
+#[test]
+fn umask_applies_to_the_process_and_new_files() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.add_mount(json!({"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}))?;
+    b.sh("umask; touch /tmp/f; mkdir /tmp/d; stat -c '%a' /tmp/f /tmp/d")?;
+    b.edit(|c| c["process"]["user"]["umask"] = json!(0o027))?;
+    let out = h.run_ok(&b)?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["0027", "640", "750"], "{out}");
+    Ok(())
+}
+
+fn caps_inside(h: &Harness, b: &skiff_integration::Bundle) -> Result<CapSets> {
+    let mut b_out = h.run_ok(b)?;
+    b_out.push('\n');
+    caps::parse_status(&b_out)
+}
+
+#[test]
+fn default_capabilities_are_the_specs() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.sh("grep Cap /proc/self/status")?;
+    let got = caps_inside(&h, &b)?;
+    let want = caps::mask(&DEFAULT_CAPS)?;
+    assert_eq!(got.bounding, want, "{got:x?}");
+    assert_eq!(got.permitted, want, "{got:x?}");
+    assert_eq!(got.effective, want, "{got:x?}");
+    assert_eq!(got.inheritable, 0, "{got:x?}");
+    Ok(())
+}
+
+#[test]
+fn all_five_capability_sets_apply_to_a_non_root_user() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.sh("grep Cap /proc/self/status")?;
+    b.edit(|c| {
+        c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+        c["process"]["capabilities"] = json!({
+            "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+            "effective": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
+            "permitted": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
+            "inheritable": ["CAP_NET_BIND_SERVICE"],
+            "ambient": ["CAP_NET_BIND_SERVICE"]
+        });
+    })?;
+    let got = caps_inside(&h, &b)?;
+    // After execve a non-root process keeps only its ambient set (no file capabilities on busybox).
+    let nbs = caps::mask(&["CAP_NET_BIND_SERVICE"])?;
+    let want = CapSets {
+        inheritable: nbs,
+        permitted: nbs,
+        effective: nbs,
+        bounding: caps::mask(&["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"])?,
+        ambient: nbs,
+    };
+    assert_eq!(got, want);
+    Ok(())
+}
+
+#[test]
+fn rlimits_apply() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.sh("ulimit -n; ulimit -Hn; grep -E '^Max (open files|core file size)' /proc/self/limits")?;
+    // Values at or below the current hard limits: lowering needs no privilege.
+    b.edit(|c| {
+        c["process"]["rlimits"] = json!([
+            {"type": "RLIMIT_NOFILE", "soft": 512, "hard": 800},
+            {"type": "RLIMIT_CORE", "soft": 1024, "hard": 4096}
+        ])
+    })?;
+    let out = h.run_ok(&b)?;
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[0], ["512"], "{out}");
+    assert_eq!(lines[1], ["800"], "{out}");
+    let core = lines
+        .iter()
+        .find(|l| l.starts_with(&["Max", "core"]))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(core[4..6], ["1024", "4096"], "{out}");
+    Ok(())
+}
+
+#[test]
+fn no_new_privileges_is_set_only_when_asked() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.sh("grep NoNewPrivs /proc/self/status")?;
+    let out = h.run_ok(&b)?;
+    assert_eq!(status_field(&out, "NoNewPrivs"), "1", "{out}");
+
+    b.edit(|c| c["process"]["noNewPrivileges"] = json!(false))?;
+    let out = h.run_ok(&b)?;
+    // Without it the flag is whatever the caller had (it is inherited and cannot be cleared).
+    let host = fs::read_to_string("/proc/self/status")?;
+    assert_eq!(
+        status_field(&out, "NoNewPrivs"),
+        status_field(&host, "NoNewPrivs"),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[test]
+fn oom_score_adj_applies() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.args(&["cat", "/proc/self/oom_score_adj"])?;
+    b.edit(|c| c["process"]["oomScoreAdj"] = json!(500))?;
+    assert_eq!(h.run_ok(&b)?.trim(), "500");
+    Ok(())
+}

@@ -1,0 +1,339 @@
+//! The root filesystem seen from inside the container: root.path, root.readonly, mounts, /dev,
+//! linux.devices, maskedPaths, readonlyPaths, rootfsPropagation, --no-pivot.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+
+use anyhow::Result;
+use serde_json::json;
+use skiff_integration::Harness;
+
+/// The mount point and options fields of the mountinfo line (printed by the container) whose mount
+/// point is `point`.
+fn mount_options<'a>(mountinfo: &'a str, point: &str) -> Option<(&'a str, &'a str)> {
+    mountinfo.lines().find_map(|l| {
+        let fields: Vec<&str> = l.split(' ').collect();
+        (fields.get(4) == Some(&point)).then(|| (fields[5], l))
+    })
+}
+
+#[test]
+fn dev_has_the_default_devices_and_links() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.sh("ls -l /dev; echo ---; \
+         echo x > /dev/null && echo null-ok; \
+         head -c 4 /dev/zero | wc -c; head -c 4 /dev/urandom | wc -c; \
+         [ -d /dev/pts ] && [ -d /dev/shm ] && [ -d /dev/mqueue ] && echo dirs-ok")?;
+    let out = h.run_ok(&b)?;
+    let (listing, checks) = out.split_once("---\n").expect("separator");
+    let entry = |name: &str| -> Vec<String> {
+        listing
+            .lines()
+            .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+            .find(|f| {
+                f.len() >= 9 && (f.last() == Some(&name.to_string()) || f[f.len() - 3] == name)
+            })
+            .unwrap_or_else(|| panic!("/dev/{name} missing:\n{listing}"))
+    };
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        let f = entry(name);
+        assert_eq!(f[0], "crw-rw-rw-", "/dev/{name}: {f:?}");
+        assert_eq!(f[4], format!("{major},"), "/dev/{name}: {f:?}");
+        assert_eq!(f[5], minor.to_string(), "/dev/{name}: {f:?}");
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let f = entry(name);
+        assert!(f[0].starts_with('l'), "/dev/{name} is not a link: {f:?}");
+        assert_eq!(f.last().unwrap(), target, "/dev/{name}: {f:?}");
+    }
+    // ptmx: a link into the devpts instance, or the devpts ptmx itself.
+    let ptmx = entry("ptmx");
+    assert!(
+        (ptmx[0].starts_with('l') && ptmx.last().unwrap() == "pts/ptmx")
+            || (ptmx[0].starts_with('c') && ptmx[4] == "5," && ptmx[5] == "2"),
+        "/dev/ptmx: {ptmx:?}"
+    );
+    let checks: Vec<&str> = checks.lines().map(str::trim).collect();
+    assert_eq!(checks, ["null-ok", "4", "4", "dirs-ok"], "{out}");
+    Ok(())
+}
+
+#[test]
+fn linux_devices_entries_are_created() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| {
+        c["linux"]["devices"] = json!([{
+            "path": "/dev/skiffnull", "type": "c", "major": 1, "minor": 3,
+            "fileMode": 0o640, "uid": 1000, "gid": 1000
+        }]);
+        // The device cgroup must let the container use it too.
+        c["linux"]["resources"]["devices"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}));
+    })?;
+    // The device belongs to uid 1000; so does the process (root has no CAP_DAC_OVERRIDE here).
+    b.edit(|c| c["process"]["user"] = json!({"uid": 1000, "gid": 1000}))?;
+    b.sh("ls -ln /dev/skiffnull; echo data > /dev/skiffnull && echo write-ok")?;
+    let out = h.run_ok(&b)?;
+    let mut lines = out.lines();
+    let f: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(f[0], "crw-r-----", "{out}");
+    assert_eq!(f[2..6], ["1000", "1000", "1,", "3"], "{out}");
+    assert_eq!(lines.next(), Some("write-ok"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn masked_paths_read_empty() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    let rootfs = b.rootfs();
+    fs::write(rootfs.join("etc/secret"), "top-secret\n")?;
+    fs::create_dir_all(rootfs.join("etc/secretdir"))?;
+    fs::write(rootfs.join("etc/secretdir/inner"), "inner-secret\n")?;
+    b.edit(|c| {
+        let masked = c["linux"]["maskedPaths"].as_array_mut().unwrap();
+        masked.push(json!("/etc/secret"));
+        masked.push(json!("/etc/secretdir"));
+        masked.push(json!("/does/not/exist"));
+    })?;
+    b.sh(
+        "echo \"file=[$(cat /etc/secret)]\"; echo \"dir=[$(ls -A /etc/secretdir)]\"; \
+         if [ -e /proc/kcore ]; then echo \"kcore=$(head -c 16 /proc/kcore | wc -c)\"; \
+         else echo kcore=0; fi",
+    )?;
+    let out = h.run_ok(&b)?;
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines, ["file=[]", "dir=[]", "kcore=0"], "{out}");
+    // The host's copy is untouched.
+    assert_eq!(
+        fs::read_to_string(rootfs.join("etc/secret"))?,
+        "top-secret\n"
+    );
+    Ok(())
+}
+
+#[test]
+fn readonly_paths_refuse_writes() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    let rootfs = b.rootfs();
+    fs::create_dir_all(rootfs.join("data"))?;
+    fs::create_dir_all(rootfs.join("other"))?;
+    b.edit(|c| {
+        c["root"]["readonly"] = json!(false);
+        c["linux"]["readonlyPaths"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("/data"));
+    })?;
+    b.sh(
+        "touch /data/x 2>/dev/null && echo data-writable || echo data-readonly; \
+         touch /other/x && echo other-writable; \
+         cat /proc/self/mountinfo",
+    )?;
+    let out = h.run_ok(&b)?;
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("data-readonly"), "{out}");
+    assert_eq!(lines.next(), Some("other-writable"), "{out}");
+    let (opts, line) = mount_options(&out, "/proc/sys").unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        opts.split(',').any(|o| o == "ro"),
+        "/proc/sys not ro: {line}"
+    );
+    assert!(rootfs.join("other/x").exists());
+    assert!(!rootfs.join("data/x").exists());
+    Ok(())
+}
+
+#[test]
+fn readonly_root_refuses_writes_but_a_tmpfs_mount_is_writable() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.add_mount(json!({
+        "destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+        "options": ["nosuid", "nodev", "mode=1777"]
+    }))?;
+    b.sh(
+        "touch /newfile 2>/dev/null && echo root-writable || echo root-readonly; \
+         echo hi > /scratch/f && cat /scratch/f; \
+         grep ' /scratch ' /proc/self/mountinfo",
+    )?;
+    let out = h.run_ok(&b)?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["root-readonly", "hi"], "{out}");
+    assert!(lines[2].contains(" - tmpfs "), "{out}");
+    assert!(!b.rootfs().join("newfile").exists());
+    Ok(())
+}
+
+#[test]
+fn bind_mounts_show_host_content_and_ro_binds_refuse_writes() -> Result<()> {
+    let h = Harness::new()?;
+    let rw = h.dir("bind-rw")?;
+    let ro = h.dir("bind-ro")?;
+    fs::write(rw.join("hello.txt"), "hello from the host\n")?;
+    fs::write(ro.join("keep.txt"), "read only\n")?;
+    let mut b = h.bundle()?;
+    b.bind(&rw, "/mnt/rw", false)?;
+    b.bind(&ro, "/mnt/ro", true)?;
+    b.sh(
+        "cat /mnt/rw/hello.txt; echo from-container > /mnt/rw/back.txt; \
+         cat /mnt/ro/keep.txt; \
+         touch /mnt/ro/x 2>/dev/null && echo ro-writable || echo ro-refused",
+    )?;
+    let out = h.run_ok(&b)?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        ["hello from the host", "read only", "ro-refused"],
+        "{out}"
+    );
+    assert_eq!(fs::read_to_string(rw.join("back.txt"))?, "from-container\n");
+    assert!(!ro.join("x").exists());
+    Ok(())
+}
+
+#[test]
+fn missing_mount_destinations_are_created_in_the_rootfs() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    assert!(!b.rootfs().join("deep").exists());
+    b.add_mount(json!({"destination": "/deep/er/mount", "type": "tmpfs", "source": "tmpfs"}))?;
+    b.sh("grep ' /deep/er/mount ' /proc/self/mountinfo")?;
+    let out = h.run_ok(&b)?;
+    assert!(out.contains(" - tmpfs "), "{out}");
+    assert!(b.rootfs().join("deep/er/mount").is_dir());
+    Ok(())
+}
+
+#[test]
+fn default_mounts_are_in_place() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.args(&["cat", "/proc/self/mountinfo"])?;
+    let out = h.run_ok(&b)?;
+    let fstype = |point: &str| -> String {
+        let line = out
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some(point))
+            .unwrap_or_else(|| panic!("no mount on {point}:\n{out}"));
+        let (_, right) = line.split_once(" - ").unwrap();
+        right.split(' ').next().unwrap().to_string()
+    };
+    assert_eq!(fstype("/proc"), "proc");
+    assert_eq!(fstype("/dev"), "tmpfs");
+    assert_eq!(fstype("/dev/pts"), "devpts");
+    assert_eq!(fstype("/dev/shm"), "tmpfs");
+    assert_eq!(fstype("/dev/mqueue"), "mqueue");
+    assert_eq!(fstype("/sys"), "sysfs");
+    let (sys_opts, line) = mount_options(&out, "/sys").unwrap();
+    assert!(sys_opts.split(',').any(|o| o == "ro"), "{line}");
+    assert!(
+        out.lines().any(|l| l
+            .split(' ')
+            .nth(4)
+            .is_some_and(|p| p.starts_with("/sys/fs/cgroup"))),
+        "no cgroup mount:\n{out}"
+    );
+    // The root is the bundle's rootfs, read-only.
+    let (root_opts, line) = mount_options(&out, "/").unwrap();
+    assert!(root_opts.split(',').any(|o| o == "ro"), "{line}");
+    Ok(())
+}
+
+#[test]
+fn relative_and_absolute_root_paths() -> Result<()> {
+    let h = Harness::new()?;
+    // Relative to the bundle, under another name than `rootfs`.
+    let mut b = h.bundle()?;
+    fs::rename(b.rootfs(), b.path().join("myroot"))?;
+    fs::write(b.path().join("myroot/etc/marker"), "relative-root\n")?;
+    b.edit(|c| c["root"]["path"] = json!("myroot"))?;
+    b.args(&["cat", "/etc/marker"])?;
+    assert_eq!(h.run_ok(&b)?, "relative-root\n");
+
+    // Absolute, outside the bundle.
+    let elsewhere = h.dir("elsewhere")?.join("rootfs");
+    fs::rename(b.rootfs(), &elsewhere)?;
+    fs::write(elsewhere.join("etc/marker"), "absolute-root\n")?;
+    let path = elsewhere.display().to_string();
+    b.edit(|c| c["root"]["path"] = json!(path))?;
+    assert_eq!(h.run_ok(&b)?, "absolute-root\n");
+    Ok(())
+}
+
+#[test]
+fn no_pivot_still_confines_the_container_to_its_rootfs() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    fs::write(b.rootfs().join("etc/marker"), "inside\n")?;
+    let host_only = h.path("host-only");
+    fs::write(&host_only, "host")?;
+    b.sh(&format!(
+        "cat /etc/marker; [ -e {} ] && echo host-visible || echo host-hidden",
+        host_only.display()
+    ))?;
+    let id = h.id("nopivot");
+    let out = h.run(&id, &b, &["--no-pivot"])?;
+    assert!(out.success(), "{out}");
+    assert_eq!(out.stdout, "inside\nhost-hidden\n", "{out}");
+    Ok(())
+}
+
+/// rootfsPropagation is applied to the container's mounts before the bind mounts are made, so a
+/// bind of a shared host mount follows it: with `rslave` a mount the host makes later under the
+/// source shows up in the container; with `rprivate` it does not.
+#[test]
+fn rootfs_propagation_decides_whether_host_mounts_propagate_in() -> Result<()> {
+    let h = Harness::new()?;
+    for (propagation, want) in [("rslave", "propagated"), ("rprivate", "not-propagated")] {
+        let shared = h.dir("shared")?;
+        fs::create_dir(shared.join("sub"))?;
+        h.make_shared_mount(&shared)?;
+        let gate = h.dir("gate")?;
+        let mut b = h.bundle()?;
+        b.bind(&shared, "/shared", false)?;
+        b.bind(&gate, "/gate", false)?;
+        b.edit(|c| c["linux"]["rootfsPropagation"] = json!(propagation))?;
+        b.sh(
+            "touch /gate/ready; while [ ! -e /gate/go ]; do sleep 0.02; done; \
+             [ -e /shared/sub/marker ] && echo propagated || echo not-propagated",
+        )?;
+        let id = h.id("prop");
+        h.create(&id, &b)?;
+        h.start(&id)?;
+        skiff_integration::wait_for_file(&gate.join("ready"), h.timeout())?;
+        // The container is up; now the host mounts something under the shared source.
+        h.mount_tmpfs(&shared.join("sub"))?;
+        fs::write(shared.join("sub/marker"), "x")?;
+        fs::write(gate.join("go"), "")?;
+        h.wait_status(&id, "stopped")?;
+        assert_eq!(
+            h.stdout_of(&id)?.trim(),
+            want,
+            "rootfsPropagation {propagation}"
+        );
+        h.delete(&id)?;
+    }
+    Ok(())
+}

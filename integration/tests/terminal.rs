@@ -1,0 +1,99 @@
+//! `process.terminal` with `--console-socket`: the pty master is handed over with SCM_RIGHTS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use anyhow::Result;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use serde_json::json;
+use skiff_integration::{Harness, Opts};
+
+#[test]
+fn console_socket_receives_the_pty_master() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| c["process"]["terminal"] = json!(true))?;
+    b.sh("echo hello-tty; tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-stdio-are-ttys")?;
+    let console = h.console_socket()?;
+    let id = h.id("tty");
+    let socket = console.path().display().to_string();
+    h.try_create(&id, &b, &["--console-socket", &socket])?
+        .ok()?;
+    h.start(&id)?;
+    let capture = console.wait()?;
+    h.wait_status(&id, "stopped")?;
+    let out = capture.output;
+    assert!(out.contains("hello-tty"), "{out:?}");
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+    assert!(out.contains("all-stdio-are-ttys"), "{out:?}");
+    h.delete(&id)?;
+    h.check_no_trace(&id, &b)?;
+    Ok(())
+}
+
+#[test]
+fn create_with_a_terminal_needs_a_console_socket() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| c["process"]["terminal"] = json!(true))?;
+    let id = h.id("nosock");
+    let out = h.try_create(&id, &b, &[])?;
+    assert_eq!(out.exit_code(), 1, "{out}");
+    h.check_no_trace(&id, &b)?;
+    Ok(())
+}
+
+#[test]
+fn foreground_run_with_a_terminal_uses_the_callers_terminal() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| c["process"]["terminal"] = json!(true))?;
+    b.sh("echo hello-fg-tty; [ -t 0 ] && [ -t 1 ] && [ -t 2 ] && echo all-stdio-are-ttys")?;
+    let pty = nix::pty::openpty(None, None)?;
+    let id = h.id("fgtty");
+    let path = b.path_str();
+    let mut run = h.spawn(
+        &["run", "--bundle", &path, &id],
+        Opts {
+            terminal: Some(File::from(pty.slave)),
+            ..Opts::default()
+        },
+    )?;
+    let mut master = File::from(pty.master);
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + h.timeout();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "terminal never closed; read {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        let ready = {
+            let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::from(100u16))?
+        };
+        if ready == 0 {
+            if run.finished()? {
+                break;
+            }
+            continue;
+        }
+        match master.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            // EIO: the runtime, the last holder of the terminal, has exited.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let result = run.wait()?;
+    let out = String::from_utf8_lossy(&out);
+    assert!(result.success(), "{result}\nterminal: {out:?}");
+    assert!(out.contains("hello-fg-tty"), "{out:?}");
+    assert!(out.contains("all-stdio-are-ttys"), "{out:?}");
+    Ok(())
+}
