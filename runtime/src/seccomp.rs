@@ -142,9 +142,12 @@ pub fn compile(s: &LinuxSeccomp) -> Result<SeccompPlan, SeccompError> {
         });
     }
     let default = action(s.default_action(), s.default_errno_ret(), "defaultAction")?;
+    // c_long is i64 on the 64-bit targets supported; the conversion stays
+    // for the others.
+    #[allow(clippy::useless_conversion)]
     let table: HashMap<&str, i64> = syscalls::SYSCALLS
         .iter()
-        .map(|(n, nr)| (*n, *nr as i64))
+        .map(|(n, nr)| (*n, i64::from(*nr)))
         .collect();
     let mut base: Rules = BTreeMap::new();
     // Keyed by the action's kernel return value, so equal actions group.
