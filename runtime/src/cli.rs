@@ -64,9 +64,69 @@ pub struct CreateArgs {
     pub preserve_fds: u32,
 }
 
+/// Flags of `exec` (runc's).
+#[derive(Debug, Args, Clone)]
+pub struct ExecArgs {
+    /// The container id.
+    pub id: String,
+    /// A process.json (OCI `process`) to run instead of the arguments.
+    #[arg(short, long)]
+    pub process: Option<PathBuf>,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Unix socket that receives the pty master.
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Return once the process has started.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// File to write the process's pid to.
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Working directory in the container.
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Extra environment (KEY=VALUE), repeatable.
+    #[arg(short, long)]
+    pub env: Vec<String>,
+    /// UID[:GID] to run as.
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Supplementary group ids, repeatable.
+    #[arg(short = 'g', long = "additional-gids")]
+    pub additional_gids: Vec<u32>,
+    /// Extra capability, repeatable.
+    #[arg(short, long)]
+    pub cap: Vec<String>,
+    /// Set no_new_privs.
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    /// AppArmor profile (refused: the host has no AppArmor support here).
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// SELinux process label (refused likewise).
+    #[arg(long = "process-label")]
+    pub process_label: Option<String>,
+    /// Pass this many extra descriptors (from fd 3) to the process.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Sub-cgroup to run in (cgroup v2).
+    #[arg(long)]
+    pub cgroup: Option<String>,
+    /// Exec even if the container is paused.
+    #[arg(long = "ignore-paused")]
+    pub ignore_paused: bool,
+    /// The command and its arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a new process in a running container.
+    Exec(ExecArgs),
     /// Create a container, stopped before the user process.
     Create(CreateArgs),
     /// Start a created container.

@@ -514,6 +514,24 @@ fn process_plan(spec: &Spec, opts: &LaunchOptions) -> Result<ProcessPlan, PlanEr
         .process()
         .as_ref()
         .ok_or_else(|| invalid("process", "missing"))?;
+    process_from_oci(p, opts)
+}
+
+/// Translates an OCI `process` (of config.json, or `exec --process`).
+pub fn process_from_oci(
+    p: &oci_spec::runtime::Process,
+    opts: &LaunchOptions,
+) -> Result<ProcessPlan, PlanError> {
+    match p.args() {
+        Some(a) if !a.is_empty() && !a[0].is_empty() => {}
+        _ => return Err(invalid("process.args", "missing or empty")),
+    }
+    if !p.cwd().is_absolute() {
+        return Err(invalid(
+            "process.cwd",
+            format!("{:?} is not an absolute path", p.cwd()),
+        ));
+    }
     let mut env = p.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(DEFAULT_PATH.to_string());
@@ -897,5 +915,146 @@ mod tests {
             p.hooks.poststop[0].args,
             vec!["c".to_string(), "x".to_string()]
         );
+    }
+}
+
+/// What `skiff exec` changes in the container's process (runc's flags).
+#[derive(Debug, Clone, Default)]
+pub struct ExecOverrides {
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    /// `UID[:GID]`.
+    pub user: Option<String>,
+    pub additional_gids: Vec<u32>,
+    pub caps: Vec<String>,
+    pub no_new_privs: bool,
+    pub tty: bool,
+}
+
+/// Builds the process of `skiff exec` without `--process`: the container's
+/// configured process with the command line's changes.
+pub fn exec_process(
+    base: &oci_spec::runtime::Process,
+    o: &ExecOverrides,
+    opts: &LaunchOptions,
+) -> Result<ProcessPlan, PlanError> {
+    if o.args.is_empty() {
+        return Err(invalid("args", "exec needs a command"));
+    }
+    let mut p = base.clone();
+    p.set_args(Some(o.args.clone()));
+    let mut env = p.env().clone().unwrap_or_default();
+    for (i, kv) in o.env.iter().enumerate() {
+        let Some((k, _)) = kv.split_once('=').filter(|(k, _)| !k.is_empty()) else {
+            return Err(invalid(
+                format!("--env[{i}]"),
+                format!("{kv:?} is not KEY=VALUE"),
+            ));
+        };
+        env.retain(|e| e.split_once('=').map(|(ek, _)| ek) != Some(k));
+        env.push(kv.clone());
+    }
+    p.set_env(Some(env));
+    if let Some(c) = &o.cwd {
+        p.set_cwd(c.clone());
+    }
+    p.set_terminal(Some(o.tty));
+    if o.no_new_privs {
+        p.set_no_new_privileges(Some(true));
+    }
+    let mut plan = process_from_oci(&p, opts)?;
+    if let Some(u) = &o.user {
+        let (uid, gid) = parse_user(u)?;
+        plan.uid = uid;
+        if let Some(g) = gid {
+            plan.gid = g;
+        }
+    }
+    if !o.additional_gids.is_empty() {
+        plan.additional_gids = o.additional_gids.clone();
+    }
+    for c in &o.caps {
+        let name = if c.to_ascii_uppercase().starts_with("CAP_") {
+            c.to_ascii_uppercase()
+        } else {
+            format!("CAP_{}", c.to_ascii_uppercase())
+        };
+        let cap: caps::Capability = name
+            .parse()
+            .map_err(|_| invalid("--cap", format!("unknown capability {c:?}")))?;
+        for set in [
+            &mut plan.caps.bounding,
+            &mut plan.caps.effective,
+            &mut plan.caps.permitted,
+        ] {
+            set.get_or_insert_with(Default::default).insert(cap);
+        }
+    }
+    Ok(plan)
+}
+
+/// Parses `UID[:GID]` (numeric, as the runtime cannot trust the image's
+/// /etc/passwd from the host side).
+pub fn parse_user(u: &str) -> Result<(u32, Option<u32>), PlanError> {
+    let bad = || invalid("--user", format!("{u:?} is not UID[:GID] with numeric ids"));
+    let (uid, gid) = match u.split_once(':') {
+        Some((a, b)) => (a, Some(b)),
+        None => (u, None),
+    };
+    let uid = uid.parse().map_err(|_| bad())?;
+    let gid = gid.map(|g| g.parse().map_err(|_| bad())).transpose()?;
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod exec_tests {
+    use super::*;
+
+    fn base() -> oci_spec::runtime::Process {
+        serde_json::from_value(serde_json::json!({
+            "args": ["sh"], "cwd": "/", "user": {"uid": 0, "gid": 0},
+            "env": ["PATH=/bin", "A=1"],
+            "capabilities": {"bounding": ["CAP_KILL"], "effective": ["CAP_KILL"], "permitted": ["CAP_KILL"]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let o = ExecOverrides {
+            args: vec!["id".into()],
+            env: vec!["A=2".into(), "B=3".into()],
+            cwd: Some("/tmp".into()),
+            user: Some("1000:1001".into()),
+            caps: vec!["NET_ADMIN".into()],
+            ..Default::default()
+        };
+        let p = exec_process(&base(), &o, &LaunchOptions::default()).unwrap();
+        assert_eq!(p.args, vec!["id".to_string()]);
+        assert!(p.env.contains(&"A=2".to_string()) && !p.env.contains(&"A=1".to_string()));
+        assert!(p.env.contains(&"B=3".to_string()));
+        assert_eq!((p.uid, p.gid), (1000, 1001));
+        assert_eq!(p.cwd, PathBuf::from("/tmp"));
+        assert!(p
+            .caps
+            .effective
+            .unwrap()
+            .contains(&caps::Capability::CAP_NET_ADMIN));
+    }
+
+    #[test]
+    fn bad_inputs() {
+        let o = ExecOverrides::default();
+        assert!(exec_process(&base(), &o, &LaunchOptions::default()).is_err());
+        assert!(parse_user("root").is_err());
+        assert_eq!(parse_user("5").unwrap(), (5, None));
+        let o = ExecOverrides {
+            args: vec!["x".into()],
+            caps: vec!["CAP_BOGUS".into()],
+            ..Default::default()
+        };
+        let e = exec_process(&base(), &o, &LaunchOptions::default()).unwrap_err();
+        assert!(e.to_string().contains("--cap"), "{e}");
     }
 }

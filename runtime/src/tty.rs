@@ -46,9 +46,14 @@ pub fn connect(path: &Path) -> Result<OwnedFd, TtyError> {
 }
 
 /// Opens a pty in the container, sends its master to `socket`, makes the
-/// slave the controlling terminal and stdio, and bind-mounts it over
-/// /dev/console. Runs after pivot_root and setsid.
-pub fn setup(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<(), TtyError> {
+/// slave the controlling terminal and stdio, and (for the container's init,
+/// `bind_console`) bind-mounts it over /dev/console. Runs after pivot_root
+/// (or joining the mount namespace) and setsid.
+pub fn setup(
+    socket: BorrowedFd<'_>,
+    size: Option<(u16, u16)>,
+    bind_console: bool,
+) -> Result<(), TtyError> {
     let master = sys::open(Path::new("/dev/ptmx"), libc::O_RDWR | libc::O_NOCTTY, 0)
         .map_err(step("open /dev/ptmx"))?;
     let mut unlock: libc::c_int = 0;
@@ -88,7 +93,8 @@ pub fn setup(socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<(), Tty
     // /dev/console is the terminal too, as on a real system.
     let root =
         sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0).map_err(step("open /"))?;
-    if let Ok(console) = sys::touch_in_root(root.as_fd_borrowed(), Path::new("/dev/console")) {
+    if bind_console {
+        let console = console_target(root.as_fd_borrowed())?;
         sys::mount(
             Some(&slave_path),
             &sys::fd_path(console.as_fd_borrowed()),
@@ -158,4 +164,36 @@ impl Drop for RawMode {
             unsafe { libc::tcsetattr(self.fd, libc::TCSANOW, t) };
         }
     }
+}
+
+/// Opens (creating it if missing) /dev/console as a mount target without
+/// following any symlink: the image may have replaced it with a link to a
+/// file it wants covered or exposed (CVE-2025-52565).
+fn console_target(root: BorrowedFd<'_>) -> Result<OwnedFd, TtyError> {
+    let strict = sys::IN_ROOT | libc::RESOLVE_NO_SYMLINKS;
+    let rel = Path::new("dev/console");
+    let fd = match sys::openat2(root, rel, libc::O_PATH, 0, strict) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            let created = sys::openat2(
+                root,
+                rel,
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW,
+                0o600,
+                strict,
+            )
+            .map_err(step("create /dev/console"))?;
+            drop(created);
+            sys::openat2(root, rel, libc::O_PATH, 0, strict).map_err(step("open /dev/console"))?
+        }
+        Err(e) => return Err(step("open /dev/console (it must not be a symlink)")(e)),
+    };
+    let st = sys::fstat(fd.as_fd_borrowed()).map_err(step("stat /dev/console"))?;
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFREG && kind != libc::S_IFCHR {
+        return Err(step("/dev/console")(std::io::Error::other(
+            "not a regular file or character device",
+        )));
+    }
+    Ok(fd)
 }

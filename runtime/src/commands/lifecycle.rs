@@ -250,13 +250,13 @@ fn cleanup_after_failed_start(cli: &Cli, id: &str, log: &mut Logger) {
 
 /// Signals relayed from `skiff run` to the container: blocked and read from
 /// a signalfd, SIGCHLD reaps.
-struct ForwardSignals {
+pub(crate) struct ForwardSignals {
     fd: OwnedFd,
     old: libc::sigset_t,
 }
 
 impl ForwardSignals {
-    fn new() -> std::io::Result<Self> {
+    pub(crate) fn new() -> std::io::Result<Self> {
         // SAFETY: sigset handling on local values; results checked.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -288,7 +288,7 @@ impl ForwardSignals {
 
     /// Forwards signals to `pid` until it exits; returns its exit code
     /// (128+signal when killed).
-    fn relay_until_exit(&self, pid: libc::pid_t) -> std::io::Result<i32> {
+    pub(crate) fn relay_until_exit(&self, pid: libc::pid_t) -> std::io::Result<i32> {
         loop {
             if let Some(code) = reap(pid)? {
                 return Ok(code);
@@ -323,7 +323,11 @@ impl ForwardSignals {
 impl ForwardSignals {
     /// Like `relay_until_exit`, also copying our stdin to the pty master
     /// and its output to our stdout, and passing window size changes on.
-    fn relay_with_console(&self, pid: libc::pid_t, master: &OwnedFd) -> std::io::Result<i32> {
+    pub(crate) fn relay_with_console(
+        &self,
+        pid: libc::pid_t,
+        master: &OwnedFd,
+    ) -> std::io::Result<i32> {
         crate::tty::copy_winsize(0, master.as_raw_fd());
         let mut stdin_open = true;
         let mut master_open = true;

@@ -2,6 +2,7 @@
 //! thing and returns the exit status. `lifecycle` holds runc's container
 //! lifecycle (create, start, run, state, kill, delete, list, spec).
 
+pub mod exec;
 pub mod lifecycle;
 
 use crate::cgroups::CgroupError;
@@ -59,6 +60,7 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
 /// Runs `cmd`; Ok carries the exit status.
 pub fn dispatch(cli: &Cli, cmd: &Command, log: &mut Logger) -> Result<i32, CmdError> {
     match cmd {
+        Command::Exec(a) => exec::exec(cli, a, log),
         Command::Create(a) => {
             lifecycle::create(cli, a, false)?;
             Ok(0)

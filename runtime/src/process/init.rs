@@ -54,7 +54,7 @@ pub enum InitError {
     },
 }
 
-fn sys_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
+pub(crate) fn sys_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
     let what = what.into();
     move |source| InitError::Sys { what, source }
 }
@@ -74,13 +74,19 @@ pub struct InitArgs<'a> {
 
 /// Runs the init; reports a failure to the parent and exits.
 pub fn run(args: InitArgs<'_>) -> ! {
-    let err = match steps(&args) {
+    let r = steps(&args);
+    report_and_exit(&args.channel, r)
+}
+
+/// Reports a failed step on the channel (or stderr once the channel is
+/// gone) and exits; a child process never returns into the runtime.
+pub(crate) fn report_and_exit(ch: &Channel, r: Result<Infallible, InitError>) -> ! {
+    let err = match r {
         Ok(never) => match never {},
         Err(e) => e,
     };
     let message = err.to_string();
-    if args
-        .channel
+    if ch
         .send(&Msg::Error {
             message: message.clone(),
         })
@@ -175,7 +181,7 @@ fn steps(a: &InitArgs<'_>) -> Result<Infallible, InitError> {
         return Err(sys_err("setsid")(std::io::Error::last_os_error()));
     }
     if let Some(console) = &a.console {
-        tty::setup(console.as_fd_borrowed(), plan.process.console_size)?;
+        tty::setup(console.as_fd_borrowed(), plan.process.console_size, true)?;
     }
     if !plan.options.no_new_keyring {
         join_session_keyring(&plan.id)?;
@@ -386,7 +392,7 @@ fn exec(exe: &Path, argv: &[CString], envp: &[CString]) -> Result<Infallible, In
 
 /// Unblocks every signal: a mask blocked by the runtime's caller must not
 /// be inherited by the container's process.
-fn reset_signals() {
+pub(crate) fn reset_signals() {
     // SAFETY: sigset operations on a local set, then sigprocmask.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();

@@ -2,5 +2,6 @@
 //! no re-exec of the runtime binary and no second stage.
 
 pub mod channel;
+pub mod exec;
 pub mod init;
 pub mod parent;

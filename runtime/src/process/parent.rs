@@ -15,6 +15,7 @@ use crate::plan::Plan;
 use crate::state::{self, Container, NewDir, Record, StateError, Status};
 use crate::sys::{self, Forked};
 use crate::tty::{self, TtyError};
+use std::convert::Infallible;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
@@ -136,17 +137,19 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
         Manager::V1(_) => None,
     };
     let parent_fd = parent_end.as_raw_fd();
-    let pid = clone_init(
-        plan,
-        pid_join,
+    let pid = clone_child(
+        plan.namespaces.clone_flags,
+        pid_join.as_ref().map(|(p, fd)| (p.as_path(), fd)),
         cg_fd.as_ref().map(|f| f.as_fd()),
         parent_fd,
-        || InitArgs {
-            plan,
-            channel: init_end,
-            fifo,
-            console,
-            joins,
+        || {
+            init::run(InitArgs {
+                plan,
+                channel: init_end,
+                fifo,
+                console,
+                joins,
+            })
         },
     )?;
     let mut guard = InitGuard { pid, armed: true };
@@ -219,16 +222,21 @@ fn drive(plan: &Plan, ch: &Channel, state_json: &str) -> Result<(), CreateError>
     }
 }
 
-/// Clones the init. A pid namespace to join is entered around the clone
-/// (setns of a pid namespace only affects children) and left right after.
-fn clone_init<'a>(
-    plan: &Plan,
-    pid_join: Option<(PathBuf, OwnedFd)>,
+/// Clones a child into new namespaces `flags` that runs `child` (which
+/// execs or exits). A pid namespace to join is entered around the clone
+/// (setns of a pid namespace only affects children) and left right after;
+/// `close_in_child` is the parent's end of the channel, closed in the child
+/// so the child sees the parent die.
+// `child()` never returns, which the lint sees as unreachable code.
+#[allow(unreachable_code)]
+pub(crate) fn clone_child(
+    flags: u64,
+    pid_join: Option<(&Path, &OwnedFd)>,
     cg_fd: Option<std::os::fd::BorrowedFd<'_>>,
     close_in_child: RawFd,
-    args: impl FnOnce() -> InitArgs<'a>,
+    child: impl FnOnce() -> Infallible,
 ) -> Result<libc::pid_t, CreateError> {
-    let restore = match &pid_join {
+    let restore = match pid_join {
         Some((path, fd)) => {
             let own = namespaces::open(NsKind::Pid, Path::new("/proc/self/ns/pid"))?;
             namespaces::join(NsKind::Pid, path, fd)?;
@@ -236,27 +244,27 @@ fn clone_init<'a>(
         }
         None => None,
     };
-    let forked = match sys::clone_fork(plan.namespaces.clone_flags, cg_fd) {
-        // Cgroup fds are refused on some hosts (e.g. a v2 dir with
-        // controllers the kernel cannot move into): fall back to the write.
+    let forked = match sys::clone_fork(flags, cg_fd) {
+        // Some hosts refuse CLONE_INTO_CGROUP for a directory (e.g. a
+        // threaded one): fall back to writing cgroup.procs.
         Err(e) if cg_fd.is_some() && e.raw_os_error() != Some(libc::ENOMEM) => {
-            sys::clone_fork(plan.namespaces.clone_flags, None)
+            sys::clone_fork(flags, None)
         }
         r => r,
     };
-    if let Some(own) = restore {
-        // Back to our own pid namespace for the processes we spawn later
-        // (hooks). Failing here would put them in the container's.
-        namespaces::join(NsKind::Pid, Path::new("/proc/self/ns/pid"), &own)?;
+    // Only the parent goes back to its own pid namespace for the processes
+    // it spawns later (hooks); the child must stay where it was born.
+    if !matches!(forked, Ok(Forked::Child)) {
+        if let Some(own) = restore {
+            namespaces::join(NsKind::Pid, Path::new("/proc/self/ns/pid"), &own)?;
+        }
     }
     match forked.map_err(sys_err("clone"))? {
         Forked::Child => {
-            // The parent's end must close in the init, or the init would
-            // never see the parent die on the channel.
-            // SAFETY: closing a descriptor the init does not use; the
+            // SAFETY: closing a descriptor the child does not use; the
             // parent's copy stays open.
             unsafe { libc::close(close_in_child) };
-            init::run(args())
+            match child() {}
         }
         Forked::Parent(pid) => Ok(pid),
     }

@@ -1,0 +1,171 @@
+//! `skiff exec`: run another process in a running container, in the
+//! foreground (relaying signals, exiting with its status) or detached.
+
+use super::lifecycle::ForwardSignals;
+use super::{io_err, CmdError};
+use crate::cli::{Cli, ExecArgs};
+use crate::log::Logger;
+use crate::plan::{self, ExecOverrides, LaunchOptions, PlanError};
+use crate::process::exec::{self, ExecRequest};
+use crate::process::parent;
+use crate::state::{Container, Status};
+use std::os::fd::OwnedFd;
+
+fn refuse(field: &str, reason: &str) -> CmdError {
+    CmdError::Plan(PlanError::Unsupported {
+        field: field.into(),
+        reason: reason.into(),
+    })
+}
+
+/// Runs `skiff exec`; Ok carries the exit status.
+pub(crate) fn exec(cli: &Cli, a: &ExecArgs, _log: &mut Logger) -> Result<i32, CmdError> {
+    let c = Container::load(&cli.root, &a.id)?;
+    match c.status() {
+        Status::Stopped => {
+            return Err(CmdError::BadStatus {
+                id: a.id.clone(),
+                action: "exec in",
+                status: "stopped",
+            })
+        }
+        Status::Paused if !a.ignore_paused => {
+            return Err(CmdError::BadStatus {
+                id: a.id.clone(),
+                action: "exec in (without --ignore-paused)",
+                status: "paused",
+            })
+        }
+        _ => {}
+    }
+    if a.apparmor.as_deref().is_some_and(|p| !p.is_empty()) {
+        return Err(refuse(
+            "--apparmor",
+            "AppArmor is not supported on this host",
+        ));
+    }
+    if a.process_label.as_deref().is_some_and(|p| !p.is_empty()) {
+        return Err(refuse(
+            "--process-label",
+            "SELinux is not supported on this host",
+        ));
+    }
+    if a.cgroup.is_some() {
+        return Err(refuse(
+            "--cgroup",
+            "exec into a sub-cgroup is not supported yet",
+        ));
+    }
+    let spec = crate::spec::load(&c.record.bundle)?;
+    // The terminal, if asked for, is always handed over (to the console
+    // socket or to us), so the plan's console check is satisfied by it.
+    let opts = |terminal: bool| LaunchOptions {
+        preserve_fds: a.preserve_fds,
+        has_console_socket: terminal,
+        ..Default::default()
+    };
+    let process = match &a.process {
+        Some(path) => {
+            let data =
+                std::fs::read(path).map_err(io_err(format!("--process {}", path.display())))?;
+            let de = &mut serde_json::Deserializer::from_slice(&data);
+            let p: oci_spec::runtime::Process =
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    CmdError::Plan(PlanError::Invalid {
+                        field: format!("--process {}: {}", path.display(), e.path()),
+                        reason: e.inner().to_string(),
+                    })
+                })?;
+            plan::process_from_oci(&p, &opts(p.terminal().unwrap_or(false)))?
+        }
+        None => {
+            let base = spec.process().as_ref().ok_or_else(|| {
+                CmdError::Plan(PlanError::Invalid {
+                    field: "process".into(),
+                    reason: "the container's config has none to start from".into(),
+                })
+            })?;
+            let o = ExecOverrides {
+                args: a.args.clone(),
+                env: a.env.clone(),
+                cwd: a.cwd.clone(),
+                user: a.user.clone(),
+                additional_gids: a.additional_gids.clone(),
+                caps: a.cap.clone(),
+                no_new_privs: a.no_new_privs,
+                tty: a.tty,
+            };
+            plan::exec_process(base, &o, &opts(a.tty))?
+        }
+    };
+    // A terminal goes to --console-socket, or in the foreground to us.
+    let (ours, console) = match (process.terminal, &a.console_socket, a.detach) {
+        (false, Some(_), _) => {
+            return Err(refuse(
+                "--console-socket",
+                "given but the process has no terminal",
+            ))
+        }
+        (false, None, _) => (None, None),
+        (true, Some(p), _) => (
+            None,
+            Some(crate::tty::connect(p).map_err(parent::CreateError::from)?),
+        ),
+        (true, None, true) => {
+            return Err(refuse(
+                "--tty",
+                "a detached process with a terminal needs --console-socket",
+            ))
+        }
+        (true, None, false) => {
+            let (x, y) =
+                std::os::unix::net::UnixStream::pair().map_err(io_err("console socketpair"))?;
+            (Some(OwnedFd::from(x)), Some(OwnedFd::from(y)))
+        }
+    };
+    let seccomp = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(crate::seccomp::compile)
+        .transpose()
+        .map_err(PlanError::from)?;
+    // Signals are blocked before the clone so none sent to us is lost; the
+    // child unblocks its own mask.
+    let signals = if a.detach {
+        None
+    } else {
+        Some(ForwardSignals::new().map_err(io_err("signalfd"))?)
+    };
+    let pid = exec::spawn(ExecRequest {
+        container: &c,
+        process: &process,
+        seccomp: seccomp.as_ref(),
+        console,
+        preserve_fds: a.preserve_fds,
+    })?;
+    // The process runs: other commands (kill, delete) may act now.
+    drop(c);
+    if let Some(p) = &a.pid_file {
+        parent::write_pid_file(p, pid)?;
+    }
+    let Some(signals) = signals else {
+        return Ok(0);
+    };
+    let master = match ours {
+        Some(sock) => Some(
+            crate::sys::recv_fd(std::os::fd::AsFd::as_fd(&sock))
+                .map_err(io_err("receive the pty master"))?,
+        ),
+        None => None,
+    };
+    let code = match master {
+        Some(m) => {
+            let _raw = crate::tty::RawMode::enter(0);
+            signals.relay_with_console(pid, &m)
+        }
+        None => signals.relay_until_exit(pid),
+    }
+    .map_err(io_err("wait for the process"))?;
+    Ok(code)
+}

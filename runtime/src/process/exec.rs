@@ -1,0 +1,193 @@
+//! `skiff exec`: a new process inside a running container. The parent
+//! opens the init's namespaces, clones a child straight into the
+//! container's pid namespace and cgroup, and the child joins the other
+//! namespaces, becomes the configured user and execs.
+//!
+//! The protocol over the channel:
+//!
+//! | from   | message             | when                                            |
+//! |--------|---------------------|-------------------------------------------------|
+//! | parent | `Go`                | the child is in the container's cgroup          |
+//! | child  | `Error { message }` | a step failed; the child exits                  |
+//! | child  | (EOF)               | execve succeeded: the close-on-exec end closed  |
+
+use super::channel::{Channel, ChannelError, Msg};
+use super::init::{self, InitError};
+use super::parent::{clone_child, CreateError};
+use crate::cgroups::{CgroupManager, Manager};
+use crate::namespaces::{self, NsKind};
+use crate::plan::ProcessPlan;
+use crate::seccomp::SeccompPlan;
+use crate::state::Container;
+use crate::sys::{self, AsFdBorrowed};
+use crate::tty;
+use std::convert::Infallible;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// What to run in the container.
+pub struct ExecRequest<'a> {
+    pub container: &'a Container,
+    pub process: &'a ProcessPlan,
+    pub seccomp: Option<&'a SeccompPlan>,
+    /// A connected console socket when the process has a terminal.
+    pub console: Option<OwnedFd>,
+    pub preserve_fds: u32,
+}
+
+/// The order in which an exec'd process enters the container's namespaces
+/// (pid is entered by the parent around the clone).
+const KINDS: [NsKind; 8] = [
+    NsKind::User,
+    NsKind::Pid,
+    NsKind::Time,
+    NsKind::Ipc,
+    NsKind::Uts,
+    NsKind::Net,
+    NsKind::Cgroup,
+    NsKind::Mount,
+];
+
+fn same_ns(a: &OwnedFd, b: &Path) -> bool {
+    let Ok(sa) = sys::fstat(a.as_fd_borrowed()) else {
+        return false;
+    };
+    std::fs::metadata(b).is_ok_and(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.ino() == sa.st_ino && m.dev() == sa.st_dev
+    })
+}
+
+/// Starts the process; returns its pid once it has exec'd.
+pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
+    let init_pid = req.container.record.pid;
+    let mut joins = Vec::new();
+    let mut pid_join = None;
+    for kind in KINDS {
+        let path = PathBuf::from(format!("/proc/{init_pid}/ns/{}", kind.name()));
+        let fd = match namespaces::open(kind, &path) {
+            Ok(fd) => fd,
+            // A namespace kind the kernel lacks (time on old kernels).
+            Err(_) if kind == NsKind::Time => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if same_ns(&fd, &Path::new("/proc/self/ns").join(kind.name())) {
+            continue;
+        }
+        if kind == NsKind::Pid {
+            pid_join = Some((path, fd));
+        } else {
+            joins.push((kind, path, fd));
+        }
+    }
+    // The namespaces were opened by pid: make sure it was still our init
+    // (not a reused pid) when they were.
+    if !req.container.init_alive() {
+        return Err(CreateError::InitDied);
+    }
+    let cg = Manager::from_record(
+        &req.container.record.cgroup_mode,
+        &req.container.record.cgroup_dirs,
+    );
+    let cg_fd = match &cg {
+        Manager::V2(v2) => sys::open(v2.dir(), libc::O_RDONLY | libc::O_DIRECTORY, 0).ok(),
+        Manager::V1(_) => None,
+    };
+    let (parent_end, child_end) = Channel::pair()?;
+    let process = req.process;
+    let seccomp = req.seccomp;
+    let console = req.console;
+    let preserve_fds = req.preserve_fds;
+    let pid = clone_child(
+        0,
+        pid_join.as_ref().map(|(p, fd)| (p.as_path(), fd)),
+        cg_fd.as_ref().map(|f| f.as_fd()),
+        parent_end.as_raw_fd(),
+        move || {
+            let r = child(&child_end, &joins, console, process, seccomp, preserve_fds);
+            init::report_and_exit(&child_end, r)
+        },
+    )?;
+    let mut guard = Reap { pid, armed: true };
+    if !cg.dirs().is_empty() {
+        cg.apply(pid)?;
+    }
+    parent_end.send(&Msg::Go {
+        state: String::new(),
+        created_state: String::new(),
+    })?;
+    match parent_end.recv() {
+        Err(ChannelError::Closed) => {}
+        Ok(Msg::Error { message }) => return Err(CreateError::Init(message)),
+        Ok(other) => {
+            return Err(CreateError::Init(format!(
+                "unexpected message from exec: {other:?}"
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    }
+    guard.armed = false;
+    Ok(pid)
+}
+
+/// Kills and reaps the child unless disarmed.
+struct Reap {
+    pid: libc::pid_t,
+    armed: bool,
+}
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if self.armed {
+            // SAFETY: our own child.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+    }
+}
+
+/// The child's steps, in order.
+fn child(
+    ch: &Channel,
+    joins: &[(NsKind, PathBuf, OwnedFd)],
+    console: Option<OwnedFd>,
+    process: &ProcessPlan,
+    seccomp: Option<&SeccompPlan>,
+    preserve_fds: u32,
+) -> Result<Infallible, InitError> {
+    init::reset_signals();
+    // Non-dumpable from the start: we become visible in the container's
+    // pid namespace while still the runtime's image (CVE-2019-5736).
+    sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(init::sys_err("prctl(PR_SET_DUMPABLE)"))?;
+    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
+        .map_err(init::sys_err("prctl(PR_SET_PDEATHSIG)"))?;
+    // Wait until the parent has moved us into the container's cgroup.
+    match ch.recv()? {
+        Msg::Go { .. } => {}
+        got => {
+            return Err(InitError::Protocol {
+                expected: "Go",
+                got,
+            })
+        }
+    }
+    // User namespace first (it grants the rights for the rest), mount last
+    // (it also moves our root and cwd into the container).
+    for (kind, path, fd) in joins {
+        namespaces::join(*kind, path, fd)?;
+    }
+    if let Some(c) = &console {
+        // A terminal needs a session of its own to be controlling.
+        // SAFETY: setsid has no memory-safety preconditions.
+        if unsafe { libc::setsid() } < 0 {
+            return Err(init::sys_err("setsid")(std::io::Error::last_os_error()));
+        }
+        tty::setup(c.as_fd_borrowed(), process.console_size, false)?;
+    }
+    drop(console);
+    let prepared = init::become_process(process, seccomp, preserve_fds)?;
+    sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).map_err(init::sys_err("prctl(PR_SET_PDEATHSIG)"))?;
+    init::final_exec(process, seccomp, &prepared)
+}
