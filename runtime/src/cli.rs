@@ -126,7 +126,7 @@ pub struct ExecArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a new process in a running container.
-    Exec(ExecArgs),
+    Exec(Box<ExecArgs>),
     /// Create a container, stopped before the user process.
     Create(CreateArgs),
     /// Start a created container.
