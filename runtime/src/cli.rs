@@ -169,6 +169,16 @@ pub enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Suspend every process of a container.
+    Pause { id: String },
+    /// Resume a paused container.
+    Resume { id: String },
+    /// List the processes of a container.
+    Ps(crate::commands::cgroup::PsArgs),
+    /// Print resource statistics and OOM events as JSON lines.
+    Events(crate::commands::cgroup::EventsArgs),
+    /// Change a live container's resource limits.
+    Update(Box<crate::commands::cgroup::UpdateArgs>),
     /// Write a default config.json.
     Spec {
         /// Bundle directory to write it in.

@@ -61,6 +61,10 @@ pub struct Plan {
     pub process: ProcessPlan,
     pub hooks: HookPlan,
     pub cgroups_path: Option<PathBuf>,
+    /// `linux.resources` to apply to the cgroup before the init runs, with
+    /// the device list completed (runc's default allowlist and the
+    /// container's device nodes).
+    pub resources: oci_spec::runtime::LinuxResources,
     pub annotations: BTreeMap<String, String>,
     pub options: LaunchOptions,
     /// The compiled seccomp filters, if the spec has a profile.
@@ -84,6 +88,13 @@ pub struct NamespacePlan {
     pub private_pid: bool,
     pub uid_mappings: Vec<IdMap>,
     pub gid_mappings: Vec<IdMap>,
+    /// A new user namespace is created with the clone; the parent writes
+    /// its id maps before the init goes on.
+    pub new_user: bool,
+    /// A new time namespace, unshared by the init with these offsets
+    /// (`monotonic`/`boottime` → seconds, nanoseconds).
+    pub unshare_time: bool,
+    pub time_offsets: Vec<(String, i64, u32)>,
 }
 
 /// One line of a uid_map or gid_map.
@@ -149,6 +160,25 @@ pub struct ProcessPlan {
     pub oom_score_adj: Option<i32>,
     pub terminal: bool,
     pub console_size: Option<(u16, u16)>,
+    /// `personality(2)` persona (`linux.personality`; the init only).
+    pub personality: Option<libc::c_ulong>,
+    /// `ioprio_set(2)` value (`process.ioPriority`).
+    pub io_priority: Option<i32>,
+    pub scheduler: Option<SchedAttr>,
+}
+
+/// `struct sched_attr` of `sched_setattr(2)` (`process.scheduler`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct SchedAttr {
+    pub size: u32,
+    pub policy: u32,
+    pub flags: u64,
+    pub nice: i32,
+    pub priority: u32,
+    pub runtime: u64,
+    pub deadline: u64,
+    pub period: u64,
 }
 
 /// One `setrlimit` call.
@@ -206,7 +236,12 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
             )
         })?,
     };
-    let process = process_plan(spec, &opts)?;
+    refuse_unsupported(spec, &linux)?;
+    let mut process = process_plan(spec, &opts)?;
+    process.personality = linux.personality().as_ref().map(|p| match p.domain() {
+        oci_spec::runtime::LinuxPersonalityDomain::PerLinux => 0x0000,
+        oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
+    });
     let sysctl = sysctl_plan(&linux, &namespaces)?;
     Ok(Plan {
         id: id.to_string(),
@@ -226,6 +261,7 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
         process,
         hooks: hook_plan(spec),
         cgroups_path: linux.cgroups_path().clone(),
+        resources: cgroup_resources(&linux)?,
         annotations: spec
             .annotations()
             .clone()
@@ -241,9 +277,39 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
     })
 }
 
+/// The resources for the cgroup: validated, with an `rwm` device rule for
+/// every device node the container gets.
+fn cgroup_resources(
+    linux: &oci_spec::runtime::Linux,
+) -> Result<oci_spec::runtime::LinuxResources, PlanError> {
+    use crate::cgroups::resources::{self, DevKind, ResourceError};
+    let nodes: Vec<(DevKind, u32, u32)> = devices(linux)?
+        .iter()
+        .filter_map(|d| {
+            let kind = match d.kind {
+                libc::S_IFCHR => DevKind::Char,
+                libc::S_IFBLK => DevKind::Block,
+                _ => return None,
+            };
+            Some((
+                kind,
+                u32::try_from(d.major).ok()?,
+                u32::try_from(d.minor).ok()?,
+            ))
+        })
+        .collect();
+    resources::for_create(linux.resources().as_ref(), &nodes).map_err(|e| match e {
+        ResourceError::Invalid { field, reason } => PlanError::Invalid { field, reason },
+        ResourceError::Unsupported { field, reason, .. } => PlanError::Unsupported {
+            field,
+            reason: reason.to_string(),
+        },
+    })
+}
+
 fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NamespacePlan, PlanError> {
     let mut plan = NamespacePlan::default();
-    for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
+    for ns in linux.namespaces().iter().flatten() {
         let kind = NsKind::from_oci(ns.typ());
         if let Some(path) = ns.path() {
             plan.joins.push((kind, path.clone()));
@@ -251,11 +317,12 @@ fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NamespacePlan, PlanErr
         }
         match ns.typ() {
             LinuxNamespaceType::Cgroup => plan.unshare_cgroup = true,
-            LinuxNamespaceType::User | LinuxNamespaceType::Time => {
-                return Err(PlanError::Unsupported {
-                    field: format!("linux.namespaces[{i}].type"),
-                    reason: format!("creating a {} namespace is not supported yet", kind.name()),
-                })
+            // Offsets must be written before any process enters a time
+            // namespace: the init unshares it and enters at execve.
+            LinuxNamespaceType::Time => plan.unshare_time = true,
+            LinuxNamespaceType::User => {
+                plan.clone_flags |= kind.clone_flag() as u64;
+                plan.new_user = true;
             }
             _ => plan.clone_flags |= kind.clone_flag() as u64,
         }
@@ -278,6 +345,48 @@ fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NamespacePlan, PlanErr
     };
     plan.uid_mappings = map(linux.uid_mappings());
     plan.gid_mappings = map(linux.gid_mappings());
+    if plan.new_user && (plan.uid_mappings.is_empty() || plan.gid_mappings.is_empty()) {
+        return Err(invalid(
+            "linux.uidMappings",
+            "a new user namespace needs uidMappings and gidMappings",
+        ));
+    }
+    for (field, maps) in [
+        ("linux.uidMappings", &plan.uid_mappings),
+        ("linux.gidMappings", &plan.gid_mappings),
+    ] {
+        if let Some(m) = maps.iter().find(|m| m.size == 0) {
+            return Err(invalid(field, format!("mapping {m:?} has size 0")));
+        }
+    }
+    let mut offsets: Vec<(String, i64, u32)> = linux
+        .time_offsets()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.secs().unwrap_or(0), v.nanosecs().unwrap_or(0)))
+        .collect();
+    offsets.sort();
+    for (clock, _, ns) in &offsets {
+        if clock != "monotonic" && clock != "boottime" {
+            return Err(invalid(
+                format!("linux.timeOffsets.{clock}"),
+                "only monotonic and boottime can be offset",
+            ));
+        }
+        if *ns >= 1_000_000_000 {
+            return Err(invalid(
+                format!("linux.timeOffsets.{clock}.nanosecs"),
+                "must be below one second",
+            ));
+        }
+    }
+    if !offsets.is_empty() && !plan.unshare_time {
+        return Err(invalid(
+            "linux.timeOffsets",
+            "offsets need a new time namespace in linux.namespaces",
+        ));
+    }
+    plan.time_offsets = offsets;
     Ok(plan)
 }
 
@@ -589,6 +698,9 @@ pub fn process_from_oci(
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
         oom_score_adj: p.oom_score_adj(),
         terminal,
+        personality: None,
+        io_priority: io_priority(p)?,
+        scheduler: scheduler(p)?,
         console_size: p.console_size().map(|b| {
             (
                 b.height().min(u16::MAX as u64) as u16,
@@ -596,6 +708,119 @@ pub fn process_from_oci(
             )
         }),
     })
+}
+
+fn io_priority(p: &oci_spec::runtime::Process) -> Result<Option<i32>, PlanError> {
+    use oci_spec::runtime::IOPriorityClass::*;
+    let Some(io) = p.io_priority() else {
+        return Ok(None);
+    };
+    let class = match io.class() {
+        IoprioClassRt => 1,
+        IoprioClassBe => 2,
+        IoprioClassIdle => 3,
+    };
+    if !(0..=7).contains(&io.priority()) {
+        return Err(invalid(
+            "process.ioPriority.priority",
+            format!("{} is not in 0..=7", io.priority()),
+        ));
+    }
+    Ok(Some((class << 13) | io.priority() as i32))
+}
+
+fn scheduler(p: &oci_spec::runtime::Process) -> Result<Option<SchedAttr>, PlanError> {
+    use oci_spec::runtime::LinuxSchedulerFlag as F;
+    use oci_spec::runtime::LinuxSchedulerPolicy::*;
+    let Some(s) = p.scheduler() else {
+        return Ok(None);
+    };
+    let policy = match s.policy() {
+        SchedOther => 0,
+        SchedFifo => 1,
+        SchedRr => 2,
+        SchedBatch => 3,
+        SchedIdle => 5,
+        SchedDeadline => 6,
+        SchedIso => {
+            return Err(PlanError::Unsupported {
+                field: "process.scheduler.policy".into(),
+                reason: "SCHED_ISO is not implemented by Linux".into(),
+            })
+        }
+    };
+    let mut flags = 0u64;
+    for f in s.flags().iter().flatten() {
+        flags |= match f {
+            F::SchedResetOnFork => 0x01,
+            F::SchedFlagReclaim => 0x02,
+            F::SchedFlagDLOverrun => 0x04,
+            F::SchedFlagKeepPolicy => 0x08,
+            F::SchedFlagKeepParams => 0x10,
+            F::SchedFlagUtilClampMin => 0x20,
+            F::SchedFlagUtilClampMax => 0x40,
+        };
+    }
+    let nice = s.nice().unwrap_or(0);
+    if !(-20..=19).contains(&nice) {
+        return Err(invalid(
+            "process.scheduler.nice",
+            format!("{nice} is not in -20..=19"),
+        ));
+    }
+    let priority = s.priority().unwrap_or(0);
+    let realtime = matches!(s.policy(), SchedFifo | SchedRr);
+    if realtime && !(1..=99).contains(&priority) || !realtime && priority != 0 {
+        return Err(invalid(
+            "process.scheduler.priority",
+            format!("{priority} does not fit the policy"),
+        ));
+    }
+    Ok(Some(SchedAttr {
+        size: std::mem::size_of::<SchedAttr>() as u32,
+        policy,
+        flags,
+        nice,
+        priority: priority as u32,
+        runtime: s.runtime().unwrap_or(0),
+        deadline: s.deadline().unwrap_or(0),
+        period: s.period().unwrap_or(0),
+    }))
+}
+
+/// Fields of the spec skiff does not implement: refused by name rather
+/// than silently ignored.
+fn refuse_unsupported(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<(), PlanError> {
+    let refuse = |field: &str, what: &str| {
+        Err(PlanError::Unsupported {
+            field: field.into(),
+            reason: format!("{what} is not supported"),
+        })
+    };
+    if linux.intel_rdt().is_some() {
+        return refuse("linux.intelRdt", "Intel RDT (resctrl)");
+    }
+    if linux.memory_policy().is_some() {
+        return refuse("linux.memoryPolicy", "a NUMA memory policy");
+    }
+    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return refuse("linux.netDevices", "moving network devices");
+    }
+    if spec
+        .process()
+        .as_ref()
+        .is_some_and(|p| p.exec_cpu_affinity().is_some())
+    {
+        return refuse("process.execCPUAffinity", "a CPU affinity for exec");
+    }
+    if linux
+        .personality()
+        .as_ref()
+        .is_some_and(|p| p.flags().as_ref().is_some_and(|f| !f.is_empty()))
+    {
+        return refuse("linux.personality.flags", "personality flags");
+    }
+    Ok(())
 }
 
 /// Which namespace a sysctl belongs to, following the kernel's list of
@@ -734,11 +959,44 @@ mod tests {
     }
 
     #[test]
-    fn user_namespace_is_refused_for_now() {
+    fn user_namespace_needs_mappings() {
         let mut v = base();
         v["linux"]["namespaces"] = serde_json::json!([{"type": "user"}]);
-        let e = plan(v).unwrap_err().to_string();
-        assert!(e.contains("linux.namespaces[0].type"), "{e}");
+        let e = plan(v.clone()).unwrap_err().to_string();
+        assert!(e.contains("linux.uidMappings"), "{e}");
+        let m = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        v["linux"]["uidMappings"] = m.clone();
+        v["linux"]["gidMappings"] = m;
+        let p = plan(v).unwrap();
+        assert!(p.namespaces.new_user);
+        assert_eq!(p.namespaces.clone_flags, libc::CLONE_NEWUSER as u64);
+        assert_eq!(
+            p.namespaces.uid_mappings,
+            vec![IdMap {
+                container: 0,
+                host: 100000,
+                size: 65536
+            }]
+        );
+    }
+
+    #[test]
+    fn time_namespace_offsets() {
+        let mut v = base();
+        v["linux"]["timeOffsets"] = serde_json::json!({"monotonic": {"secs": 86400}});
+        assert!(plan(v.clone())
+            .unwrap_err()
+            .to_string()
+            .contains("linux.timeOffsets"));
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "time"}]);
+        let p = plan(v.clone()).unwrap();
+        assert!(p.namespaces.unshare_time);
+        assert_eq!(
+            p.namespaces.time_offsets,
+            vec![("monotonic".to_string(), 86400, 0)]
+        );
+        v["linux"]["timeOffsets"] = serde_json::json!({"realtime": {"secs": 1}});
+        assert!(plan(v).unwrap_err().to_string().contains("realtime"));
     }
 
     #[test]
@@ -868,6 +1126,28 @@ mod tests {
             ..Default::default()
         };
         build("c", Path::new("/b"), &spec(v), opts).unwrap();
+    }
+
+    #[test]
+    fn personality_ioprio_scheduler() {
+        let mut v = base();
+        v["linux"]["personality"] = serde_json::json!({"domain": "LINUX32"});
+        v["process"]["ioPriority"] =
+            serde_json::json!({"class": "IOPRIO_CLASS_IDLE", "priority": 7});
+        v["process"]["scheduler"] = serde_json::json!({"policy": "SCHED_BATCH", "nice": 5});
+        let p = plan(v.clone()).unwrap().process;
+        assert_eq!(p.personality, Some(8));
+        assert_eq!(p.io_priority, Some((3 << 13) | 7));
+        let s = p.scheduler.unwrap();
+        assert_eq!((s.policy, s.nice, s.size), (3, 5, 48));
+        v["process"]["scheduler"] = serde_json::json!({"policy": "SCHED_FIFO", "priority": 0});
+        assert!(plan(v.clone())
+            .unwrap_err()
+            .to_string()
+            .contains("process.scheduler.priority"));
+        v["process"].as_object_mut().unwrap().remove("scheduler");
+        v["linux"]["intelRdt"] = serde_json::json!({"closID": "x"});
+        assert!(plan(v).unwrap_err().to_string().contains("linux.intelRdt"));
     }
 
     #[test]

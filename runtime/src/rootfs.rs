@@ -119,7 +119,13 @@ pub fn prepare(plan: &Plan) -> Result<OwnedFd, RootfsError> {
         mount_one(plan, root.as_fd_borrowed(), op)?;
     }
     if plan.setup_dev {
-        setup_dev(root.as_fd_borrowed(), &plan.devices)?;
+        let in_userns = plan.namespaces.new_user
+            || plan
+                .namespaces
+                .joins
+                .iter()
+                .any(|(k, _)| *k == crate::namespaces::NsKind::User);
+        setup_dev(root.as_fd_borrowed(), &plan.devices, in_userns)?;
     }
     Ok(root)
 }
@@ -364,9 +370,14 @@ fn mount_cgroups(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), 
 }
 
 /// The device nodes and the standard links of /dev.
-fn setup_dev(root: BorrowedFd<'_>, devices: &[Device]) -> Result<(), RootfsError> {
+fn setup_dev(root: BorrowedFd<'_>, devices: &[Device], in_userns: bool) -> Result<(), RootfsError> {
     for d in devices {
-        make_device(root, d)?;
+        if in_userns {
+            // mknod is refused in a user namespace: bind the host's node.
+            bind_device(root, d)?;
+        } else {
+            make_device(root, d)?;
+        }
     }
     let dev = sys::mkdir_all_in_root(root, Path::new("/dev"), 0o755)
         .map_err(dest_err(Path::new("/dev")))?;
@@ -409,6 +420,23 @@ fn symlinkat(target: &str, dir: BorrowedFd<'_>, name: &str) -> std::io::Result<(
         }
     }
     Ok(())
+}
+
+fn bind_device(root: BorrowedFd<'_>, d: &Device) -> Result<(), RootfsError> {
+    let err = |source| RootfsError::Device {
+        path: d.path.clone(),
+        source,
+    };
+    let host = sys::open(&d.path, libc::O_PATH, 0).map_err(err)?;
+    let target = sys::touch_in_root(root, &d.path).map_err(err)?;
+    sys::mount(
+        Some(&sys::fd_path(host.as_fd_borrowed())),
+        &sys::fd_path(target.as_fd_borrowed()),
+        None,
+        libc::MS_BIND,
+        None,
+    )
+    .map_err(err)
 }
 
 fn make_device(root: BorrowedFd<'_>, d: &Device) -> Result<(), RootfsError> {

@@ -22,6 +22,11 @@ pub enum UserError {
     },
     #[error("process.noNewPrivileges: {0}")]
     NoNewPrivs(std::io::Error),
+    #[error("{field}: {source}")]
+    Sys {
+        field: &'static str,
+        source: std::io::Error,
+    },
     #[error("process.oomScoreAdj: writing {value}: {source}")]
     OomScoreAdj { value: i32, source: std::io::Error },
 }
@@ -101,4 +106,30 @@ pub fn set_umask(umask: Option<u32>) {
 /// `PR_SET_NO_NEW_PRIVS`.
 pub fn no_new_privs() -> Result<(), UserError> {
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).map_err(UserError::NoNewPrivs)
+}
+
+/// Applies `linux.personality`, `process.ioPriority` and
+/// `process.scheduler`, while still privileged.
+pub fn set_persona_and_scheduling(p: &ProcessPlan) -> Result<(), UserError> {
+    let err = |field| move |source| UserError::Sys { field, source };
+    if let Some(persona) = p.personality {
+        // SAFETY: plain syscall.
+        if unsafe { libc::personality(persona) } < 0 {
+            return Err(err("linux.personality")(std::io::Error::last_os_error()));
+        }
+    }
+    if let Some(prio) = p.io_priority {
+        const IOPRIO_WHO_PROCESS: libc::c_int = 1;
+        // SAFETY: plain syscall on ourselves.
+        if unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, prio) } < 0 {
+            return Err(err("process.ioPriority")(std::io::Error::last_os_error()));
+        }
+    }
+    if let Some(attr) = &p.scheduler {
+        // SAFETY: attr is a repr(C) sched_attr whose size field is set.
+        if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *const _, 0) } < 0 {
+            return Err(err("process.scheduler")(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }

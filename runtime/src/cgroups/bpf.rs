@@ -133,7 +133,8 @@ fn rule_block(r: &DeviceRule) -> Vec<Insn> {
     if let Some(m) = r.minor {
         b.skip_unless_eq(R5, m as i32);
     }
-    b.insns.push(insn(ALU64_MOV_K, R0, 0, 0, i32::from(r.allow)));
+    b.insns
+        .push(insn(ALU64_MOV_K, R0, 0, 0, i32::from(r.allow)));
     b.insns.push(insn(JMP_EXIT, 0, 0, 0, 0));
     b.finish()
 }
@@ -232,14 +233,7 @@ struct ProgAttachAttr {
 fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> std::io::Result<libc::c_long> {
     // SAFETY: `attr` is a live, properly laid out bpf_attr prefix of the
     // given size; the pointers inside it point to live buffers.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T,
-            std::mem::size_of::<T>(),
-        )
-    };
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut T, std::mem::size_of::<T>()) };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -275,7 +269,10 @@ pub fn attach(cgroup: BorrowedFd<'_>, rules: &[DeviceRule]) -> std::io::Result<(
             if text.is_empty() {
                 return Err(e);
             }
-            return Err(std::io::Error::new(e.kind(), format!("{e}: verifier: {text}")));
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("{e}: verifier: {text}"),
+            ));
         }
     };
     // SAFETY: the kernel just returned this new descriptor to us.

@@ -1,15 +1,25 @@
 //! Cgroups: finding the host's hierarchies, resolving `cgroupsPath`, and
-//! placing, listing, signalling and removing a container's processes.
+//! placing, limiting, freezing, measuring, signalling and removing a
+//! container's processes.
 //!
 //! One trait, [`CgroupManager`], with a backend per host mode: `v2` for the
 //! unified hierarchy and `v1` for legacy and hybrid hosts (one directory per
-//! controller, plus the empty unified hierarchy of a hybrid host). Resource
-//! limits arrive with the cgroups issue.
+//! controller, plus the empty unified hierarchy of a hybrid host, whose
+//! `cgroup.kill` and `cgroup.freeze` v1 uses when present). `resources` is
+//! the pure translation of `linux.resources` into files and values, `bpf`
+//! the v2 device filter, `stats` runc's statistics shapes.
 
+pub mod bpf;
+pub mod resources;
+pub mod stats;
 pub mod v1;
 pub mod v2;
 
+use oci_spec::runtime::LinuxResources;
+use resources::{ResourceError, When, Write};
+use stats::Stats;
 use std::path::{Component, Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// A cgroup operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -35,24 +45,73 @@ pub enum CgroupError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cgroup: remove {path}: still busy after {waited:?}; processes left: {pids:?}")]
+    Busy {
+        path: PathBuf,
+        waited: Duration,
+        pids: Vec<i32>,
+    },
     #[error("linux.cgroupsPath: {path:?}: {reason}")]
     BadPath { path: PathBuf, reason: &'static str },
     #[error("cgroup: no cgroup hierarchy is mounted under /sys/fs/cgroup")]
     NoHierarchy,
     #[error("--systemd-cgroup: the systemd cgroup driver is not supported yet")]
     Systemd,
+    #[error(transparent)]
+    Resource(#[from] ResourceError),
+    /// A value was given for a controller or file the host does not have.
+    #[error("{field}: {reason}")]
+    Missing { field: String, reason: String },
+    /// Writing a resource value failed.
+    #[error("{field}: write {value:?} to {path}: {source}")]
+    Set {
+        field: String,
+        path: PathBuf,
+        value: String,
+        source: std::io::Error,
+    },
+    #[error("linux.resources.devices: attach the device filter to {path}: {source}")]
+    Bpf {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cgroup: cannot {action}: this container's cgroup has no {what}")]
+    Unavailable {
+        action: &'static str,
+        what: &'static str,
+    },
+    #[error("cgroup: {path}: not frozen after {waited:?} (state {state:?})")]
+    FreezeTimeout {
+        path: PathBuf,
+        waited: Duration,
+        state: String,
+    },
 }
 
 /// What every backend does for a container.
 pub trait CgroupManager {
-    /// Creates the container's cgroup directories.
+    /// Creates the container's cgroup directories (v2: enabling the
+    /// available controllers in every ancestor's `cgroup.subtree_control`).
     fn create(&self) -> Result<(), CgroupError>;
     /// Moves `pid` into the container's cgroup.
     fn apply(&self, pid: i32) -> Result<(), CgroupError>;
+    /// Applies `linux.resources` (devices only when the list is present).
+    fn set(&self, resources: &LinuxResources) -> Result<(), CgroupError>;
+    /// Freezes every process and waits until the kernel says frozen.
+    fn freeze(&self) -> Result<(), CgroupError>;
+    /// Thaws the cgroup.
+    fn thaw(&self) -> Result<(), CgroupError>;
     /// The pids in the container's cgroup.
     fn pids(&self) -> Result<Vec<i32>, CgroupError>;
     /// Whether the cgroup is frozen.
     fn is_frozen(&self) -> bool;
+    /// The statistics `events` reports.
+    fn stats(&self) -> Result<Stats, CgroupError>;
+    /// How many processes the OOM killer has killed in the cgroup.
+    fn oom_kill_count(&self) -> Result<u64, CgroupError>;
+    /// SIGKILLs every process: `cgroup.kill` where the kernel has it, else
+    /// each pid while the cgroup is frozen (so none forks away).
+    fn kill_all(&self) -> Result<(), CgroupError>;
     /// Removes the directories, retrying while exiting tasks still hold
     /// them.
     fn remove(&self) -> Result<(), CgroupError>;
@@ -319,11 +378,29 @@ impl CgroupManager for Manager {
     fn apply(&self, pid: i32) -> Result<(), CgroupError> {
         self.inner().apply(pid)
     }
+    fn set(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        self.inner().set(resources)
+    }
+    fn freeze(&self) -> Result<(), CgroupError> {
+        self.inner().freeze()
+    }
+    fn thaw(&self) -> Result<(), CgroupError> {
+        self.inner().thaw()
+    }
     fn pids(&self) -> Result<Vec<i32>, CgroupError> {
         self.inner().pids()
     }
     fn is_frozen(&self) -> bool {
         self.inner().is_frozen()
+    }
+    fn stats(&self) -> Result<Stats, CgroupError> {
+        self.inner().stats()
+    }
+    fn oom_kill_count(&self) -> Result<u64, CgroupError> {
+        self.inner().oom_kill_count()
+    }
+    fn kill_all(&self) -> Result<(), CgroupError> {
+        self.inner().kill_all()
     }
     fn remove(&self) -> Result<(), CgroupError> {
         self.inner().remove()
@@ -366,10 +443,12 @@ pub(crate) fn write_file(file: &Path, value: &str) -> Result<(), CgroupError> {
     })
 }
 
-/// `rmdir` with bounded retries on EBUSY (tasks still exiting).
+/// `rmdir` with bounded retries on EBUSY (tasks still exiting), then an
+/// error listing the processes still there.
 pub(crate) fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
+    let start = Instant::now();
     let mut delay = std::time::Duration::from_millis(1);
-    for _ in 0..12 {
+    for _ in 0..16 {
         match std::fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -385,10 +464,158 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
             }
         }
     }
-    Err(CgroupError::Remove {
+    Err(CgroupError::Busy {
         path: dir.to_path_buf(),
-        source: std::io::Error::from_raw_os_error(libc::EBUSY),
+        waited: start.elapsed(),
+        pids: read_pids(&dir.join("cgroup.procs")).unwrap_or_default(),
     })
+}
+
+/// Reads a cgroup file, `None` when it is absent or unreadable.
+pub(crate) fn read_opt(file: &Path) -> Option<String> {
+    std::fs::read_to_string(file).ok()
+}
+
+/// Where a write goes, as the backend resolves it.
+pub(crate) enum Target {
+    /// The file to write.
+    File(PathBuf),
+    /// The controller is not there: the reason, for the error.
+    NoController(String),
+}
+
+/// Applies `writes` in order: `IfPresent` ones only where the file exists,
+/// `Deferrable` ones retried once after the rest when the kernel answers
+/// `EINVAL` (the right order of a pair depends on the current values).
+/// `missing_file` explains a file that is absent although its controller
+/// is there.
+pub(crate) fn apply_writes(
+    writes: &[Write],
+    target: impl Fn(&Write) -> Target,
+    missing_file: impl Fn(&Write, &Path) -> String,
+) -> Result<(), CgroupError> {
+    let mut deferred = Vec::new();
+    for w in writes {
+        let path = match target(w) {
+            Target::File(p) => p,
+            Target::NoController(_) if w.when == When::IfPresent => continue,
+            Target::NoController(reason) => {
+                return Err(CgroupError::Missing {
+                    field: w.field.clone(),
+                    reason,
+                })
+            }
+        };
+        if !path.exists() {
+            if w.when == When::IfPresent {
+                continue;
+            }
+            return Err(CgroupError::Missing {
+                field: w.field.clone(),
+                reason: missing_file(w, &path),
+            });
+        }
+        match std::fs::write(&path, &w.value) {
+            Ok(()) => {}
+            Err(e) if w.when == When::Deferrable && e.raw_os_error() == Some(libc::EINVAL) => {
+                deferred.push((w, path));
+            }
+            Err(source) => return Err(set_err(w, path, source)),
+        }
+    }
+    for (w, path) in deferred {
+        std::fs::write(&path, &w.value).map_err(|source| set_err(w, path, source))?;
+    }
+    Ok(())
+}
+
+fn set_err(w: &Write, path: PathBuf, source: std::io::Error) -> CgroupError {
+    CgroupError::Set {
+        field: w.field.clone(),
+        path,
+        value: w.value.clone(),
+        source,
+    }
+}
+
+/// How long freezing may take before it is given up.
+pub(crate) const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Polls `check` with a growing delay until it is true or `limit` passes.
+pub(crate) fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut delay = Duration::from_micros(100);
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// Freezes a cgroup v2 directory (`cgroup.freeze`), waiting for
+/// `cgroup.events` to say `frozen 1`; thaws again if that never comes.
+pub(crate) fn freeze_v2(dir: &Path) -> Result<(), CgroupError> {
+    write_file(&dir.join("cgroup.freeze"), "1")?;
+    let events = dir.join("cgroup.events");
+    let frozen = || read_opt(&events).is_some_and(|t| stats::key(&t, "frozen") == 1);
+    if wait_until(FREEZE_TIMEOUT, frozen) {
+        return Ok(());
+    }
+    let _ = write_file(&dir.join("cgroup.freeze"), "0");
+    Err(CgroupError::FreezeTimeout {
+        path: dir.to_path_buf(),
+        waited: FREEZE_TIMEOUT,
+        state: read_opt(&events).unwrap_or_default(),
+    })
+}
+
+/// Thaws a cgroup v2 directory.
+pub(crate) fn thaw_v2(dir: &Path) -> Result<(), CgroupError> {
+    write_file(&dir.join("cgroup.freeze"), "0")
+}
+
+/// Sends `sig` to every process of the cgroup. SIGKILL goes through
+/// [`CgroupManager::kill_all`]; other signals go to each pid while the
+/// cgroup is frozen when it can be (so no process forks away unsignalled),
+/// and a cgroup that was paused stays paused.
+pub fn signal_all(cg: &dyn CgroupManager, sig: libc::c_int) -> Result<(), CgroupError> {
+    if sig == libc::SIGKILL {
+        return cg.kill_all();
+    }
+    let was_frozen = cg.is_frozen();
+    let froze = !was_frozen && cg.freeze().is_ok();
+    let result = cg.pids().map(|pids| {
+        for pid in pids {
+            // SAFETY: kill(2) has no memory-safety preconditions; the pids
+            // are the container's own.
+            unsafe { libc::kill(pid, sig) };
+        }
+    });
+    if froze {
+        cg.thaw()?;
+    }
+    result
+}
+
+/// SIGKILLs every pid of the cgroup while it is frozen (when it can be).
+pub(crate) fn kill_each(cg: &dyn CgroupManager) -> Result<(), CgroupError> {
+    let froze = cg.freeze().is_ok();
+    let result = cg.pids().map(|pids| {
+        for pid in pids {
+            // SAFETY: as in signal_all.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    if froze {
+        // SIGKILL is delivered to frozen tasks only once they thaw.
+        cg.thaw()?;
+    }
+    result
 }
 
 #[cfg(test)]

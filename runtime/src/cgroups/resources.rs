@@ -36,7 +36,11 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ResourceError
     }
 }
 
-fn unsupported(field: impl Into<String>, version: &'static str, reason: &'static str) -> ResourceError {
+fn unsupported(
+    field: impl Into<String>,
+    version: &'static str,
+    reason: &'static str,
+) -> ResourceError {
     ResourceError::Unsupported {
         field: field.into(),
         version,
@@ -71,7 +75,12 @@ pub struct Write {
     pub when: When,
 }
 
-fn w(controller: &'static str, file: impl Into<String>, value: impl Into<String>, field: impl Into<String>) -> Write {
+fn w(
+    controller: &'static str,
+    file: impl Into<String>,
+    value: impl Into<String>,
+    field: impl Into<String>,
+) -> Write {
     Write {
         controller,
         file: file.into(),
@@ -458,10 +467,9 @@ fn check_cpu(c: &LinuxCpu) -> Result<(), ResourceError> {
 fn blkio_weight(field: &str, w: Option<u16>) -> Result<Option<u16>, ResourceError> {
     match w {
         None | Some(0) => Ok(None),
-        Some(w) if !(10..=1000).contains(&w) => Err(invalid(
-            field,
-            format!("{w} is out of range 10-1000"),
-        )),
+        Some(w) if !(10..=1000).contains(&w) => {
+            Err(invalid(field, format!("{w} is out of range 10-1000")))
+        }
         Some(w) => Ok(Some(w)),
     }
 }
@@ -494,10 +502,12 @@ fn check_blkio(b: &LinuxBlockIo) -> Result<(), ResourceError> {
     Ok(())
 }
 
+fn list(v: &Option<Vec<LinuxThrottleDevice>>) -> &[LinuxThrottleDevice] {
+    v.as_deref().unwrap_or(&[])
+}
+
 fn throttles(b: &LinuxBlockIo) -> [(&'static str, &[LinuxThrottleDevice]); 4] {
-    let s = |v: &Option<Vec<LinuxThrottleDevice>>| -> &[LinuxThrottleDevice] {
-        v.as_deref().unwrap_or(&[])
-    };
+    let s = list;
     [
         ("throttleReadBpsDevice", s(b.throttle_read_bps_device())),
         ("throttleWriteBpsDevice", s(b.throttle_write_bps_device())),
@@ -632,8 +642,13 @@ pub fn v1(res: &LinuxResources, facts: Facts) -> Result<Vec<Write>, ResourceErro
             field.clone(),
         ));
         out.push(
-            w("hugetlb", format!("hugetlb.{size}.rsvd.limit_in_bytes"), v, field)
-                .when(When::IfPresent),
+            w(
+                "hugetlb",
+                format!("hugetlb.{size}.rsvd.limit_in_bytes"),
+                v,
+                field,
+            )
+            .when(When::IfPresent),
         );
     }
     if let Some(n) = res.network() {
@@ -659,8 +674,17 @@ pub fn v1(res: &LinuxResources, facts: Facts) -> Result<Vec<Write>, ResourceErro
         // A fresh start from "deny everything", then the rules in order.
         out.push(w("devices", "devices.deny", "a", format!("{F}.devices")));
         for (i, r) in device_rules(res)?.iter().enumerate() {
-            let file = if r.allow { "devices.allow" } else { "devices.deny" };
-            out.push(w("devices", file, r.to_string(), format!("{F}.devices[{i}]")));
+            let file = if r.allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            out.push(w(
+                "devices",
+                file,
+                r.to_string(),
+                format!("{F}.devices[{i}]"),
+            ));
         }
     }
     Ok(out)
@@ -676,8 +700,13 @@ fn v1_memory(m: &LinuxMemory, out: &mut Vec<Write>) -> Result<(), ResourceError>
     }
     if let Some(l) = lim {
         out.push(
-            w("memory", "memory.limit_in_bytes", v1_num(l), format!("{f}.limit"))
-                .when(When::Deferrable),
+            w(
+                "memory",
+                "memory.limit_in_bytes",
+                v1_num(l),
+                format!("{f}.limit"),
+            )
+            .when(When::Deferrable),
         );
     }
     if let Some(s) = swap {
@@ -734,19 +763,39 @@ fn v1_memory(m: &LinuxMemory, out: &mut Vec<Write>) -> Result<(), ResourceError>
 fn v1_cpu(c: &LinuxCpu, out: &mut Vec<Write>) -> Result<(), ResourceError> {
     let f = format!("{F}.cpu");
     if let Some(s) = c.shares().filter(|s| *s != 0) {
-        out.push(w("cpu", "cpu.shares", shares(s)?.to_string(), format!("{f}.shares")));
+        out.push(w(
+            "cpu",
+            "cpu.shares",
+            shares(s)?.to_string(),
+            format!("{f}.shares"),
+        ));
     }
     if let Some(p) = c.period().filter(|p| *p != 0) {
         out.push(
-            w("cpu", "cpu.cfs_period_us", p.to_string(), format!("{f}.period"))
-                .when(When::Deferrable),
+            w(
+                "cpu",
+                "cpu.cfs_period_us",
+                p.to_string(),
+                format!("{f}.period"),
+            )
+            .when(When::Deferrable),
         );
     }
     if let Some(q) = c.quota().filter(|q| *q != 0) {
-        out.push(w("cpu", "cpu.cfs_quota_us", v1_num(q), format!("{f}.quota")));
+        out.push(w(
+            "cpu",
+            "cpu.cfs_quota_us",
+            v1_num(q),
+            format!("{f}.quota"),
+        ));
     }
     if let Some(b) = c.burst() {
-        out.push(w("cpu", "cpu.cfs_burst_us", b.to_string(), format!("{f}.burst")));
+        out.push(w(
+            "cpu",
+            "cpu.cfs_burst_us",
+            b.to_string(),
+            format!("{f}.burst"),
+        ));
     }
     if let Some(p) = c.realtime_period().filter(|p| *p != 0) {
         out.push(w(
@@ -803,7 +852,12 @@ fn v1_blkio(b: &LinuxBlockIo, facts: Facts, out: &mut Vec<Write>) -> Result<(), 
         let g = format!("{f}.weightDevice[{i}]");
         let dev = device_numbers(&g, d.major(), d.minor())?;
         if let Some(v) = blkio_weight("", d.weight())? {
-            out.push(w("blkio", weight_device, format!("{dev} {v}"), format!("{g}.weight")));
+            out.push(w(
+                "blkio",
+                weight_device,
+                format!("{dev} {v}"),
+                format!("{g}.weight"),
+            ));
         }
         if let Some(v) = blkio_weight("", d.leaf_weight())? {
             out.push(w(
@@ -919,14 +973,23 @@ fn v2_memory(m: &LinuxMemory, out: &mut Vec<Write>) -> Result<(), ResourceError>
     if let Some(s) = swap_to_v2(limit("", m.swap())?, lim)? {
         // Without swap accounting there is no memory.swap.max; "max" and
         // "0" then mean what the kernel does anyway.
-        let when = if s <= 0 { When::IfPresent } else { When::Always };
+        let when = if s <= 0 {
+            When::IfPresent
+        } else {
+            When::Always
+        };
         out.push(w("memory", "memory.swap.max", v2_num(s), format!("{f}.swap")).when(when));
     }
     if let Some(l) = lim {
         out.push(w("memory", "memory.max", v2_num(l), format!("{f}.limit")));
     }
     if let Some(r) = limit("", m.reservation())? {
-        out.push(w("memory", "memory.low", v2_num(r), format!("{f}.reservation")));
+        out.push(w(
+            "memory",
+            "memory.low",
+            v2_num(r),
+            format!("{f}.reservation"),
+        ));
     }
     if m.swappiness().is_some() {
         return Err(unsupported(
@@ -983,7 +1046,12 @@ fn v2_cpu(c: &LinuxCpu, out: &mut Vec<Write>) -> Result<(), ResourceError> {
         out.push(w("cpu", "cpu.max", v, format!("{f}.{field}")));
     }
     if let Some(b) = c.burst() {
-        out.push(w("cpu", "cpu.max.burst", b.to_string(), format!("{f}.burst")));
+        out.push(w(
+            "cpu",
+            "cpu.max.burst",
+            b.to_string(),
+            format!("{f}.burst"),
+        ));
     }
     if c.realtime_runtime().is_some_and(|r| r != 0) || c.realtime_period().is_some_and(|p| p != 0) {
         let field = if c.realtime_runtime().is_some_and(|r| r != 0) {
@@ -1159,7 +1227,10 @@ mod tests {
     fn memory_v1_only_fields_are_refused_on_v2() {
         for (v, field) in [
             (serde_json::json!({"swappiness": 10}), "swappiness"),
-            (serde_json::json!({"disableOOMKiller": true}), "disableOOMKiller"),
+            (
+                serde_json::json!({"disableOOMKiller": true}),
+                "disableOOMKiller",
+            ),
             (serde_json::json!({"useHierarchy": false}), "useHierarchy"),
             (serde_json::json!({"kernelTCP": 4096}), "kernelTCP"),
         ] {
@@ -1169,7 +1240,8 @@ mod tests {
             assert_eq!(field_of(e), format!("linux.resources.memory.{field}"));
         }
         // Harmless values are accepted.
-        let r = res(serde_json::json!({"memory": {"useHierarchy": true, "disableOOMKiller": false}}));
+        let r =
+            res(serde_json::json!({"memory": {"useHierarchy": true, "disableOOMKiller": false}}));
         assert!(v2(&r, Facts::default()).unwrap().is_empty());
     }
 
@@ -1276,11 +1348,23 @@ mod tests {
     fn invalid_limits_name_the_field() {
         for (v, field) in [
             (serde_json::json!({"memory": {"limit": -2}}), "memory.limit"),
-            (serde_json::json!({"memory": {"reservation": -100}}), "memory.reservation"),
-            (serde_json::json!({"memory": {"swappiness": 101}}), "memory.swappiness"),
-            (serde_json::json!({"memory": {"limit": 200, "swap": 100}}), "memory.swap"),
+            (
+                serde_json::json!({"memory": {"reservation": -100}}),
+                "memory.reservation",
+            ),
+            (
+                serde_json::json!({"memory": {"swappiness": 101}}),
+                "memory.swappiness",
+            ),
+            (
+                serde_json::json!({"memory": {"limit": 200, "swap": 100}}),
+                "memory.swap",
+            ),
             (serde_json::json!({"pids": {"limit": -7}}), "pids.limit"),
-            (serde_json::json!({"blockIO": {"weight": 5}}), "blockIO.weight"),
+            (
+                serde_json::json!({"blockIO": {"weight": 5}}),
+                "blockIO.weight",
+            ),
             (
                 serde_json::json!({"blockIO": {"throttleReadBpsDevice": [{"major": -1, "minor": 0, "rate": 1}]}}),
                 "blockIO.throttleReadBpsDevice[0]",
@@ -1322,10 +1406,19 @@ mod tests {
     #[test]
     fn pids() {
         let r = res(serde_json::json!({"pids": {"limit": 50}}));
-        assert_eq!(fv(&v1(&r, Facts::default()).unwrap()), vec![("pids.max", "50")]);
-        assert_eq!(fv(&v2(&r, Facts::default()).unwrap()), vec![("pids.max", "50")]);
+        assert_eq!(
+            fv(&v1(&r, Facts::default()).unwrap()),
+            vec![("pids.max", "50")]
+        );
+        assert_eq!(
+            fv(&v2(&r, Facts::default()).unwrap()),
+            vec![("pids.max", "50")]
+        );
         let r = res(serde_json::json!({"pids": {"limit": -1}}));
-        assert_eq!(fv(&v1(&r, Facts::default()).unwrap()), vec![("pids.max", "max")]);
+        assert_eq!(
+            fv(&v1(&r, Facts::default()).unwrap()),
+            vec![("pids.max", "max")]
+        );
         let r = res(serde_json::json!({"pids": {"limit": 0}}));
         assert!(v2(&r, Facts::default()).unwrap().is_empty());
     }
@@ -1371,7 +1464,7 @@ mod tests {
             fv(&ws),
             vec![
                 ("io.weight", "4950"),
-                ("io.weight", "8:0 2980"),
+                ("io.weight", "8:0 2930"),
                 ("io.max", "8:0 rbps=1048576"),
                 ("io.max", "8:16 wbps=2097152"),
                 ("io.max", "8:0 riops=100"),
@@ -1379,7 +1472,10 @@ mod tests {
             ]
         );
         let ws = v2(&blkio_spec(), Facts { bfq: true }).unwrap();
-        assert_eq!(fv(&ws)[..2], [("io.bfq.weight", "500"), ("io.bfq.weight", "8:0 300")]);
+        assert_eq!(
+            fv(&ws)[..2],
+            [("io.bfq.weight", "500"), ("io.bfq.weight", "8:0 300")]
+        );
         let r = res(serde_json::json!({"blockIO": {"leafWeight": 100}}));
         assert_eq!(
             field_of(v2(&r, Facts::default()).unwrap_err()),
@@ -1402,7 +1498,10 @@ mod tests {
         let ws = v2(&r, Facts::default()).unwrap();
         assert_eq!(
             fv(&ws),
-            vec![("hugetlb.2MB.max", "4194304"), ("hugetlb.2MB.rsvd.max", "4194304")]
+            vec![
+                ("hugetlb.2MB.max", "4194304"),
+                ("hugetlb.2MB.rsvd.max", "4194304")
+            ]
         );
         assert_eq!(ws[0].field, "linux.resources.hugepageLimits[0]");
     }
@@ -1415,7 +1514,10 @@ mod tests {
         let ws = v1(&r, Facts::default()).unwrap();
         assert_eq!(
             fv(&ws),
-            vec![("net_cls.classid", "1048577"), ("net_prio.ifpriomap", "eth0 5")]
+            vec![
+                ("net_cls.classid", "1048577"),
+                ("net_prio.ifpriomap", "eth0 5")
+            ]
         );
         assert_eq!(ws[1].controller, "net_prio");
         assert_eq!(
@@ -1450,7 +1552,10 @@ mod tests {
         assert_eq!(ws[1].controller, "memory");
         assert_eq!(ws[1].field, "linux.resources.unified[\"memory.high\"]");
         let e = v1(&r, Facts::default()).unwrap_err();
-        assert!(matches!(e, ResourceError::Unsupported { version: "v1", .. }));
+        assert!(matches!(
+            e,
+            ResourceError::Unsupported { version: "v1", .. }
+        ));
         assert_eq!(field_of(e), "linux.resources.unified");
     }
 

@@ -132,13 +132,11 @@ pub(crate) fn kill(c: &Container, sig: libc::c_int, all: bool) -> Result<(), Cmd
     Ok(())
 }
 
-/// Signals every process of the container's cgroup (the init included).
+/// Signals every process of the container's cgroup (the init included):
+/// SIGKILL through `cgroup.kill` where the kernel has it.
 fn signal_all(c: &Container, sig: libc::c_int) -> Result<(), CmdError> {
     let cg = Manager::from_record(&c.record.cgroup_mode, &c.record.cgroup_dirs);
-    for pid in cg.pids()? {
-        // SAFETY: signalling processes of the container's own cgroup.
-        unsafe { libc::kill(pid, sig) };
-    }
+    crate::cgroups::signal_all(&cg, sig)?;
     Ok(())
 }
 
@@ -171,6 +169,10 @@ pub(crate) fn delete(c: Container, force: bool, log: &mut Logger) -> Result<(), 
     if status != Status::Stopped {
         // SAFETY: the init was just verified to be the container's.
         unsafe { libc::kill(c.record.pid, libc::SIGKILL) };
+        // A paused container's processes die only once thawed.
+        if status == Status::Paused {
+            let _ = cg.thaw();
+        }
         if !wait_gone(
             c.record.pid,
             c.record.init_start_time,
@@ -185,10 +187,7 @@ pub(crate) fn delete(c: Container, force: bool, log: &mut Logger) -> Result<(), 
     // Without a pid namespace of its own, the container's other processes
     // outlive the init: kill them through the cgroup.
     if !c.record.private_pid {
-        for pid in cg.pids().unwrap_or_default() {
-            // SAFETY: processes of the container's own cgroup.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
+        let _ = cg.kill_all();
     }
     let cg_result = cg.remove();
     let state = serde_json::to_vec(&c.record.oci_state(Status::Stopped))

@@ -2,6 +2,7 @@
 //! thing and returns the exit status. `lifecycle` holds runc's container
 //! lifecycle (create, start, run, state, kill, delete, list, spec).
 
+pub mod cgroup;
 pub mod exec;
 pub mod lifecycle;
 
@@ -48,6 +49,10 @@ pub enum CmdError {
     NotRunning(String),
     #[error("container {0}: init exited before start")]
     InitGone(String),
+    #[error("ps: {reason}")]
+    Ps { reason: String },
+    #[error("--resources: {field}: {reason}")]
+    BadResources { field: String, reason: String },
     #[error("bundle {0}: config.json exists; remove it first")]
     SpecExists(PathBuf),
 }
@@ -102,5 +107,10 @@ pub fn dispatch(cli: &Cli, cmd: &Command, log: &mut Logger) -> Result<i32, CmdEr
             lifecycle::write_spec(bundle)?;
             Ok(0)
         }
+        Command::Pause { id } => cgroup::pause(cli, id).map(|()| 0),
+        Command::Resume { id } => cgroup::resume(cli, id).map(|()| 0),
+        Command::Ps(a) => cgroup::ps(cli, a).map(|()| 0),
+        Command::Events(a) => cgroup::events(cli, a).map(|()| 0),
+        Command::Update(a) => cgroup::update(cli, a).map(|()| 0),
     }
 }

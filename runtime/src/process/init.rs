@@ -134,6 +134,30 @@ fn steps(a: &InitArgs<'_>) -> Result<Infallible, InitError> {
     for (kind, path, fd) in &a.joins {
         namespaces::join(*kind, path, fd)?;
     }
+    // A time namespace's offsets must be set before any process is in it:
+    // unshare now (only our children, and our execve, enter it), while we
+    // still own our /proc/self files (before the user namespace's ids).
+    if plan.namespaces.unshare_time {
+        namespaces::unshare(NsKind::Time)?;
+        let text: String = plan
+            .namespaces
+            .time_offsets
+            .iter()
+            .map(|(clock, s, ns)| format!("{clock} {s} {ns}\n"))
+            .collect();
+        if !text.is_empty() {
+            std::fs::write("/proc/self/timens_offsets", text).map_err(sys_err(
+                "linux.timeOffsets: write /proc/self/timens_offsets",
+            ))?;
+        }
+    }
+    // In a new user namespace we still carry the host's ids, unmapped
+    // there: become the namespace's root (as runc does) before anything is
+    // created on the filesystems mounted inside it. Mount points missing
+    // from the rootfs must then be creatable by the mapped root.
+    if plan.namespaces.new_user {
+        become_ns_root(plan)?;
+    }
     // The cgroup namespace now, after the cgroup move, so its root is the
     // container's cgroup.
     if plan.namespaces.unshare_cgroup {
@@ -223,6 +247,7 @@ pub fn become_process(
     // capability.
     user::set_oom_score_adj(p.oom_score_adj)?;
     user::set_rlimits(&p.rlimits)?;
+    user::set_persona_and_scheduling(p)?;
     // Resolve the program now, so a missing binary fails `create`, not
     // `start`.
     let prepared = Prepared {
@@ -243,11 +268,11 @@ pub fn become_process(
     p.caps.apply_bounding()?;
     user::keep_caps(true)?;
     user::switch_user(p)?;
-    // chdir as the user, so the user's permissions apply to the cwd.
-    sys::chdir(&p.cwd).map_err(|source| InitError::Cwd {
-        path: p.cwd.clone(),
-        source,
-    })?;
+    // chdir as the user, so the user's permissions apply to the cwd; the
+    // path is resolved inside the container's root and never through a
+    // magic link such as /proc/self/fd/N, which could name a directory of
+    // the host still open here (CVE-2024-21626).
+    enter_cwd(&p.cwd)?;
     user::keep_caps(false)?;
     p.caps.apply_process_sets()?;
     user::set_umask(p.umask);
@@ -271,6 +296,45 @@ pub fn final_exec(
         }
     }
     exec(&prepared.exe, &prepared.argv, &prepared.envp)
+}
+
+fn become_ns_root(plan: &Plan) -> Result<(), InitError> {
+    let ns = &plan.namespaces;
+    let mapped = |m: &[crate::plan::IdMap]| m.iter().any(|e| e.container == 0);
+    if mapped(&ns.gid_mappings) {
+        // SAFETY: plain syscall.
+        if unsafe { libc::setresgid(0, 0, 0) } < 0 {
+            return Err(sys_err("setresgid(0) in the user namespace")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    if mapped(&ns.uid_mappings) {
+        // SAFETY: plain syscall.
+        if unsafe { libc::setresuid(0, 0, 0) } < 0 {
+            return Err(sys_err("setresuid(0) in the user namespace")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn enter_cwd(cwd: &Path) -> Result<(), InitError> {
+    let err = |source| InitError::Cwd {
+        path: cwd.to_path_buf(),
+        source,
+    };
+    let root = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0).map_err(err)?;
+    let dir = sys::openat2(
+        root.as_fd_borrowed(),
+        &sys::relative(cwd),
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        sys::IN_ROOT,
+    )
+    .map_err(err)?;
+    sys::fchdir(dir.as_fd_borrowed()).map_err(err)
 }
 
 fn set_names(plan: &Plan) -> Result<(), InitError> {

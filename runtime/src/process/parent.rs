@@ -117,6 +117,9 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
         cg: &cg,
         armed: true,
     };
+    // Limits and the device filter are in place before the init enters the
+    // cgroup, so it never runs unconstrained.
+    cg.set(&plan.resources)?;
     let console = match req.console_fd {
         Some(fd) => Some(fd),
         None => req.console_socket.map(tty::connect).transpose()?,
@@ -153,6 +156,10 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
         },
     )?;
     let mut guard = InitGuard { pid, armed: true };
+    // A new user namespace has no ids until we map them; the init waits.
+    if plan.namespaces.new_user {
+        write_id_maps(pid, &plan.namespaces)?;
+    }
     // The init waits for Go: it is in no user code yet. Put it in every
     // hierarchy (clone3 already did for v2 when CLONE_INTO_CGROUP worked).
     cg.apply(pid)?;
@@ -268,6 +275,24 @@ pub(crate) fn clone_child(
         }
         Forked::Parent(pid) => Ok(pid),
     }
+}
+
+/// Writes uid_map and gid_map of the init's new user namespace. We are
+/// privileged in the parent namespace, so setgroups may stay allowed.
+fn write_id_maps(pid: libc::pid_t, ns: &crate::plan::NamespacePlan) -> Result<(), CreateError> {
+    let text = |maps: &[crate::plan::IdMap]| {
+        maps.iter()
+            .map(|m| format!("{} {} {}\n", m.container, m.host, m.size))
+            .collect::<String>()
+    };
+    for (file, maps) in [("uid_map", &ns.uid_mappings), ("gid_map", &ns.gid_mappings)] {
+        let path = format!("/proc/{pid}/{file}");
+        std::fs::write(&path, text(maps)).map_err(sys_err(format!(
+            "linux.{}Mappings: write {path}",
+            &file[..3]
+        )))?;
+    }
+    Ok(())
 }
 
 fn make_fifo(path: &Path) -> Result<(), CreateError> {
