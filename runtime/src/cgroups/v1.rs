@@ -184,7 +184,12 @@ impl CgroupManager for V1 {
             .map(|u| u.join("cgroup.kill"))
             .filter(|k| k.exists())
         {
-            return write_file(&kill, "1");
+            write_file(&kill, "1")?;
+            // Frozen v1 tasks take a SIGKILL only once thawed.
+            if self.is_frozen() {
+                self.thaw()?;
+            }
+            return Ok(());
         }
         kill_each(self)
     }

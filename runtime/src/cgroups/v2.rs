@@ -39,7 +39,7 @@ impl V2 {
     fn with_current_limit(&self, res: &LinuxResources) -> LinuxResources {
         let mut res = res.clone();
         if let Some(m) = res.memory_mut() {
-            if m.swap().is_some_and(|s| s > 0) && !m.limit().is_some_and(|l| l != 0) {
+            if m.swap().is_some_and(|s| s > 0) && m.limit().is_none_or(|l| l == 0) {
                 let cur = self.read("memory.max").unwrap_or_default();
                 let cur = cur.trim();
                 m.set_limit(Some(if cur == "max" {
@@ -199,7 +199,11 @@ impl CgroupManager for V2 {
     fn kill_all(&self) -> Result<(), CgroupError> {
         let kill = self.dir.join("cgroup.kill");
         if kill.exists() {
-            return write_file(&kill, "1");
+            write_file(&kill, "1")?;
+            if self.is_frozen() {
+                self.thaw()?;
+            }
+            return Ok(());
         }
         kill_each(self)
     }

@@ -159,7 +159,7 @@ pub fn parse_bytes(s: &str) -> Result<i64, String> {
         _ => (body, 0),
     };
     let v: f64 = num.trim().parse().map_err(|_| bad())?;
-    if !(v >= 0.0) {
+    if v.is_nan() || v < 0.0 {
         return Err(bad());
     }
     let bytes = v * (1u64 << shift) as f64;
