@@ -127,6 +127,8 @@ pub struct ExecArgs {
 pub enum Command {
     /// Run a new process in a running container.
     Exec(Box<ExecArgs>),
+    /// Print the features this runtime supports (JSON, as `runc features`).
+    Features,
     /// Create a container, stopped before the user process.
     Create(CreateArgs),
     /// Start a created container.

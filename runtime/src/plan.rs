@@ -673,16 +673,10 @@ pub fn process_from_oci(
         ));
     }
     if let Some(a) = p.apparmor_profile().as_ref().filter(|a| !a.is_empty()) {
-        return Err(PlanError::Unsupported {
-            field: "process.apparmorProfile".into(),
-            reason: format!("AppArmor profile {a:?} requested but AppArmor is not supported yet"),
-        });
+        return Err(lsm_refusal("process.apparmorProfile", "AppArmor", a));
     }
     if let Some(l) = p.selinux_label().as_ref().filter(|a| !a.is_empty()) {
-        return Err(PlanError::Unsupported {
-            field: "process.selinuxLabel".into(),
-            reason: format!("SELinux label {l:?} requested but SELinux is not supported yet"),
-        });
+        return Err(lsm_refusal("process.selinuxLabel", "SELinux", l));
     }
     let user = p.user();
     Ok(ProcessPlan {
@@ -788,6 +782,23 @@ fn scheduler(p: &oci_spec::runtime::Process) -> Result<Option<SchedAttr>, PlanEr
     }))
 }
 
+/// An LSM setting skiff cannot honour: says whether the host lacks the LSM
+/// (the usual case on these hosts) or skiff does.
+fn lsm_refusal(field: &str, lsm: &str, value: &str) -> PlanError {
+    let enabled = match lsm {
+        "AppArmor" => Path::new("/sys/kernel/security/apparmor").exists(),
+        _ => Path::new("/sys/fs/selinux/enforce").exists(),
+    };
+    PlanError::Unsupported {
+        field: field.into(),
+        reason: if enabled {
+            format!("{value:?} requested, but skiff does not apply {lsm} labels yet")
+        } else {
+            format!("{value:?} requested, but {lsm} is not enabled on this host")
+        },
+    }
+}
+
 /// Fields of the spec skiff does not implement: refused by name rather
 /// than silently ignored.
 fn refuse_unsupported(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<(), PlanError> {
@@ -797,6 +808,9 @@ fn refuse_unsupported(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<(
             reason: format!("{what} is not supported"),
         })
     };
+    if let Some(l) = linux.mount_label().as_ref().filter(|l| !l.is_empty()) {
+        return Err(lsm_refusal("linux.mountLabel", "SELinux", l));
+    }
     if linux.intel_rdt().is_some() {
         return refuse("linux.intelRdt", "Intel RDT (resctrl)");
     }

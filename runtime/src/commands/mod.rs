@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod exec;
+pub mod features;
 pub mod lifecycle;
 
 use crate::cgroups::CgroupError;
@@ -66,6 +67,12 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
 pub fn dispatch(cli: &Cli, cmd: &Command, log: &mut Logger) -> Result<i32, CmdError> {
     match cmd {
         Command::Exec(a) => exec::exec(cli, a, log),
+        Command::Features => {
+            let f = serde_json::to_string_pretty(&features::features())
+                .map_err(|e| io_err("features JSON")(std::io::Error::other(e)))?;
+            println!("{f}");
+            Ok(0)
+        }
         Command::Create(a) => {
             lifecycle::create(cli, a, false)?;
             Ok(0)
