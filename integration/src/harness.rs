@@ -726,6 +726,24 @@ impl Drop for Harness {
 }
 
 /// Wait until `path` exists and return its content (for files a container or hook writes).
+pub fn wait_for_content(path: &Path, timeout: Duration) -> Result<String> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        // A file that exists but is still empty is being written: a shell's
+        // `> file` creates it before the command writes.
+        if let Ok(text) = fs::read_to_string(path) {
+            if text.ends_with('\n') {
+                return Ok(text);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{} got no complete line within {timeout:?}", path.display());
+        }
+        sleep(Duration::from_millis(10));
+    }
+}
+
+/// Waits until `path` exists and returns its content.
 pub fn wait_for_file(path: &Path, timeout: Duration) -> Result<String> {
     let deadline = Instant::now() + timeout;
     loop {

@@ -26,11 +26,13 @@
 
 pub mod bundle;
 pub mod caps;
+pub mod cgroup_helpers;
 pub mod console;
+pub mod containerd;
 pub mod harness;
 pub mod host;
 pub mod spec;
 
 pub use bundle::Bundle;
 pub use console::ConsoleSocket;
-pub use harness::{wait_for_file, Harness, Opts, Output, Spawned};
+pub use harness::{wait_for_content, wait_for_file, Harness, Opts, Output, Spawned};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde_json::{json, Value};
 use skiff_integration::host::host_namespace;
-use skiff_integration::{wait_for_file, Harness};
+use skiff_integration::{wait_for_content, wait_for_file, Harness};
 
 /// A hook that saves its stdin (the state) to `DIR/KIND.json`, then its mount namespace to
 /// `DIR/KIND.mntns` (written last: its presence means the hook finished).
@@ -28,7 +28,7 @@ struct Record {
 }
 
 fn read_record(dir: &Path, kind: &str, timeout: Duration) -> Result<Record> {
-    let mntns = wait_for_file(&dir.join(format!("{kind}.mntns")), timeout)?;
+    let mntns = wait_for_content(&dir.join(format!("{kind}.mntns")), timeout)?;
     let text = fs::read_to_string(dir.join(format!("{kind}.json")))?;
     let state = serde_json::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{kind} hook got no JSON state ({e}): {text:?}"))?;
@@ -115,7 +115,7 @@ fn hooks_run_at_their_points_with_the_state_on_stdin() -> Result<()> {
     );
     assert_eq!(start.state["status"], "created", "{}", start.state);
     assert_ne!(start.mntns, host_mnt);
-    let hostname = wait_for_file(&out.join("startContainer.hostname"), h.timeout())?;
+    let hostname = wait_for_content(&out.join("startContainer.hostname"), h.timeout())?;
     assert_eq!(
         hostname.trim(),
         "hooked",

@@ -90,8 +90,13 @@ fn preserved_flags(fd: BorrowedFd<'_>) -> libc::c_ulong {
 }
 
 /// Steps before pivot_root, in the new mount namespace: returns an `O_PATH`
-/// descriptor of the rootfs mount.
-pub fn prepare(plan: &Plan) -> Result<OwnedFd, RootfsError> {
+/// descriptor of the rootfs mount. `cgroup_ready` is called once, before
+/// the first `cgroup` mount or at the end: it waits until the init is in
+/// its cgroup (the parent places it while these mounts are being made).
+pub fn prepare<E: From<RootfsError>>(
+    plan: &Plan,
+    cgroup_ready: &mut dyn FnMut() -> Result<(), E>,
+) -> Result<OwnedFd, E> {
     // Cut propagation to the host first, so nothing below leaks out (or
     // apply the spec's rootfsPropagation, which runc applies here too).
     sys::mount(None, Path::new("/"), None, plan.root_propagation, None)
@@ -115,8 +120,16 @@ pub fn prepare(plan: &Plan) -> Result<OwnedFd, RootfsError> {
             source,
         }
     })?;
+    let mut waited = false;
     for op in &plan.mounts {
+        if op.kind == MountKind::Cgroup && !waited {
+            cgroup_ready()?;
+            waited = true;
+        }
         mount_one(plan, root.as_fd_borrowed(), op)?;
+    }
+    if !waited {
+        cgroup_ready()?;
     }
     if plan.setup_dev {
         let in_userns = plan.namespaces.new_user

@@ -5,7 +5,8 @@
 //!
 //! | from   | message            | when                                                        |
 //! |--------|--------------------|-------------------------------------------------------------|
-//! | parent | `Go { states }`    | after the init is in its cgroup (and id maps are written)   |
+//! | parent | `Go { states }`    | after the id maps are written (new user namespace)          |
+//! | parent | `CgroupPlaced`     | the init is in its cgroup; it waits for this before its cgroup namespace and cgroup mounts |
 //! | init   | `RunHooks`         | rootfs mounted, before pivot_root; only if createRuntime/prestart hooks exist |
 //! | parent | `HooksDone`        | the hooks succeeded                                         |
 //! | init   | `Ready`            | set up and about to block on exec.fifo                      |
@@ -27,6 +28,7 @@ pub enum Msg {
         state: String,
         created_state: String,
     },
+    CgroupPlaced,
     RunHooks,
     HooksDone,
     Ready,

@@ -114,8 +114,8 @@ fn steps(a: &InitArgs<'_>) -> Result<Infallible, InitError> {
     // Ready, when the parent is allowed to exit.
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0)
         .map_err(sys_err("prctl(PR_SET_PDEATHSIG)"))?;
-    // Wait until the parent has put us in our cgroup: nothing below may run
-    // outside it, and the cgroup namespace must be rooted there.
+    // Wait for the parent to write our id maps (a new user namespace) and
+    // hand over the state for the hooks.
     let (state, created_state) = match a.channel.recv()? {
         Msg::Go {
             state,
@@ -158,14 +158,28 @@ fn steps(a: &InitArgs<'_>) -> Result<Infallible, InitError> {
     if plan.namespaces.new_user {
         become_ns_root(plan)?;
     }
-    // The cgroup namespace now, after the cgroup move, so its root is the
-    // container's cgroup.
-    if plan.namespaces.unshare_cgroup {
-        namespaces::unshare(NsKind::Cgroup)?;
-    }
     // Mounts and /dev are made while the host's paths (bind sources) are
-    // still reachable.
-    let root = rootfs::prepare(plan)?;
+    // still reachable; meanwhile the parent puts us in our cgroup (a v1
+    // migration waits for an RCU grace period: overlapping it with the
+    // mounts hides that latency). Nothing below runs user code.
+    let root = rootfs::prepare(plan, &mut || {
+        match a.channel.recv()? {
+            Msg::CgroupPlaced => {}
+            Msg::Error { message } => return Err(InitError::Parent(message)),
+            got => {
+                return Err(InitError::Protocol {
+                    expected: "CgroupPlaced",
+                    got,
+                })
+            }
+        }
+        // The cgroup namespace only now, after the cgroup move, so its
+        // root is the container's cgroup.
+        if plan.namespaces.unshare_cgroup {
+            namespaces::unshare(NsKind::Cgroup)?;
+        }
+        Ok(())
+    })?;
     // createRuntime/prestart hooks run in the runtime's namespaces: ask the
     // parent, which has them, and wait.
     if !plan.hooks.create_runtime.is_empty() {

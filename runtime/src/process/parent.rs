@@ -160,9 +160,6 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     if plan.namespaces.new_user {
         write_id_maps(pid, &plan.namespaces)?;
     }
-    // The init waits for Go: it is in no user code yet. Put it in every
-    // hierarchy (clone3 already did for v2 when CLONE_INTO_CGROUP worked).
-    cg.apply(pid)?;
     let start_time = state::proc_stat(pid)
         .map(|s| s.start_time)
         .ok_or(CreateError::InitDied)?;
@@ -189,6 +186,12 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
         state: state_json.clone(),
         created_state: json(Status::Created)?,
     })?;
+    // The init mounts its rootfs meanwhile; it runs no user code and waits
+    // for CgroupPlaced before its cgroup namespace and cgroup mounts. Put
+    // it in every hierarchy (clone3 already did for v2 when
+    // CLONE_INTO_CGROUP worked; the write is then a no-op).
+    cg.apply(pid)?;
+    parent_end.send(&Msg::CgroupPlaced)?;
     drive(plan, &parent_end, &state_json)?;
     let container = dir.commit(record)?;
     if let Some(p) = req.pid_file {
