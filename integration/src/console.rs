@@ -15,6 +15,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
 
+use crate::harness::Spawned;
+
 /// What came over the console socket.
 #[derive(Debug)]
 pub struct ConsoleCapture {
@@ -142,6 +144,43 @@ fn read_until_hangup(master: OwnedFd, deadline: Instant) -> Result<String> {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&chunk[..n]),
             // EIO: every slave descriptor is closed, the container's terminal is gone.
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading the pty master"),
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).to_string())
+}
+
+/// Read everything a runtime command (started with the slave of `master` as its terminal, see
+/// [`crate::Opts::terminal`]) writes to that terminal, until the terminal hangs up or the command
+/// has exited and nothing more is pending. Fails after `timeout`.
+pub fn read_terminal(master: File, run: &mut Spawned, timeout: Duration) -> Result<String> {
+    let mut master = master;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = Instant::now() + timeout;
+    loop {
+        if Instant::now() > deadline {
+            bail!(
+                "terminal never closed; read {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        let ready = {
+            let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
+            poll(&mut fds, PollTimeout::from(100u16)).context("poll on the pty master")?
+        };
+        if ready == 0 {
+            if run.finished()? {
+                break;
+            }
+            continue;
+        }
+        match master.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            // EIO: the last holder of the slave (the runtime) has exited.
             Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("reading the pty master"),

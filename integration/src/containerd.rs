@@ -561,6 +561,16 @@ pub fn leftover_cgroups(namespace: &str, id: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The content of `file` in the v1 `controller` hierarchy (or, with an empty controller, the v2
+/// hierarchy) of the cgroup `<namespace>/<id>`.
+pub fn cgroup_file(namespace: &str, id: &str, controller: &str, file: &str) -> Option<String> {
+    let dir = Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(namespace)
+        .join(id);
+    fs::read_to_string(dir.join(file)).ok()
+}
+
 /// A `ctr` running in the background.
 #[derive(Debug)]
 pub struct Background {

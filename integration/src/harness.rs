@@ -525,6 +525,21 @@ impl Harness {
         }
     }
 
+    /// `create` then `start` under a fresh id: the bundle's process must keep running for the test
+    /// to act on the container (e.g. `sleep 600`). Returns the id.
+    pub fn create_and_start(&self, prefix: &str, bundle: &Bundle) -> Result<String> {
+        let id = self.id(prefix);
+        self.create(&id, bundle)?;
+        self.start(&id)?;
+        Ok(id)
+    }
+
+    /// `exec [flags...] ID ARGS...`, with the process's stdio going to the command's own files
+    /// (returned in the [`Output`]). The exit status is not checked.
+    pub fn exec_in(&self, id: &str, flags: &[&str], args: &[&str]) -> Result<Output> {
+        self.exec(&exec_args(id, flags, args), Opts::default())
+    }
+
     /// `kill ID [SIGNAL]`, which must succeed.
     pub fn kill(&self, id: &str, signal: Option<&str>) -> Result<Output> {
         let mut args = vec!["kill", id];
@@ -723,6 +738,16 @@ impl Drop for Harness {
         }
         // 5. The temp dir itself goes when `self.tmp` drops.
     }
+}
+
+/// The command line `exec [flags...] ID ARGS...` (for [`Harness::exec`] or [`Harness::spawn`] with
+/// options of their own).
+pub fn exec_args<'a>(id: &'a str, flags: &[&'a str], args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = vec!["exec"];
+    all.extend_from_slice(flags);
+    all.push(id);
+    all.extend_from_slice(args);
+    all
 }
 
 /// Wait until `path` exists and return its content (for files a container or hook writes).

@@ -10,6 +10,7 @@
 //! - [`console`]: a `--console-socket` listener that receives the pty master over `SCM_RIGHTS`.
 //! - [`host`]: what the host sees: mountinfo, cgroup directories (v1, hybrid or v2), namespaces, processes.
 //! - [`caps`]: capability names to the bit masks shown in `/proc/<pid>/status`.
+//! - [`procfs`]: `/proc` text printed in a container: status fields, fd listings, id maps.
 //!
 //! The binary under test is `$SKIFF_BIN` when set, else `<workspace>/target/debug/skiff` (build it
 //! first; the harness never builds it). Pointing `SKIFF_BIN` at `/usr/sbin/runc` runs the same tests
@@ -31,8 +32,9 @@ pub mod console;
 pub mod containerd;
 pub mod harness;
 pub mod host;
+pub mod procfs;
 pub mod spec;
 
 pub use bundle::Bundle;
 pub use console::ConsoleSocket;
-pub use harness::{wait_for_content, wait_for_file, Harness, Opts, Output, Spawned};
+pub use harness::{exec_args, wait_for_content, wait_for_file, Harness, Opts, Output, Spawned};

@@ -639,3 +639,348 @@ fn terminals_for_run_and_exec() -> Result<()> {
     c.ctr_ok(&["task", "delete", "tty2"])?;
     Ok(())
 }
+
+#[test]
+fn runtime_errors_reach_ctr() -> Result<()> {
+    let c = containerd()?;
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        SKIFF_RUNTIME,
+        IMAGE,
+        "bad",
+        "/no/such/binary",
+    ])?;
+    assert_ne!(out.exit_code(), 0, "{out}");
+    assert!(
+        out.stderr.contains("/no/such/binary"),
+        "the runtime's error must reach ctr: {out}"
+    );
+    c.ctr(&["container", "delete", "bad"])?;
+    assert!(c.tasks()?.is_empty());
+    assert!(
+        c.wait_until(Duration::from_secs(5), || c.skiff_shim_pids().is_empty()),
+        "the shim of a failed create must exit"
+    );
+    Ok(())
+}
+
+/// A ttrpc client on the shim serving container `id` (the v3 service name, as containerd 2.x
+/// calls it; containerd 1.6 exercises the v2 name in every other test).
+fn task_client(c: &Containerd, id: &str) -> Result<skiff_proto::protos::shim_sync::TaskClient> {
+    let address = std::fs::read_to_string(c.bundle(id).join("address"))?;
+    let client = skiff_proto::ttrpc::Client::connect(&address)?;
+    Ok(skiff_proto::protos::shim_sync::TaskClient::new(client))
+}
+
+#[test]
+fn task_api_v3_update_state_connect_checkpoint() -> Result<()> {
+    use skiff_proto::api::{
+        CheckpointTaskRequest, ConnectRequest, StateRequest, UpdateTaskRequest,
+    };
+    use skiff_proto::protobuf::well_known_types::any::Any;
+    use skiff_proto::ttrpc::context;
+
+    let c = containerd()?;
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        IMAGE,
+        "v3",
+        "sleep",
+        "300",
+    ])?;
+    let client = task_client(&c, "v3")?;
+    let ctx = || context::with_timeout(10_000_000_000);
+
+    let mut req = StateRequest::new();
+    req.id = "v3".into();
+    let state = client.state(ctx(), &req)?;
+    assert_eq!(
+        state.status.value(),
+        skiff_proto::api::Status::RUNNING as i32
+    );
+    assert!(state.pid > 0);
+
+    let mut req = ConnectRequest::new();
+    req.id = "v3".into();
+    let conn = client.connect(ctx(), &req)?;
+    assert_eq!(conn.task_pid, state.pid);
+    assert!(c.skiff_shim_pids().contains(&(conn.shim_pid as i32)));
+
+    // containerd sends LinuxResources as JSON in an Any.
+    let mut resources = Any::new();
+    resources.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+    resources.value = br#"{"memory":{"limit":67108864}}"#.to_vec();
+    let mut req = UpdateTaskRequest::new();
+    req.id = "v3".into();
+    req.resources = Some(resources).into();
+    client.update(ctx(), &req)?;
+    let limit = skiff_integration::containerd::cgroup_file(
+        c.namespace(),
+        "v3",
+        "memory",
+        "memory.limit_in_bytes",
+    )
+    .or_else(|| skiff_integration::containerd::cgroup_file(c.namespace(), "v3", "", "memory.max"));
+    assert_eq!(limit.as_deref().map(str::trim), Some("67108864"));
+
+    let mut req = CheckpointTaskRequest::new();
+    req.id = "v3".into();
+    match client.checkpoint(ctx(), &req) {
+        Err(skiff_proto::ttrpc::Error::RpcStatus(s)) => {
+            assert_eq!(s.code(), skiff_proto::ttrpc::Code::UNIMPLEMENTED, "{s:?}")
+        }
+        other => panic!("checkpoint: {other:?}"),
+    }
+    let mut req = StateRequest::new();
+    req.id = "nope".into();
+    match client.state(ctx(), &req) {
+        Err(skiff_proto::ttrpc::Error::RpcStatus(s)) => {
+            assert_eq!(s.code(), skiff_proto::ttrpc::Code::NOT_FOUND, "{s:?}")
+        }
+        other => panic!("state of an unknown task: {other:?}"),
+    }
+    drop(client);
+
+    c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "v3"])?;
+    assert!(c.wait_until(Duration::from_secs(10), || {
+        c.task_status("v3").ok().flatten().as_deref() == Some("STOPPED")
+    }));
+    c.ctr_ok(&["task", "delete", "v3"])?;
+    Ok(())
+}
+
+#[test]
+fn init_exit_is_reported_after_its_execs() -> Result<()> {
+    let c = containerd()?;
+    let mut events = c.ctr_spawn("events", &["events"])?;
+    std::thread::sleep(Duration::from_millis(300));
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        IMAGE,
+        "ord",
+        "sh",
+        "-c",
+        "while [ ! -e /tmp/go ]; do sleep 0.05; done",
+    ])?;
+    c.ctr_ok(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "sleeper",
+        "ord",
+        "sleep",
+        "300",
+    ])?;
+    let out = c.ctr(&["task", "exec", "--exec-id", "go", "ord", "touch", "/tmp/go"])?;
+    assert_eq!(out.exit_code(), 0, "{out}");
+    assert!(c.wait_until(Duration::from_secs(10), || {
+        c.task_status("ord").ok().flatten().as_deref() == Some("STOPPED")
+    }));
+    // Exits in the order containerd got them, as the `id` of each TaskExit.
+    let mut exits: Vec<String> = Vec::new();
+    c.wait_until(Duration::from_secs(5), || {
+        exits = events
+            .output()
+            .lines()
+            .filter(|l| l.contains("/tasks/exit") && l.contains("\"ord\""))
+            .filter_map(|l| {
+                let json = &l[l.find('{')?..];
+                let v: serde_json::Value = serde_json::from_str(json).ok()?;
+                Some(v["id"].as_str()?.to_string())
+            })
+            .collect();
+        exits.len() >= 3
+    });
+    events.wait(Duration::from_millis(1))?;
+    assert_eq!(exits, ["go", "sleeper", "ord"], "{}", events.output());
+    c.ctr_ok(&["task", "delete", "ord"])?;
+    Ok(())
+}
+
+/// A shim started by hand (no containerd), killed with its container if the test fails.
+struct StandaloneShim {
+    bundle: std::path::PathBuf,
+    root: std::path::PathBuf,
+    id: String,
+    address: String,
+}
+
+impl Drop for StandaloneShim {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.bundle.join("shim.pid")) {
+            if let Ok(pid) = pid.trim().parse::<i32>() {
+                // SAFETY: kill takes plain integers.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        let _ = std::process::Command::new(skiff_integration::harness::runtime_binary())
+            .arg("--root")
+            .arg(&self.root)
+            .args(["delete", "--force", &self.id])
+            .output();
+        let rootfs =
+            std::ffi::CString::new(self.bundle.join("rootfs").display().to_string()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::umount2(rootfs.as_ptr(), libc::MNT_DETACH) };
+        if let Some(socket) = self.address.strip_prefix("unix://") {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+}
+
+#[test]
+fn standalone_shim_mounts_rootfs_logs_to_a_file_and_publishes_through_the_binary() -> Result<()> {
+    use skiff_proto::api::{
+        CreateTaskRequest, DeleteRequest, Mount, ShutdownRequest, StartRequest, WaitRequest,
+    };
+    use skiff_proto::protobuf::Message;
+    use skiff_proto::ttrpc::context;
+
+    let h = skiff_integration::Harness::new()?;
+    let id = h.id("standalone");
+    // The image: a complete bundle whose rootfs the shim bind-mounts into a second, empty bundle.
+    let mut image = skiff_integration::Bundle::with_default_spec(&h.path("image"))?;
+    image.args(&["sh", "-c", "echo standalone says hi; exit 9"])?;
+    let bundle = h.dir("bundle")?;
+    std::fs::create_dir_all(bundle.join("rootfs"))?;
+    std::fs::copy(image.path().join("config.json"), bundle.join("config.json"))?;
+    let events = h.path("events.log");
+    let publisher = h.path("publish.sh");
+    std::fs::write(
+        &publisher,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\ncat > /dev/null\n",
+            events.display()
+        ),
+    )?;
+    std::fs::set_permissions(
+        &publisher,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let root = h.dir("shim-root")?;
+
+    let out = std::process::Command::new(skiff_integration::containerd::shim_binary())
+        .args([
+            "-namespace",
+            "standalone",
+            "-address",
+            "/nonexistent/containerd.sock",
+        ])
+        .arg("-publish-binary")
+        .arg(&publisher)
+        .args(["-id", &id, "start"])
+        .current_dir(&bundle)
+        .env_remove("TTRPC_ADDRESS")
+        .output()?;
+    let address = String::from_utf8(out.stdout)?;
+    let mut guard = StandaloneShim {
+        bundle: bundle.clone(),
+        root: root.join("standalone"),
+        id: id.clone(),
+        address: address.clone(),
+    };
+    assert!(
+        out.status.success() && address.starts_with("unix://"),
+        "{address:?} {:?}",
+        out.status
+    );
+    assert_eq!(std::fs::read_to_string(bundle.join("address"))?, address);
+
+    let client = skiff_proto::protos::shim_sync::TaskClient::new(
+        skiff_proto::ttrpc::Client::connect(&address)?,
+    );
+    let ctx = || context::with_timeout(30_000_000_000);
+
+    // containerd's runc options, naming skiff and a private root.
+    let mut opts = skiff_proto::protos::shim::oci::Options::new();
+    opts.binary_name = skiff_integration::harness::runtime_binary()
+        .display()
+        .to_string();
+    opts.root = root.display().to_string();
+    let mut any = skiff_proto::protobuf::well_known_types::any::Any::new();
+    any.type_url = "containerd.runc.v1.Options".into();
+    any.value = opts.write_to_bytes()?;
+
+    let log = h.path("container.log");
+    let mut mount = Mount::new();
+    mount.type_ = "bind".into();
+    mount.source = image.rootfs().display().to_string();
+    mount.options = vec!["rbind".into(), "ro".into()];
+    let mut req = CreateTaskRequest::new();
+    req.id = id.clone();
+    req.bundle = bundle.display().to_string();
+    req.rootfs = vec![mount];
+    req.stdout = format!("file://{}", log.display());
+    req.options = Some(any).into();
+    let created = client.create(ctx(), &req)?;
+    assert!(created.pid > 0);
+    assert!(
+        bundle.join("rootfs/bin/busybox").exists(),
+        "rootfs not mounted"
+    );
+    assert!(
+        root.join("standalone").join(&id).exists(),
+        "skiff state not under the Root option"
+    );
+
+    let mut req = StartRequest::new();
+    req.id = id.clone();
+    client.start(ctx(), &req)?;
+    let mut req = WaitRequest::new();
+    req.id = id.clone();
+    let waited = client.wait(ctx(), &req)?;
+    assert_eq!(waited.exit_status, 9);
+    assert!(waited.exited_at.seconds > 0);
+    assert!(std::fs::read_to_string(&log)?.contains("standalone says hi"));
+
+    let mut req = DeleteRequest::new();
+    req.id = id.clone();
+    let deleted = client.delete(ctx(), &req)?;
+    assert_eq!(deleted.exit_status, 9);
+    assert!(
+        !bundle.join("rootfs/bin/busybox").exists(),
+        "rootfs still mounted after delete"
+    );
+    let mut req = ShutdownRequest::new();
+    req.id = id.clone();
+    let _ = client.shutdown(ctx(), &req);
+    drop(client);
+
+    let socket = std::path::PathBuf::from(address.trim_start_matches("unix://"));
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        !socket.exists()
+    });
+    assert!(
+        gone,
+        "the shim did not exit and remove {}",
+        socket.display()
+    );
+    let published = std::fs::read_to_string(&events).unwrap_or_default();
+    let topics: Vec<&str> = published
+        .lines()
+        .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "--topic").nth(1))
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exit",
+            "/tasks/delete"
+        ],
+        "{published}"
+    );
+    assert!(published.contains("--namespace standalone"), "{published}");
+    guard.address.clear();
+    Ok(())
+}

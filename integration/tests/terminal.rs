@@ -2,13 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::fs::File;
-use std::io::Read;
-use std::os::fd::AsFd;
-use std::time::Instant;
 
 use anyhow::Result;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde_json::json;
+use skiff_integration::console::read_terminal;
 use skiff_integration::{Harness, Opts};
 
 #[test]
@@ -62,36 +59,8 @@ fn foreground_run_with_a_terminal_uses_the_callers_terminal() -> Result<()> {
             ..Opts::default()
         },
     )?;
-    let mut master = File::from(pty.master);
-    let mut out = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let deadline = Instant::now() + h.timeout();
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "terminal never closed; read {:?}",
-            String::from_utf8_lossy(&out)
-        );
-        let ready = {
-            let mut fds = [PollFd::new(master.as_fd(), PollFlags::POLLIN)];
-            poll(&mut fds, PollTimeout::from(100u16))?
-        };
-        if ready == 0 {
-            if run.finished()? {
-                break;
-            }
-            continue;
-        }
-        match master.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => out.extend_from_slice(&chunk[..n]),
-            // EIO: the runtime, the last holder of the terminal, has exited.
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let out = read_terminal(File::from(pty.master), &mut run, h.timeout())?;
     let result = run.wait()?;
-    let out = String::from_utf8_lossy(&out);
     assert!(result.success(), "{result}\nterminal: {out:?}");
     assert!(out.contains("hello-fg-tty"), "{out:?}");
     assert!(out.contains("all-stdio-are-ttys"), "{out:?}");

@@ -1,14 +1,444 @@
 //! `containerd-shim-skiff-v2`: the containerd shim v2 for skiff.
 //!
-//! The Task service is tracked in the shim issue; until it lands this binary
-//! only answers `-v` and refuses every other invocation with a clear error.
+//! containerd's shim contract:
+//!
+//! | invocation | what it does |
+//! | --- | --- |
+//! | `-namespace NS -address A -publish-binary B -id ID [-debug] start` | run in the bundle directory: start (or reuse) the server, write `address` in the bundle, print the address |
+//! | `-namespace NS -address A -id ID [-bundle DIR] delete` | clean up after a dead shim: force-delete the container, unmount the rootfs, print a `DeleteResponse` |
+//! | `-v` | print the version |
+//! | `... -socket PATH serve` | (internal) the server itself, started by `start` |
+//!
+//! `start` binds the socket itself, then re-executes this binary as `serve` with the listening
+//! socket as fd 3, in a new session (its own process group, no controlling terminal), with stdio
+//! on `/dev/null` and stderr on the bundle's `log` fifo when containerd made one. A re-exec instead of
+//! a bare fork keeps the long-lived server's memory small and its startup single-threaded.
+//!
+//! The socket is `/run/skiff-shim/<hash>.sock`, the hash of containerd's address, the namespace
+//! and the grouping key: the `io.kubernetes.cri.sandbox-id` (or `io.containerd.runc.v2.group`)
+//! annotation when the container has one, else its id. Containers of one pod therefore find the
+//! same socket, and `start` hands out the running server's address instead of starting another.
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "-v" || a == "--version") {
-        println!("containerd-shim-skiff-v2 version {}", skiff_proto::VERSION);
-        return;
+mod cgroup;
+mod events;
+mod io;
+mod memory;
+mod mount;
+mod oom;
+mod reaper;
+mod runtime;
+mod service;
+mod task;
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_proto::api::DeleteResponse;
+use skiff_proto::convert::timestamp;
+use skiff_proto::event_types::task::TaskOOM;
+use skiff_proto::options::RuntimeOptions;
+use skiff_proto::protobuf::Message;
+use skiff_proto::protos::topics;
+
+use crate::events::{Publisher, Target};
+use crate::oom::OomWatcher;
+use crate::reaper::Reaper;
+use crate::runtime::Runtime;
+use crate::service::{default_binary, runtime_root, Config, Service, OPTIONS_FILE};
+
+/// Where server sockets live.
+const SOCKET_DIR: &str = "/run/skiff-shim";
+
+/// Errors at the binary's edge.
+#[derive(Debug, thiserror::Error)]
+enum MainError {
+    #[error("usage: containerd-shim-skiff-v2 [-namespace NS] [-address A] [-publish-binary B] [-id ID] [-debug] start|delete")]
+    Usage,
+    #[error("flag -{0} needs a value")]
+    FlagValue(String),
+    #[error("{what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("starting the server: {0}")]
+    Spawn(std::io::Error),
+    #[error(transparent)]
+    Reaper(#[from] reaper::ReaperError),
+    #[error(transparent)]
+    Events(#[from] events::EventsError),
+    #[error(transparent)]
+    Oom(#[from] oom::OomError),
+    #[error("ttrpc server: {0}")]
+    Ttrpc(skiff_proto::ttrpc::Error),
+}
+
+fn file_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MainError {
+    let path = path.to_path_buf();
+    move |source| MainError::File { what, path, source }
+}
+
+/// The command line, parsed the way Go's `flag` package does (`-k v`, `-k=v`, `--k v`).
+#[derive(Debug, Default, Clone)]
+struct Args {
+    namespace: String,
+    address: String,
+    publish_binary: String,
+    id: String,
+    bundle: Option<PathBuf>,
+    socket: Option<PathBuf>,
+    debug: bool,
+    version: bool,
+    action: Option<String>,
+}
+
+fn parse_args(argv: &[String]) -> Result<Args, MainError> {
+    let mut args = Args {
+        namespace: "default".into(),
+        ..Default::default()
+    };
+    let mut it = argv.iter();
+    while let Some(arg) = it.next() {
+        let Some(flag) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')) else {
+            args.action = Some(arg.clone());
+            continue;
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag, None),
+        };
+        match name {
+            "debug" => args.debug = inline.as_deref() != Some("false"),
+            "v" | "version" => args.version = true,
+            "namespace" | "address" | "publish-binary" | "id" | "bundle" | "socket" => {
+                let value = match inline {
+                    Some(v) => v,
+                    None => it
+                        .next()
+                        .cloned()
+                        .ok_or_else(|| MainError::FlagValue(name.into()))?,
+                };
+                match name {
+                    "namespace" => args.namespace = value,
+                    "address" => args.address = value,
+                    "publish-binary" => args.publish_binary = value,
+                    "id" => args.id = value,
+                    "bundle" => args.bundle = Some(value.into()),
+                    _ => args.socket = Some(value.into()),
+                }
+            }
+            // Unknown boolean flags from newer containerds are ignored.
+            _ => {}
+        }
     }
-    eprintln!("containerd-shim-skiff-v2: the Task service is not implemented yet");
-    std::process::exit(1);
+    Ok(args)
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let result = parse_args(&argv).and_then(|args| {
+        if args.version {
+            println!(
+                "containerd-shim-skiff-v2:\n  Version: {}\n  Revision: skiff",
+                skiff_proto::VERSION
+            );
+            return Ok(());
+        }
+        match args.action.as_deref() {
+            Some("start") => start(&args),
+            Some("delete") => delete(&args),
+            Some("serve") => serve(&args),
+            _ => Err(MainError::Usage),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("containerd-shim-skiff-v2: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// FNV-1a: a stable, dependency-free hash for socket names.
+fn fnv1a(data: &[u8]) -> u64 {
+    data.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The grouping key: the pod's sandbox id, the runc group annotation, or the container id.
+fn group_key(config_json: &str, id: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(config_json).unwrap_or_default();
+    let annotations = &value["annotations"];
+    [
+        "io.kubernetes.cri.sandbox-id",
+        "io.containerd.runc.v2.group",
+    ]
+    .iter()
+    .find_map(|k| annotations[*k].as_str())
+    .filter(|s| !s.is_empty())
+    .unwrap_or(id)
+    .to_string()
+}
+
+fn socket_path(args: &Args, key: &str) -> PathBuf {
+    let hash = fnv1a(format!("{}\0{}\0{}", args.address, args.namespace, key).as_bytes());
+    Path::new(SOCKET_DIR).join(format!("{hash:016x}.sock"))
+}
+
+fn start(args: &Args) -> Result<(), MainError> {
+    let bundle = std::env::current_dir().map_err(file_err("reading", Path::new(".")))?;
+    let config = std::fs::read_to_string(bundle.join("config.json")).unwrap_or_default();
+    let key = group_key(&config, &args.id);
+    let path = socket_path(args, &key);
+    let address = format!("unix://{}", path.display());
+
+    if UnixStream::connect(&path).is_ok() {
+        // A server for this pod is running: share it.
+        return announce(&bundle, &address, None);
+    }
+    std::fs::create_dir_all(SOCKET_DIR).map_err(file_err("creating", Path::new(SOCKET_DIR)))?;
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).map_err(file_err("binding", &path))?;
+
+    let exe = std::env::current_exe().map_err(file_err("finding", Path::new("/proc/self/exe")))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["-namespace", &args.namespace, "-address", &args.address])
+        .args(["-publish-binary", &args.publish_binary, "-id", &args.id])
+        .arg("-socket")
+        .arg(&path);
+    if args.debug {
+        cmd.arg("-debug");
+    }
+    cmd.arg("serve")
+        .current_dir(&bundle)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(shim_log(&bundle));
+    let fd = listener.as_raw_fd();
+    // SAFETY: the closure calls only async-signal-safe functions (setsid, dup2, fcntl).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if fd == 3 {
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            } else if libc::dup2(fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(MainError::Spawn)?;
+    announce(&bundle, &address, Some(child.id()))
+}
+
+/// The bundle's `log` fifo (containerd reads the shim's log from it), else `/dev/null`.
+fn shim_log(bundle: &Path) -> Stdio {
+    use std::os::unix::fs::OpenOptionsExt;
+    let fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(bundle.join("log"));
+    match fifo {
+        Ok(f) => {
+            // Blocking writes from here on: the reader is containerd.
+            let fd = f.as_raw_fd();
+            // SAFETY: fcntl on an fd we own.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFL);
+                libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+            }
+            Stdio::from(f)
+        }
+        Err(_) => Stdio::null(),
+    }
+}
+
+fn announce(bundle: &Path, address: &str, pid: Option<u32>) -> Result<(), MainError> {
+    let file = bundle.join("address");
+    std::fs::write(&file, address).map_err(file_err("writing", &file))?;
+    if let Some(pid) = pid {
+        let file = bundle.join("shim.pid");
+        std::fs::write(&file, pid.to_string()).map_err(file_err("writing", &file))?;
+    }
+    print!("{address}");
+    let _ = std::io::stdout().flush();
+    Ok(())
+}
+
+fn serve(args: &Args) -> Result<(), MainError> {
+    // First, while this is the only thread: one malloc arena, SIGCHLD blocked everywhere, the
+    // reaper running.
+    memory::single_arena();
+    let reaper = Reaper::start()?;
+    // The first container's bundle may be deleted while the pod's other containers run: hold no
+    // directory (every path the server uses is absolute).
+    let _ = std::env::set_current_dir("/");
+    let target = Target {
+        ttrpc_address: std::env::var("TTRPC_ADDRESS")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        publish_binary: (!args.publish_binary.is_empty())
+            .then(|| PathBuf::from(&args.publish_binary)),
+        grpc_address: args.address.clone(),
+        namespace: args.namespace.clone(),
+    };
+    let publisher = Arc::new(Publisher::start(target, reaper.clone(), memory::trim_code)?);
+    let oom_publisher = publisher.clone();
+    let oom = OomWatcher::start(Box::new(move |id: &str| {
+        let mut ev = TaskOOM::new();
+        ev.container_id = id.to_string();
+        oom_publisher.publish(topics::TASK_OOM_EVENT_TOPIC, &ev);
+    }))?;
+    let (shutdown_tx, shutdown_rx) = sync_channel(1);
+    let service = Service::new(Config {
+        namespace: args.namespace.clone(),
+        shim_dir: std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf)),
+        publisher: publisher.clone(),
+        oom,
+        reaper: reaper.clone(),
+        shutdown: shutdown_tx,
+    });
+    let exits = reaper.subscribe();
+    let exit_loop = service.clone();
+    std::thread::Builder::new()
+        .name("exits".into())
+        .stack_size(256 * 1024)
+        .spawn(move || exit_loop.run_exits(exits))
+        .map_err(MainError::Spawn)?;
+
+    let methods = skiff_proto::service::task_methods(Arc::new(service));
+    // Per connection ttrpc keeps one idle worker (min 1) and starts another whenever the last
+    // idle one takes a request, so blocking calls such as Wait never starve the others.
+    let mut server = skiff_proto::ttrpc::Server::new()
+        .add_listener(3)
+        .map_err(MainError::Ttrpc)?
+        .register_service(methods)
+        .set_thread_count_default(1)
+        .set_thread_count_min(1)
+        .set_thread_count_max(2);
+    // `start` insists on min < default; `start_listen` runs the same server without that check.
+    server.start_listen().map_err(MainError::Ttrpc)?;
+    memory::trim_code();
+
+    let _ = shutdown_rx.recv();
+    // Let the Shutdown reply go out, then deliver the last events.
+    std::thread::sleep(Duration::from_millis(20));
+    publisher.close();
+    if let Some(socket) = &args.socket {
+        let _ = std::fs::remove_file(socket);
+    }
+    std::process::exit(0);
+}
+
+fn delete(args: &Args) -> Result<(), MainError> {
+    let bundle = match &args.bundle {
+        Some(b) => b.clone(),
+        None => std::env::current_dir().map_err(file_err("reading", Path::new(".")))?,
+    };
+    let reaper = Reaper::start()?;
+    let recorded: serde_json::Value = std::fs::read_to_string(bundle.join(OPTIONS_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    let defaults = RuntimeOptions::default();
+    let shim_dir = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let runtime = Runtime {
+        binary: recorded["binary"]
+            .as_str()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| default_binary(shim_dir.as_deref())),
+        root: recorded["root"]
+            .as_str()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| runtime_root(&defaults, &args.namespace)),
+        systemd_cgroup: recorded["systemd_cgroup"].as_bool().unwrap_or(false),
+        log: bundle.join("log.json"),
+        reaper,
+    };
+    if let Err(e) = runtime.run(&["delete", "--force", &args.id]) {
+        eprintln!("containerd-shim-skiff-v2: delete {}: {e}", args.id);
+    }
+    mount::unmount_rootfs(&bundle);
+    // The dead server's socket, unless another server of the pod still answers on it.
+    let config = std::fs::read_to_string(bundle.join("config.json")).unwrap_or_default();
+    let socket = socket_path(args, &group_key(&config, &args.id));
+    if UnixStream::connect(&socket).is_err() {
+        let _ = std::fs::remove_file(&socket);
+    }
+    let mut resp = DeleteResponse::new();
+    resp.exit_status = 128 + libc::SIGKILL as u32;
+    resp.exited_at = Some(timestamp(std::time::SystemTime::now())).into();
+    let bytes = resp.write_to_bytes().unwrap_or_default();
+    let mut out = std::io::stdout();
+    let _ = out.write_all(&bytes);
+    let _ = out.flush();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn go_style_flags() {
+        let a = parse_args(&argv(
+            "-namespace k8s.io -address /run/c.sock -publish-binary /usr/bin/containerd -id abc -debug start",
+        ))
+        .unwrap();
+        assert_eq!(a.namespace, "k8s.io");
+        assert_eq!(a.address, "/run/c.sock");
+        assert_eq!(a.publish_binary, "/usr/bin/containerd");
+        assert_eq!(a.id, "abc");
+        assert!(a.debug);
+        assert_eq!(a.action.as_deref(), Some("start"));
+        let b = parse_args(&argv("--id=x -bundle /b -unknownflag delete")).unwrap();
+        assert_eq!(b.id, "x");
+        assert_eq!(b.bundle, Some(PathBuf::from("/b")));
+        assert_eq!(b.action.as_deref(), Some("delete"));
+        assert!(parse_args(&argv("-v")).unwrap().version);
+        assert!(parse_args(&argv("-id")).is_err());
+    }
+
+    #[test]
+    fn pods_share_a_socket() {
+        let cfg = r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1"}}"#;
+        assert_eq!(group_key(cfg, "c1"), "pod1");
+        assert_eq!(group_key("{}", "c1"), "c1");
+        assert_eq!(
+            group_key(
+                r#"{"annotations":{"io.containerd.runc.v2.group":"g"}}"#,
+                "c"
+            ),
+            "g"
+        );
+        let args = Args {
+            address: "/a".into(),
+            namespace: "n".into(),
+            ..Default::default()
+        };
+        assert_eq!(socket_path(&args, "pod1"), socket_path(&args, "pod1"));
+        assert_ne!(socket_path(&args, "pod1"), socket_path(&args, "pod2"));
+        assert!(socket_path(&args, "x").as_os_str().len() < 108);
+    }
 }

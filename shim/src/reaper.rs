@@ -1,0 +1,162 @@
+//! The reaper: the shim is the child subreaper of everything it starts, and one thread reaps.
+//!
+//! `SIGCHLD` is blocked in every thread (the mask is set in `main` before any thread exists and
+//! inherited by all of them); the reaper thread takes it with `sigwait` and reaps with
+//! `waitpid(-1, WNOHANG)` until nothing is left. Every exit is broadcast to all current
+//! [`Subscription`]s. A caller that starts a process subscribes *before* it spawns, so the exit
+//! cannot be reaped and dispatched before anyone listens for it (no stolen exit statuses).
+//! `std::process::Child::wait` is never used: only this thread calls `waitpid`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+
+/// Why the reaper could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ReaperError {
+    #[error("prctl(PR_SET_CHILD_SUBREAPER): {0}")]
+    Subreaper(Errno),
+    #[error("blocking SIGCHLD: {0}")]
+    Mask(Errno),
+    #[error("starting the reaper thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// One reaped child.
+#[derive(Debug, Clone, Copy)]
+pub struct Exit {
+    pub pid: i32,
+    /// The raw `waitpid` status.
+    pub status: i32,
+    pub at: SystemTime,
+}
+
+/// The exit registry the reaper thread feeds.
+#[derive(Debug, Default)]
+pub struct Reaper {
+    subscribers: Mutex<HashMap<u64, Sender<Exit>>>,
+    next_id: AtomicU64,
+}
+
+impl Reaper {
+    /// Become the child subreaper, block `SIGCHLD` in the calling thread (call it before any other
+    /// thread is started) and start the reaper thread.
+    pub fn start() -> Result<Arc<Reaper>, ReaperError> {
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument and touches no memory.
+        let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        if rc != 0 {
+            return Err(ReaperError::Subreaper(Errno::last()));
+        }
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGCHLD);
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+            .map_err(ReaperError::Mask)?;
+        let reaper = Arc::new(Reaper::default());
+        let r = reaper.clone();
+        std::thread::Builder::new()
+            .name("reaper".into())
+            .stack_size(64 * 1024)
+            .spawn(move || r.run(set))
+            .map_err(ReaperError::Thread)?;
+        Ok(reaper)
+    }
+
+    fn run(&self, set: SigSet) {
+        loop {
+            // Reap first: children may have exited before the signal was blocked or delivered.
+            self.reap_all();
+            if set.wait().is_err() {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    fn reap_all(&self) {
+        loop {
+            let mut raw = 0;
+            // SAFETY: waitpid writes the status into a valid local integer.
+            let pid = unsafe { libc::waitpid(-1, &mut raw, libc::WNOHANG) };
+            if pid <= 0 {
+                return;
+            }
+            if !(libc::WIFEXITED(raw) || libc::WIFSIGNALED(raw)) {
+                continue;
+            }
+            let exit = Exit {
+                pid,
+                status: raw,
+                at: SystemTime::now(),
+            };
+            if let Ok(subs) = self.subscribers.lock() {
+                for tx in subs.values() {
+                    let _ = tx.send(exit);
+                }
+            }
+        }
+    }
+
+    /// Receive every exit from now on.
+    pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = channel();
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.insert(id, tx);
+        }
+        Subscription {
+            id,
+            rx,
+            reaper: self.clone(),
+        }
+    }
+}
+
+/// A stream of exits; unsubscribes on drop.
+#[derive(Debug)]
+pub struct Subscription {
+    id: u64,
+    rx: Receiver<Exit>,
+    reaper: Arc<Reaper>,
+}
+
+impl Subscription {
+    /// The next exit, blocking.
+    pub fn recv(&self) -> Option<Exit> {
+        self.rx.recv().ok()
+    }
+
+    /// Wait for the exit of `pid` (other exits are skipped), at most `timeout`.
+    pub fn wait_for(&self, pid: i32, timeout: Duration) -> Option<Exit> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(exit) if exit.pid == pid => return Some(exit),
+                Ok(_) => continue,
+                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if let Ok(mut subs) = self.reaper.subscribers.lock() {
+            subs.remove(&self.id);
+        }
+    }
+}
+
+/// Send `signal` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: i32, sig: i32) -> Result<(), Errno> {
+    // SAFETY: kill takes plain integers.
+    let rc = unsafe { libc::kill(pid, sig) };
+    match rc {
+        0 => Ok(()),
+        _ => Err(Errno::last()),
+    }
+}

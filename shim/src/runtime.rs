@@ -1,0 +1,265 @@
+//! The runtime binary (skiff, runc, crun): every call is
+//! `BINARY --root ROOT --log BUNDLE/log.json --log-format json [--systemd-cgroup] COMMAND ...`.
+//!
+//! A failing call's error is the last `"level":"error"` line the runtime logged during that call
+//! (runc's log format), else its stderr, else its exit status. Runtime processes are waited for
+//! through the [`Reaper`](crate::reaper::Reaper), subscribed before the spawn.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_proto::convert::exit_status;
+
+use crate::reaper::{Reaper, Subscription};
+
+/// How long one runtime command may take before the shim gives up on it.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a runtime command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("running {binary}: {source}")]
+    Spawn {
+        binary: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{command}: {message}")]
+    Failed { command: String, message: String },
+    #[error("{command}: timed out after {secs}s", secs = COMMAND_TIMEOUT.as_secs())]
+    Timeout { command: String },
+    #[error("{command}: reading output: {source}")]
+    Output {
+        command: String,
+        source: std::io::Error,
+    },
+    #[error("{command}: unexpected output {output:?}")]
+    Parse { command: String, output: String },
+}
+
+impl RuntimeError {
+    /// Whether the runtime said the container does not exist (runc: "container does not exist",
+    /// "container not found").
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            RuntimeError::Failed { message, .. } => {
+                let m = message.to_ascii_lowercase();
+                m.contains("does not exist") || m.contains("not found")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The stdio a runtime command (and so the container process it starts) gets.
+#[derive(Debug, Default)]
+pub struct ChildStdio {
+    pub stdin: Option<OwnedFd>,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+/// One runtime binary with its root and flags.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub binary: PathBuf,
+    pub root: PathBuf,
+    pub systemd_cgroup: bool,
+    /// The `--log` file (`<bundle>/log.json`).
+    pub log: PathBuf,
+    pub reaper: Arc<Reaper>,
+}
+
+/// A runtime command that was started and not yet waited for.
+pub struct Running {
+    command: String,
+    child: Child,
+    sub: Subscription,
+    log_offset: u64,
+}
+
+impl Runtime {
+    fn command(&self, args: &[OsString]) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--root")
+            .arg(&self.root)
+            .arg("--log")
+            .arg(&self.log)
+            .arg("--log-format")
+            .arg("json");
+        if self.systemd_cgroup {
+            cmd.arg("--systemd-cgroup");
+        }
+        cmd.args(args);
+        cmd
+    }
+
+    fn describe(&self, args: &[OsString]) -> String {
+        let name = self
+            .binary
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let verb = args.first().map(|a| a.to_string_lossy().into_owned());
+        format!(
+            "{} {}",
+            name.unwrap_or_else(|| "runtime".into()),
+            verb.unwrap_or_default()
+        )
+    }
+
+    /// Start a command with the given stdio (the container inherits it for `create` and `exec`).
+    pub fn spawn(&self, args: &[OsString], stdio: ChildStdio) -> Result<Running, RuntimeError> {
+        let log_offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+        let mut cmd = self.command(args);
+        cmd.stdin(stdio.stdin.map_or_else(Stdio::null, Stdio::from))
+            .stdout(stdio.stdout.map_or_else(Stdio::null, Stdio::from))
+            .stderr(stdio.stderr.map_or_else(Stdio::null, Stdio::from));
+        let sub = self.reaper.subscribe();
+        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        Ok(Running {
+            command: self.describe(args),
+            child,
+            sub,
+            log_offset,
+        })
+    }
+
+    /// Run a command to completion and return its stdout.
+    pub fn output(&self, args: &[OsString]) -> Result<String, RuntimeError> {
+        let log_offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+        let command = self.describe(args);
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let sub = self.reaper.subscribe();
+        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        let mut out = String::new();
+        if let Some(mut stdout) = child.stdout.take() {
+            stdout
+                .read_to_string(&mut out)
+                .map_err(|source| RuntimeError::Output {
+                    command: command.clone(),
+                    source,
+                })?;
+        }
+        Running {
+            command,
+            child,
+            sub,
+            log_offset,
+        }
+        .wait(self)?;
+        Ok(out)
+    }
+
+    /// Run a command for its effect.
+    pub fn run(&self, args: &[&str]) -> Result<(), RuntimeError> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        self.output(&args).map(|_| ())
+    }
+}
+
+impl Running {
+    /// The runtime process's pid.
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Wait for the command; a non-zero exit becomes the runtime's logged error.
+    pub fn wait(self, rt: &Runtime) -> Result<(), RuntimeError> {
+        let pid = self.pid();
+        let exit = match self.sub.wait_for(pid, COMMAND_TIMEOUT) {
+            Some(exit) => exit,
+            None => {
+                let _ = crate::reaper::signal(pid, libc::SIGKILL);
+                return Err(RuntimeError::Timeout {
+                    command: self.command,
+                });
+            }
+        };
+        self.finish(rt, exit.status)
+    }
+
+    /// Interpret an exit already received.
+    pub fn finish(mut self, rt: &Runtime, raw_status: i32) -> Result<(), RuntimeError> {
+        let code = exit_status(raw_status);
+        if code == 0 {
+            return Ok(());
+        }
+        let mut stderr = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut stderr);
+        }
+        let message = last_logged_error(&rt.log, self.log_offset)
+            .or_else(|| {
+                let s = stderr.trim();
+                (!s.is_empty()).then(|| s.to_string())
+            })
+            .unwrap_or_else(|| format!("exit status {code}"));
+        Err(RuntimeError::Failed {
+            command: self.command,
+            message,
+        })
+    }
+}
+
+/// The message of the last error the runtime logged after `offset` in its JSON log.
+pub fn last_logged_error(log: &Path, offset: u64) -> Option<String> {
+    let mut file = File::open(log).ok()?;
+    file.seek(SeekFrom::Start(offset)).ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    parse_last_error(&text)
+}
+
+fn parse_last_error(text: &str) -> Option<String> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| matches!(v["level"].as_str(), Some("error" | "fatal")))
+        .filter_map(|v| v["msg"].as_str().map(str::to_string))
+        .next_back()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_error_wins() {
+        let log = concat!(
+            "{\"level\":\"info\",\"msg\":\"hello\"}\n",
+            "{\"level\":\"error\",\"msg\":\"first\"}\n",
+            "not json\n",
+            "{\"level\":\"error\",\"msg\":\"container not found\",\"time\":\"x\"}\n",
+            "{\"level\":\"debug\",\"msg\":\"bye\"}\n"
+        );
+        assert_eq!(
+            parse_last_error(log).as_deref(),
+            Some("container not found")
+        );
+        assert_eq!(parse_last_error("{\"level\":\"info\",\"msg\":\"x\"}"), None);
+    }
+
+    #[test]
+    fn not_found_errors() {
+        let e = |m: &str| RuntimeError::Failed {
+            command: "runc delete".into(),
+            message: m.into(),
+        };
+        assert!(e("container does not exist").is_not_found());
+        assert!(e("container \"x\" not found").is_not_found());
+        assert!(!e("permission denied").is_not_found());
+    }
+}

@@ -1,0 +1,982 @@
+//! The Task service: containerd's calls, served by one table of containers behind one lock.
+//!
+//! The table lock is held across a runtime `create` or `exec` until the new pid is recorded, so the
+//! exit loop (which takes the same lock) can never see an exit for a pid it does not know yet.
+//! Exits arrive through a [`Subscription`] taken before the server started. The event order is
+//! documented in [`crate::events`].
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use skiff_proto::api::{
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest,
+    PidsRequest, PidsResponse, ProcessInfo, ResizePtyRequest, ResumeRequest, ShutdownRequest,
+    StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
+};
+use skiff_proto::convert::{exit_status, timestamp, to_any};
+use skiff_proto::event_types::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskPaused,
+    TaskResumed, TaskStart,
+};
+use skiff_proto::options::{OptionsError, RuntimeOptions};
+use skiff_proto::protos::shim::oci::ProcessDetails;
+use skiff_proto::protos::shim_sync::Task;
+use skiff_proto::protos::topics;
+use skiff_proto::ttrpc::{self, Code, TtrpcContext};
+
+use crate::cgroup::Cgroup;
+use crate::events::Publisher;
+use crate::io::{ConsoleSocket, IoError, Owner, ProcessIo, StdioPaths};
+use crate::mount::{mount_rootfs, unmount_rootfs, MountError};
+use crate::oom::OomWatcher;
+use crate::reaper::{Reaper, Subscription};
+use crate::runtime::{ChildStdio, Runtime, RuntimeError};
+use crate::task::{Container, ProcState, Process};
+
+/// How long an exit waits for the process's output to be written before it is reported.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// The file in the bundle that records the runtime options, for `delete` after a dead shim.
+pub const OPTIONS_FILE: &str = "skiff-shim.json";
+
+/// Why a Task call failed; each variant maps to one ttrpc code.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("container {0}: not found")]
+    NoContainer(String),
+    #[error("container {id}: exec {exec_id}: not found")]
+    NoProcess { id: String, exec_id: String },
+    #[error("container {0}: already exists")]
+    ContainerExists(String),
+    #[error("container {id}: exec {exec_id}: already exists")]
+    ExecExists { id: String, exec_id: String },
+    #[error("container {id}: cannot {action} a process that is {state:?}")]
+    State {
+        id: String,
+        action: &'static str,
+        state: ProcState,
+    },
+    #[error("container {id}: cannot delete while execs are running")]
+    ExecsRunning { id: String },
+    #[error("container {id}: process already finished")]
+    Finished { id: String },
+    #[error("{0} is not implemented")]
+    NotImplemented(&'static str),
+    #[error("missing {0} in the request")]
+    Missing(&'static str),
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Io(#[from] IoError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("{what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the shim's state is poisoned")]
+    Poisoned,
+}
+
+impl ServiceError {
+    fn code(&self) -> Code {
+        match self {
+            ServiceError::NoContainer(_)
+            | ServiceError::NoProcess { .. }
+            | ServiceError::Finished { .. } => Code::NOT_FOUND,
+            ServiceError::ContainerExists(_) | ServiceError::ExecExists { .. } => {
+                Code::ALREADY_EXISTS
+            }
+            ServiceError::State { .. } | ServiceError::ExecsRunning { .. } => {
+                Code::FAILED_PRECONDITION
+            }
+            ServiceError::NotImplemented(_) => Code::UNIMPLEMENTED,
+            ServiceError::Missing(_) | ServiceError::Options(_) => Code::INVALID_ARGUMENT,
+            ServiceError::Runtime(_) => Code::UNKNOWN,
+            ServiceError::Io(_)
+            | ServiceError::Mount(_)
+            | ServiceError::File { .. }
+            | ServiceError::Poisoned => Code::INTERNAL,
+        }
+    }
+}
+
+impl From<ServiceError> for ttrpc::Error {
+    fn from(e: ServiceError) -> ttrpc::Error {
+        ttrpc::Error::RpcStatus(ttrpc::get_status(e.code(), e.to_string()))
+    }
+}
+
+type Result<T> = std::result::Result<T, ServiceError>;
+
+/// What the service needs from `main`.
+#[derive(Debug)]
+pub struct Config {
+    pub namespace: String,
+    /// Where `skiff` is looked for first: the shim binary's directory.
+    pub shim_dir: Option<PathBuf>,
+    pub publisher: Arc<Publisher>,
+    pub oom: Arc<OomWatcher>,
+    pub reaper: Arc<Reaper>,
+    /// Told when `Shutdown` finds no container left.
+    pub shutdown: SyncSender<()>,
+}
+
+/// The state shared by request threads and the exit loop.
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    containers: Mutex<HashMap<String, Container>>,
+    /// Notified after every recorded exit (for `Wait`).
+    exited: Condvar,
+}
+
+/// The Task service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    shared: Arc<Shared>,
+}
+
+fn file_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ServiceError {
+    let path = path.to_path_buf();
+    move |source| ServiceError::File { what, path, source }
+}
+
+fn read_pid(path: &Path) -> Result<i32> {
+    let text = std::fs::read_to_string(path).map_err(file_err("reading pid file", path))?;
+    text.trim().parse().map_err(|_| ServiceError::File {
+        what: "parsing pid file",
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, text.clone()),
+    })
+}
+
+/// The default runtime binary: `skiff` beside the shim, else `skiff` from PATH.
+pub fn default_binary(shim_dir: Option<&Path>) -> PathBuf {
+    match shim_dir.map(|d| d.join("skiff")) {
+        Some(p) if p.is_file() => p,
+        _ => PathBuf::from("skiff"),
+    }
+}
+
+/// The runtime's `--root`: `<Root or /run/containerd/skiff>/<namespace>`.
+pub fn runtime_root(opts: &RuntimeOptions, namespace: &str) -> PathBuf {
+    let base = opts.root.as_deref().unwrap_or("/run/containerd/skiff");
+    Path::new(base).join(namespace)
+}
+
+impl Service {
+    /// A service with no containers; start [`Service::run_exits`] with a subscription taken before.
+    pub fn new(config: Config) -> Service {
+        Service {
+            shared: Arc::new(Shared {
+                config,
+                containers: Mutex::new(HashMap::new()),
+                exited: Condvar::new(),
+            }),
+        }
+    }
+
+    fn table(&self) -> Result<MutexGuard<'_, HashMap<String, Container>>> {
+        self.shared
+            .containers
+            .lock()
+            .map_err(|_| ServiceError::Poisoned)
+    }
+
+    fn publisher(&self) -> &Publisher {
+        &self.shared.config.publisher
+    }
+
+    fn runtime_for(&self, opts: &RuntimeOptions, bundle: &Path) -> Runtime {
+        let cfg = &self.shared.config;
+        Runtime {
+            binary: opts
+                .binary_name
+                .as_ref()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| default_binary(cfg.shim_dir.as_deref())),
+            root: runtime_root(opts, &cfg.namespace),
+            systemd_cgroup: opts.systemd_cgroup,
+            log: bundle.join("log.json"),
+            reaper: cfg.reaper.clone(),
+        }
+    }
+
+    /// Run `runtime create`/`exec` with the process's stdio; returns the new pid and its IO.
+    fn launch(
+        &self,
+        runtime: &Runtime,
+        mut args: Vec<OsString>,
+        id: &str,
+        pid_file: &Path,
+        stdio: &StdioPaths,
+    ) -> Result<(i32, ProcessIo)> {
+        let owner = Owner {
+            container_id: id.to_string(),
+            namespace: self.shared.config.namespace.clone(),
+        };
+        let _ = std::fs::remove_file(pid_file);
+        args.push("--pid-file".into());
+        args.push(pid_file.into());
+        if stdio.terminal {
+            let console = ConsoleSocket::new()?;
+            args.push("--console-socket".into());
+            args.push(console.path().into());
+            args.push(id.into());
+            runtime.spawn(&args, ChildStdio::default())?.wait(runtime)?;
+            let master = console.receive()?;
+            let io = ProcessIo::terminal(stdio, master)?;
+            Ok((read_pid(pid_file)?, io))
+        } else {
+            args.push(id.into());
+            let (child, io) = ProcessIo::pipes(stdio, &owner)?;
+            let result = runtime
+                .spawn(&args, child)
+                .and_then(|running| running.wait(runtime));
+            if let Err(e) = result {
+                io.shutdown();
+                return Err(e.into());
+            }
+            match read_pid(pid_file) {
+                Ok(pid) => Ok((pid, io)),
+                Err(e) => {
+                    io.shutdown();
+                    Err(e)
+                }
+            }
+        }
+    }
+
+    /// The exit loop: record every exit of a known process, in order, and publish `TaskExit`.
+    pub fn run_exits(&self, sub: Subscription) {
+        while let Some(exit) = sub.recv() {
+            self.handle_exit(exit.pid, exit.status, exit.at);
+        }
+    }
+
+    fn handle_exit(&self, pid: i32, raw: i32, at: SystemTime) {
+        let Ok(mut table) = self.table() else { return };
+        let mut found: Option<(String, String)> = None;
+        for c in table.values_mut() {
+            if c.init.pid == pid && !matches!(c.init.state, ProcState::Stopped { .. }) {
+                if c.has_live_execs() {
+                    // The init's exit is reported after its execs'; they die with its pid
+                    // namespace, and are killed here when they share the host's.
+                    c.pending_init_exit = Some((raw, at));
+                    for e in c.execs.values().filter(|e| e.state.is_alive()) {
+                        let _ = crate::reaper::signal(e.pid, libc::SIGKILL);
+                    }
+                    return;
+                }
+                found = Some((c.id.clone(), String::new()));
+                break;
+            }
+            if let Some(e) = c
+                .execs
+                .values()
+                .find(|e| e.pid == pid && e.state.is_alive())
+            {
+                found = Some((c.id.clone(), e.exec_id.clone()));
+                break;
+            }
+        }
+        let Some((id, exec_id)) = found else { return };
+        drop(table);
+        self.finish_process(&id, &exec_id, raw, at);
+        if exec_id.is_empty() {
+            return;
+        }
+        // An exec exit may release a held-back init exit.
+        let pending = self.table().ok().and_then(|mut t| {
+            let c = t.get_mut(&id)?;
+            if c.has_live_execs() {
+                return None;
+            }
+            c.pending_init_exit.take()
+        });
+        if let Some((raw, at)) = pending {
+            self.finish_process(&id, "", raw, at);
+        }
+    }
+
+    /// Mark a process stopped once its output is written, then publish its `TaskExit` (after
+    /// `TaskOOM` for an init killed by the OOM killer).
+    fn finish_process(&self, id: &str, exec_id: &str, raw: i32, at: SystemTime) {
+        let waiter = self.table().ok().and_then(|t| {
+            t.get(id)
+                .and_then(|c| c.process(exec_id))
+                .and_then(|p| p.io.as_ref().map(ProcessIo::output_waiter))
+        });
+        if let Some(w) = waiter {
+            w.wait(OUTPUT_GRACE);
+        }
+        if exec_id.is_empty() {
+            self.shared.config.oom.check(id);
+        }
+        let Ok(mut table) = self.table() else { return };
+        let Some(p) = table.get_mut(id).and_then(|c| c.process_mut(exec_id)) else {
+            return;
+        };
+        let status = exit_status(raw);
+        p.state = ProcState::Stopped { status, at };
+        let mut ev = TaskExit::new();
+        ev.container_id = id.to_string();
+        ev.id = if exec_id.is_empty() { id } else { exec_id }.to_string();
+        ev.pid = p.pid as u32;
+        ev.exit_status = status;
+        ev.exited_at = Some(timestamp(at)).into();
+        self.publisher().publish(topics::TASK_EXIT_EVENT_TOPIC, &ev);
+        drop(table);
+        self.shared.exited.notify_all();
+    }
+
+    fn do_create(&self, req: &CreateTaskRequest) -> Result<CreateTaskResponse> {
+        let mut table = self.table()?;
+        if table.contains_key(&req.id) {
+            return Err(ServiceError::ContainerExists(req.id.clone()));
+        }
+        let bundle = PathBuf::from(&req.bundle);
+        let opts = RuntimeOptions::from_any(req.options.as_ref())?;
+        let runtime = self.runtime_for(&opts, &bundle);
+        let record = serde_json::json!({
+            "binary": runtime.binary,
+            "root": runtime.root,
+            "systemd_cgroup": runtime.systemd_cgroup,
+        });
+        let options_file = bundle.join(OPTIONS_FILE);
+        std::fs::write(&options_file, record.to_string())
+            .map_err(file_err("writing", &options_file))?;
+        let rootfs_mounted = mount_rootfs(&bundle, &req.rootfs)?;
+        let stdio = StdioPaths {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let args = vec!["create".into(), "--bundle".into(), bundle.clone().into()];
+        let pid_file = bundle.join("init.pid");
+        let (pid, io) = match self.launch(&runtime, args, &req.id, &pid_file, &stdio) {
+            Ok(r) => r,
+            Err(e) => {
+                if rootfs_mounted {
+                    unmount_rootfs(&bundle);
+                }
+                return Err(e);
+            }
+        };
+        let cgroup = Cgroup::of_pid(pid);
+        if let Some(cg) = &cgroup {
+            if let Err(e) = self.shared.config.oom.add(&req.id, cg.clone()) {
+                eprintln!("skiff-shim: {}: not watching for OOM: {e}", req.id);
+            }
+        }
+        let mut init = Process::new("", stdio);
+        init.pid = pid;
+        init.io = Some(io);
+        table.insert(
+            req.id.clone(),
+            Container {
+                id: req.id.clone(),
+                bundle: bundle.clone(),
+                runtime,
+                init,
+                execs: HashMap::new(),
+                cgroup,
+                rootfs_mounted,
+                pending_init_exit: None,
+            },
+        );
+        let mut ev = TaskCreate::new();
+        ev.container_id = req.id.clone();
+        ev.bundle = req.bundle.clone();
+        ev.rootfs = req.rootfs.clone();
+        let mut io = TaskIO::new();
+        io.stdin = req.stdin.clone();
+        io.stdout = req.stdout.clone();
+        io.stderr = req.stderr.clone();
+        io.terminal = req.terminal;
+        ev.io = Some(io).into();
+        ev.checkpoint = req.checkpoint.clone();
+        ev.pid = pid as u32;
+        self.publisher()
+            .publish(topics::TASK_CREATE_EVENT_TOPIC, &ev);
+        let mut resp = CreateTaskResponse::new();
+        resp.pid = pid as u32;
+        Ok(resp)
+    }
+
+    fn do_start(&self, req: &StartRequest) -> Result<StartResponse> {
+        let mut table = self.table()?;
+        let c = table
+            .get_mut(&req.id)
+            .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
+        let mut resp = StartResponse::new();
+        if req.exec_id.is_empty() {
+            if !c.init.state.can_start() {
+                return Err(ServiceError::State {
+                    id: req.id.clone(),
+                    action: "start",
+                    state: c.init.state,
+                });
+            }
+            c.runtime.run(&["start", &req.id])?;
+            c.init.state = ProcState::Running;
+            resp.pid = c.init.pid as u32;
+            let mut ev = TaskStart::new();
+            ev.container_id = req.id.clone();
+            ev.pid = resp.pid;
+            self.publisher()
+                .publish(topics::TASK_START_EVENT_TOPIC, &ev);
+            return Ok(resp);
+        }
+        if !c.init.state.is_alive() {
+            return Err(ServiceError::State {
+                id: req.id.clone(),
+                action: "exec in",
+                state: c.init.state,
+            });
+        }
+        let (runtime, bundle) = (c.runtime.clone(), c.bundle.clone());
+        let exec = c
+            .execs
+            .get(&req.exec_id)
+            .ok_or_else(|| ServiceError::NoProcess {
+                id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+            })?;
+        if !exec.state.can_start() {
+            return Err(ServiceError::State {
+                id: req.id.clone(),
+                action: "start",
+                state: exec.state,
+            });
+        }
+        let spec_file = bundle.join(format!("exec-{}.json", req.exec_id));
+        std::fs::write(&spec_file, &exec.spec).map_err(file_err("writing", &spec_file))?;
+        let pid_file = bundle.join(format!("exec-{}.pid", req.exec_id));
+        let args = vec![
+            "exec".into(),
+            "--process".into(),
+            spec_file.clone().into(),
+            "--detach".into(),
+        ];
+        let stdio = exec.stdio.clone();
+        let launched = self.launch(&runtime, args, &req.id, &pid_file, &stdio);
+        let _ = std::fs::remove_file(&spec_file);
+        let (pid, io) = launched?;
+        if let Some(exec) = c.execs.get_mut(&req.exec_id) {
+            exec.pid = pid;
+            exec.io = Some(io);
+            exec.state = ProcState::Running;
+        }
+        resp.pid = pid as u32;
+        let mut ev = TaskExecStarted::new();
+        ev.container_id = req.id.clone();
+        ev.exec_id = req.exec_id.clone();
+        ev.pid = resp.pid;
+        self.publisher()
+            .publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &ev);
+        Ok(resp)
+    }
+
+    fn do_delete(&self, req: &DeleteRequest) -> Result<DeleteResponse> {
+        let mut table = self.table()?;
+        let c = table
+            .get_mut(&req.id)
+            .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
+        let mut resp = DeleteResponse::new();
+        if !req.exec_id.is_empty() {
+            let exec = c
+                .execs
+                .get(&req.exec_id)
+                .ok_or_else(|| ServiceError::NoProcess {
+                    id: req.id.clone(),
+                    exec_id: req.exec_id.clone(),
+                })?;
+            if !exec.state.can_delete() {
+                return Err(ServiceError::State {
+                    id: req.id.clone(),
+                    action: "delete",
+                    state: exec.state,
+                });
+            }
+            if let Some(exec) = c.execs.remove(&req.exec_id) {
+                if let Some(io) = &exec.io {
+                    io.shutdown();
+                }
+                let (status, at) = exec.state.exit().unwrap_or((0, SystemTime::now()));
+                resp.pid = exec.pid as u32;
+                resp.exit_status = status;
+                resp.exited_at = Some(timestamp(at)).into();
+            }
+            return Ok(resp);
+        }
+        if c.has_live_execs() {
+            return Err(ServiceError::ExecsRunning { id: req.id.clone() });
+        }
+        if !c.init.state.can_delete() {
+            return Err(ServiceError::State {
+                id: req.id.clone(),
+                action: "delete",
+                state: c.init.state,
+            });
+        }
+        if let Err(e) = c.runtime.run(&["delete", "--force", &req.id]) {
+            // A container the runtime no longer knows is deleted already; anything else is an
+            // error containerd may retry.
+            if !e.is_not_found() {
+                return Err(e.into());
+            }
+        }
+        let Some(c) = table.remove(&req.id) else {
+            return Err(ServiceError::NoContainer(req.id.clone()));
+        };
+        drop(table);
+        if let Some(io) = &c.init.io {
+            io.shutdown();
+        }
+        if c.rootfs_mounted {
+            unmount_rootfs(&c.bundle);
+        }
+        self.shared.config.oom.remove(&c.id);
+        let (status, at) = c.init.state.exit().unwrap_or((137, SystemTime::now()));
+        resp.pid = c.init.pid as u32;
+        resp.exit_status = status;
+        resp.exited_at = Some(timestamp(at)).into();
+        let mut ev = TaskDelete::new();
+        ev.container_id = req.id.clone();
+        ev.id = req.id.clone();
+        ev.pid = resp.pid;
+        ev.exit_status = status;
+        ev.exited_at = Some(timestamp(at)).into();
+        self.publisher()
+            .publish(topics::TASK_DELETE_EVENT_TOPIC, &ev);
+        // Wake waiters of a container that was deleted before it exited.
+        self.shared.exited.notify_all();
+        Ok(resp)
+    }
+
+    fn do_state(&self, req: &StateRequest) -> Result<StateResponse> {
+        let table = self.table()?;
+        let c = table
+            .get(&req.id)
+            .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
+        let p = c
+            .process(&req.exec_id)
+            .ok_or_else(|| ServiceError::NoProcess {
+                id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+            })?;
+        let mut resp = StateResponse::new();
+        resp.id = if req.exec_id.is_empty() {
+            &req.id
+        } else {
+            &req.exec_id
+        }
+        .clone();
+        resp.bundle = c.bundle.display().to_string();
+        resp.pid = p.pid as u32;
+        resp.status = p.state.status().into();
+        resp.stdin = p.stdio.stdin.clone();
+        resp.stdout = p.stdio.stdout.clone();
+        resp.stderr = p.stdio.stderr.clone();
+        resp.terminal = p.stdio.terminal;
+        resp.exec_id = req.exec_id.clone();
+        if let Some((status, at)) = p.state.exit() {
+            resp.exit_status = status;
+            resp.exited_at = Some(timestamp(at)).into();
+        }
+        Ok(resp)
+    }
+
+    fn do_kill(&self, req: &KillRequest) -> Result<()> {
+        let table = self.table()?;
+        let c = table
+            .get(&req.id)
+            .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
+        if !req.exec_id.is_empty() {
+            let p = c
+                .process(&req.exec_id)
+                .ok_or_else(|| ServiceError::NoProcess {
+                    id: req.id.clone(),
+                    exec_id: req.exec_id.clone(),
+                })?;
+            if !p.state.is_alive() {
+                return Err(ServiceError::Finished { id: req.id.clone() });
+            }
+            return crate::reaper::signal(p.pid, req.signal as i32)
+                .map_err(|_| ServiceError::Finished { id: req.id.clone() });
+        }
+        if matches!(c.init.state, ProcState::Stopped { .. }) && !req.all {
+            return Err(ServiceError::Finished { id: req.id.clone() });
+        }
+        let signal = req.signal.to_string();
+        let mut args = vec!["kill"];
+        if req.all {
+            args.push("--all");
+        }
+        args.push(&req.id);
+        args.push(&signal);
+        c.runtime.run(&args)?;
+        Ok(())
+    }
+
+    fn do_exec(&self, req: &ExecProcessRequest) -> Result<()> {
+        let mut table = self.table()?;
+        let c = table
+            .get_mut(&req.id)
+            .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
+        if c.execs.contains_key(&req.exec_id) || req.exec_id.is_empty() {
+            return Err(ServiceError::ExecExists {
+                id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+            });
+        }
+        if !c.init.state.is_alive() {
+            return Err(ServiceError::State {
+                id: req.id.clone(),
+                action: "exec in",
+                state: c.init.state,
+            });
+        }
+        let spec = req
+            .spec
+            .as_ref()
+            .ok_or(ServiceError::Missing("spec"))?
+            .value
+            .clone();
+        let mut p = Process::new(
+            &req.exec_id,
+            StdioPaths {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+            },
+        );
+        p.spec = spec;
+        c.execs.insert(req.exec_id.clone(), p);
+        let mut ev = TaskExecAdded::new();
+        ev.container_id = req.id.clone();
+        ev.exec_id = req.exec_id.clone();
+        self.publisher()
+            .publish(topics::TASK_EXEC_ADDED_EVENT_TOPIC, &ev);
+        Ok(())
+    }
+
+    fn do_pause(&self, id: &str, pause: bool) -> Result<()> {
+        let mut table = self.table()?;
+        let c = table
+            .get_mut(id)
+            .ok_or_else(|| ServiceError::NoContainer(id.to_string()))?;
+        let (ok, action) = if pause {
+            (c.init.state.can_pause(), "pause")
+        } else {
+            (c.init.state.can_resume(), "resume")
+        };
+        if !ok {
+            return Err(ServiceError::State {
+                id: id.to_string(),
+                action,
+                state: c.init.state,
+            });
+        }
+        c.runtime.run(&[action, id])?;
+        if pause {
+            c.init.state = ProcState::Paused;
+            let mut ev = TaskPaused::new();
+            ev.container_id = id.to_string();
+            self.publisher()
+                .publish(topics::TASK_PAUSED_EVENT_TOPIC, &ev);
+        } else {
+            c.init.state = ProcState::Running;
+            let mut ev = TaskResumed::new();
+            ev.container_id = id.to_string();
+            self.publisher()
+                .publish(topics::TASK_RESUMED_EVENT_TOPIC, &ev);
+        }
+        Ok(())
+    }
+
+    fn do_pids(&self, req: &PidsRequest) -> Result<PidsResponse> {
+        let table = self.table()?;
+        let c = table
+            .get(&req.id)
+            .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
+        let mut pids = c.cgroup.as_ref().map(Cgroup::pids).unwrap_or_default();
+        if pids.is_empty() && c.init.state.is_alive() {
+            pids.push(c.init.pid);
+        }
+        let mut resp = PidsResponse::new();
+        for pid in pids {
+            let mut info = ProcessInfo::new();
+            info.pid = pid as u32;
+            if let Some(e) = c.execs.values().find(|e| e.pid == pid && pid != 0) {
+                let mut details = ProcessDetails::new();
+                details.exec_id = e.exec_id.clone();
+                info.info = Some(to_any(&details)).into();
+            }
+            resp.processes.push(info);
+        }
+        Ok(resp)
+    }
+
+    fn with_process<T>(
+        &self,
+        id: &str,
+        exec_id: &str,
+        f: impl FnOnce(&Process) -> Result<T>,
+    ) -> Result<T> {
+        let table = self.table()?;
+        let c = table
+            .get(id)
+            .ok_or_else(|| ServiceError::NoContainer(id.to_string()))?;
+        let p = c.process(exec_id).ok_or_else(|| ServiceError::NoProcess {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+        })?;
+        f(p)
+    }
+
+    fn do_update(&self, req: &UpdateTaskRequest) -> Result<()> {
+        let table = self.table()?;
+        let c = table
+            .get(&req.id)
+            .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
+        let resources = req
+            .resources
+            .as_ref()
+            .ok_or(ServiceError::Missing("resources"))?;
+        let file = c.bundle.join("resources.json");
+        std::fs::write(&file, &resources.value).map_err(file_err("writing", &file))?;
+        let file_str = file.display().to_string();
+        let result = c
+            .runtime
+            .run(&["update", "--resources", &file_str, &req.id]);
+        let _ = std::fs::remove_file(&file);
+        result?;
+        Ok(())
+    }
+
+    fn do_stats(&self, req: &StatsRequest) -> Result<StatsResponse> {
+        let table = self.table()?;
+        let c = table
+            .get(&req.id)
+            .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
+        let cgroup = c
+            .cgroup
+            .as_ref()
+            .ok_or(ServiceError::Missing("cgroup of the container"))?;
+        let mut resp = StatsResponse::new();
+        resp.stats = Some(cgroup.metrics()).into();
+        Ok(resp)
+    }
+
+    fn do_wait(&self, req: &WaitRequest) -> Result<WaitResponse> {
+        let mut table = self.table()?;
+        loop {
+            let c = table
+                .get(&req.id)
+                .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
+            let p = c
+                .process(&req.exec_id)
+                .ok_or_else(|| ServiceError::NoProcess {
+                    id: req.id.clone(),
+                    exec_id: req.exec_id.clone(),
+                })?;
+            if let Some((status, at)) = p.state.exit() {
+                let mut resp = WaitResponse::new();
+                resp.exit_status = status;
+                resp.exited_at = Some(timestamp(at)).into();
+                return Ok(resp);
+            }
+            table = self
+                .shared
+                .exited
+                .wait(table)
+                .map_err(|_| ServiceError::Poisoned)?;
+        }
+    }
+}
+
+fn answer<T>(method: &str, r: Result<T>) -> ttrpc::Result<T> {
+    if matches!(method, "Create" | "Start" | "Delete") {
+        crate::memory::trim_code();
+    }
+    r.map_err(|e| {
+        if !matches!(e.code(), Code::NOT_FOUND) {
+            eprintln!("skiff-shim: {method}: {e}");
+        }
+        e.into()
+    })
+}
+
+impl Task for Service {
+    fn state(&self, _: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
+        answer("State", self.do_state(&req))
+    }
+
+    fn create(
+        &self,
+        _: &TtrpcContext,
+        req: CreateTaskRequest,
+    ) -> ttrpc::Result<CreateTaskResponse> {
+        answer("Create", self.do_create(&req))
+    }
+
+    fn start(&self, _: &TtrpcContext, req: StartRequest) -> ttrpc::Result<StartResponse> {
+        answer("Start", self.do_start(&req))
+    }
+
+    fn delete(&self, _: &TtrpcContext, req: DeleteRequest) -> ttrpc::Result<DeleteResponse> {
+        answer("Delete", self.do_delete(&req))
+    }
+
+    fn pids(&self, _: &TtrpcContext, req: PidsRequest) -> ttrpc::Result<PidsResponse> {
+        answer("Pids", self.do_pids(&req))
+    }
+
+    fn pause(&self, _: &TtrpcContext, req: PauseRequest) -> ttrpc::Result<Empty> {
+        answer("Pause", self.do_pause(&req.id, true).map(|_| Empty::new()))
+    }
+
+    fn resume(&self, _: &TtrpcContext, req: ResumeRequest) -> ttrpc::Result<Empty> {
+        answer(
+            "Resume",
+            self.do_pause(&req.id, false).map(|_| Empty::new()),
+        )
+    }
+
+    fn checkpoint(
+        &self,
+        _: &TtrpcContext,
+        _: skiff_proto::api::CheckpointTaskRequest,
+    ) -> ttrpc::Result<Empty> {
+        answer(
+            "Checkpoint",
+            Err(ServiceError::NotImplemented("Checkpoint")),
+        )
+    }
+
+    fn kill(&self, _: &TtrpcContext, req: KillRequest) -> ttrpc::Result<Empty> {
+        answer("Kill", self.do_kill(&req).map(|_| Empty::new()))
+    }
+
+    fn exec(&self, _: &TtrpcContext, req: ExecProcessRequest) -> ttrpc::Result<Empty> {
+        answer("Exec", self.do_exec(&req).map(|_| Empty::new()))
+    }
+
+    fn resize_pty(&self, _: &TtrpcContext, req: ResizePtyRequest) -> ttrpc::Result<Empty> {
+        let r = self.with_process(&req.id, &req.exec_id, |p| {
+            if let Some(io) = &p.io {
+                io.resize(req.width, req.height)?;
+            }
+            Ok(Empty::new())
+        });
+        answer("ResizePty", r)
+    }
+
+    fn close_io(&self, _: &TtrpcContext, req: CloseIORequest) -> ttrpc::Result<Empty> {
+        let r = self.with_process(&req.id, &req.exec_id, |p| {
+            if let (true, Some(io)) = (req.stdin, &p.io) {
+                io.close_stdin();
+            }
+            Ok(Empty::new())
+        });
+        answer("CloseIO", r)
+    }
+
+    fn update(&self, _: &TtrpcContext, req: UpdateTaskRequest) -> ttrpc::Result<Empty> {
+        answer("Update", self.do_update(&req).map(|_| Empty::new()))
+    }
+
+    fn wait(&self, _: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
+        answer("Wait", self.do_wait(&req))
+    }
+
+    fn stats(&self, _: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
+        answer("Stats", self.do_stats(&req))
+    }
+
+    fn connect(&self, _: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
+        let r = self.table().map(|t| {
+            let mut resp = ConnectResponse::new();
+            resp.shim_pid = std::process::id();
+            resp.task_pid = t.get(&req.id).map(|c| c.init.pid as u32).unwrap_or(0);
+            resp.version = skiff_proto::VERSION.to_string();
+            resp
+        });
+        answer("Connect", r)
+    }
+
+    fn shutdown(&self, _: &TtrpcContext, _: ShutdownRequest) -> ttrpc::Result<Empty> {
+        let empty = self.table().map(|t| t.is_empty());
+        if let Ok(true) = empty {
+            let _ = self.shared.config.shutdown.try_send(());
+        }
+        answer("Shutdown", empty.map(|_| Empty::new()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes() {
+        assert_eq!(
+            ServiceError::NoContainer("c".into()).code(),
+            Code::NOT_FOUND
+        );
+        assert_eq!(
+            ServiceError::ContainerExists("c".into()).code(),
+            Code::ALREADY_EXISTS
+        );
+        let e = ServiceError::State {
+            id: "c".into(),
+            action: "start",
+            state: ProcState::Running,
+        };
+        assert_eq!(e.code(), Code::FAILED_PRECONDITION);
+        assert_eq!(
+            ServiceError::NotImplemented("Checkpoint").code(),
+            Code::UNIMPLEMENTED
+        );
+        match ttrpc::Error::from(e) {
+            ttrpc::Error::RpcStatus(s) => {
+                assert_eq!(s.code(), Code::FAILED_PRECONDITION);
+                assert!(s.message().contains("cannot start"), "{}", s.message());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn roots_and_binaries() {
+        let o = RuntimeOptions::default();
+        assert_eq!(
+            runtime_root(&o, "k8s.io"),
+            PathBuf::from("/run/containerd/skiff/k8s.io")
+        );
+        let o = RuntimeOptions {
+            root: Some("/r".into()),
+            ..Default::default()
+        };
+        assert_eq!(runtime_root(&o, "default"), PathBuf::from("/r/default"));
+        assert_eq!(
+            default_binary(Some(Path::new("/nonexistent"))),
+            PathBuf::from("skiff")
+        );
+    }
+}

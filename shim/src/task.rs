@@ -1,0 +1,151 @@
+//! Per container: the init and exec processes, each a small state machine.
+//!
+//! ```text
+//!            start              pause             resume
+//! Created ─────────▶ Running ─────────▶ Paused ─────────▶ Running
+//!    │                  │                  │
+//!    └────── exit ──────┴────── exit ──────┴──▶ Stopped ── delete ──▶ (removed)
+//! ```
+//!
+//! A created process may also be deleted (containerd does so when `Start` is never called).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use skiff_proto::api::Status;
+
+use crate::cgroup::Cgroup;
+use crate::io::{ProcessIo, StdioPaths};
+use crate::runtime::Runtime;
+
+/// Where a process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcState {
+    Created,
+    Running,
+    Paused,
+    Stopped { status: u32, at: SystemTime },
+}
+
+impl ProcState {
+    pub fn can_start(self) -> bool {
+        self == ProcState::Created
+    }
+    pub fn can_pause(self) -> bool {
+        self == ProcState::Running
+    }
+    pub fn can_resume(self) -> bool {
+        self == ProcState::Paused
+    }
+    pub fn can_delete(self) -> bool {
+        matches!(self, ProcState::Created | ProcState::Stopped { .. })
+    }
+    pub fn is_alive(self) -> bool {
+        matches!(self, ProcState::Running | ProcState::Paused)
+    }
+    /// The exit status and time, once stopped.
+    pub fn exit(self) -> Option<(u32, SystemTime)> {
+        match self {
+            ProcState::Stopped { status, at } => Some((status, at)),
+            _ => None,
+        }
+    }
+    /// The Task API status.
+    pub fn status(self) -> Status {
+        match self {
+            ProcState::Created => Status::CREATED,
+            ProcState::Running => Status::RUNNING,
+            ProcState::Paused => Status::PAUSED,
+            ProcState::Stopped { .. } => Status::STOPPED,
+        }
+    }
+}
+
+/// The init or one exec process.
+#[derive(Debug)]
+pub struct Process {
+    /// Empty for the init.
+    pub exec_id: String,
+    /// 0 until the process exists (execs before `Start`).
+    pub pid: i32,
+    pub state: ProcState,
+    pub stdio: StdioPaths,
+    pub io: Option<ProcessIo>,
+    /// An exec's process spec (JSON), kept from `Exec` to `Start`.
+    pub spec: Vec<u8>,
+}
+
+impl Process {
+    pub fn new(exec_id: &str, stdio: StdioPaths) -> Process {
+        Process {
+            exec_id: exec_id.to_string(),
+            pid: 0,
+            state: ProcState::Created,
+            stdio,
+            io: None,
+            spec: Vec::new(),
+        }
+    }
+}
+
+/// One container and its processes.
+#[derive(Debug)]
+pub struct Container {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub runtime: Runtime,
+    pub init: Process,
+    pub execs: HashMap<String, Process>,
+    pub cgroup: Option<Cgroup>,
+    /// Whether the shim mounted `bundle/rootfs` (and so unmounts it on delete).
+    pub rootfs_mounted: bool,
+    /// The init's exit, held back until its running execs' exits are reported.
+    pub pending_init_exit: Option<(i32, SystemTime)>,
+}
+
+impl Container {
+    /// The process `exec_id` names (empty: the init).
+    pub fn process(&self, exec_id: &str) -> Option<&Process> {
+        if exec_id.is_empty() {
+            Some(&self.init)
+        } else {
+            self.execs.get(exec_id)
+        }
+    }
+
+    pub fn process_mut(&mut self, exec_id: &str) -> Option<&mut Process> {
+        if exec_id.is_empty() {
+            Some(&mut self.init)
+        } else {
+            self.execs.get_mut(exec_id)
+        }
+    }
+
+    /// Whether an exec is still alive (its exit not yet reaped).
+    pub fn has_live_execs(&self) -> bool {
+        self.execs.values().any(|p| p.state.is_alive())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions() {
+        let stopped = ProcState::Stopped {
+            status: 1,
+            at: SystemTime::now(),
+        };
+        assert!(ProcState::Created.can_start());
+        assert!(!ProcState::Running.can_start());
+        assert!(ProcState::Running.can_pause());
+        assert!(ProcState::Paused.can_resume());
+        assert!(!ProcState::Running.can_delete());
+        assert!(ProcState::Created.can_delete());
+        assert!(stopped.can_delete());
+        assert_eq!(stopped.exit().map(|e| e.0), Some(1));
+        assert_eq!(ProcState::Paused.status(), Status::PAUSED);
+    }
+}
