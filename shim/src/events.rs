@@ -85,18 +85,12 @@ impl std::fmt::Debug for Event {
 
 impl Publisher {
     /// Start the publisher thread.
-    /// Start the publisher thread. `on_idle` runs when no event came for a while (the shim uses
-    /// it to give back the code pages the burst of activity mapped).
-    pub fn start(
-        target: Target,
-        reaper: Arc<Reaper>,
-        on_idle: fn(),
-    ) -> Result<Publisher, EventsError> {
+    pub fn start(target: Target, reaper: Arc<Reaper>) -> Result<Publisher, EventsError> {
         let (tx, rx) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("events".into())
             .stack_size(256 * 1024)
-            .spawn(move || run(target, reaper, rx, on_idle))
+            .spawn(move || run(target, reaper, rx))
             .map_err(EventsError::Thread)?;
         Ok(Publisher {
             tx: Mutex::new(Some(tx)),
@@ -136,7 +130,7 @@ impl Publisher {
     }
 }
 
-fn run(target: Target, reaper: Arc<Reaper>, rx: Receiver<Event>, on_idle: fn()) {
+fn run(target: Target, reaper: Arc<Reaper>, rx: Receiver<Event>) {
     let mut client: Option<EventsClient> = None;
     loop {
         // The connection (and its two ttrpc threads) lives only while events keep coming.
@@ -144,7 +138,6 @@ fn run(target: Target, reaper: Arc<Reaper>, rx: Receiver<Event>, on_idle: fn()) 
             Ok(ev) => ev,
             Err(RecvTimeoutError::Timeout) => {
                 client = None;
-                on_idle();
                 match rx.recv() {
                     Ok(ev) => ev,
                     Err(_) => return,

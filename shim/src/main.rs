@@ -295,7 +295,7 @@ fn serve(args: &Args) -> Result<(), MainError> {
         grpc_address: args.address.clone(),
         namespace: args.namespace.clone(),
     };
-    let publisher = Arc::new(Publisher::start(target, reaper.clone(), memory::trim_code)?);
+    let publisher = Arc::new(Publisher::start(target, reaper.clone())?);
     let oom_publisher = publisher.clone();
     let oom = OomWatcher::start(Box::new(move |id: &str| {
         let mut ev = TaskOOM::new();
@@ -333,7 +333,6 @@ fn serve(args: &Args) -> Result<(), MainError> {
         .set_thread_count_max(2);
     // `start` insists on min < default; `start_listen` runs the same server without that check.
     server.start_listen().map_err(MainError::Ttrpc)?;
-    memory::trim_code();
 
     let _ = shutdown_rx.recv();
     // Let the Shutdown reply go out, then deliver the last events.

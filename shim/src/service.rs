@@ -811,9 +811,6 @@ impl Service {
 }
 
 fn answer<T>(method: &str, r: Result<T>) -> ttrpc::Result<T> {
-    if matches!(method, "Create" | "Start" | "Delete") {
-        crate::memory::trim_code();
-    }
     r.map_err(|e| {
         if !matches!(e.code(), Code::NOT_FOUND) {
             eprintln!("skiff-shim: {method}: {e}");
