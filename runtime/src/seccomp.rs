@@ -165,25 +165,46 @@ pub fn compile(s: &LinuxSeccomp) -> Result<SeccompPlan, SeccompError> {
             .enumerate()
             .map(|(j, a)| condition(a, &format!("{field}.args[{j}]")))
             .collect::<Result<Vec<_>, _>>()?;
-        let rule = if conds.is_empty() {
-            None
+        // Conditions on distinct arguments must all hold (one rule); two
+        // conditions on the same argument are alternatives, one rule each,
+        // as runc does (libseccomp cannot AND them).
+        let mut indexes: Vec<u32> = sc
+            .args()
+            .iter()
+            .flatten()
+            .map(|a| a.index() as u32)
+            .collect();
+        indexes.sort_unstable();
+        let repeated = indexes.windows(2).any(|w| w[0] == w[1]);
+        let alternatives: Vec<Vec<SeccompCondition>> = if repeated {
+            conds.into_iter().map(|c| vec![c]).collect()
         } else {
-            Some(SeccompRule::new(conds).map_err(|e| SeccompError::Invalid {
-                field: field.clone(),
-                reason: e.to_string(),
-            })?)
+            vec![conds]
         };
+        let mut rules: Vec<Option<SeccompRule>> = Vec::new();
+        for g in alternatives {
+            rules.push(if g.is_empty() {
+                None
+            } else {
+                Some(SeccompRule::new(g).map_err(|e| SeccompError::Invalid {
+                    field: field.clone(),
+                    reason: e.to_string(),
+                })?)
+            });
+        }
         for name in sc.names() {
             let Some(&nr) = table.get(name.as_str()) else {
                 continue;
             };
-            add_rule(&mut base, nr, rule.clone());
-            if act != SeccompAction::Allow {
-                let key = u32::from(act.clone());
-                let g = groups
-                    .entry(key)
-                    .or_insert_with(|| (act.clone(), BTreeMap::new()));
-                add_rule(&mut g.1, nr, rule.clone());
+            for rule in &rules {
+                add_rule(&mut base, nr, rule.clone());
+                if act != SeccompAction::Allow {
+                    let key = u32::from(act.clone());
+                    let g = groups
+                        .entry(key)
+                        .or_insert_with(|| (act.clone(), BTreeMap::new()));
+                    add_rule(&mut g.1, nr, rule.clone());
+                }
             }
         }
     }
