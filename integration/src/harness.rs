@@ -540,6 +540,22 @@ impl Harness {
         self.exec(&exec_args(id, flags, args), Opts::default())
     }
 
+    /// `exec --detach --pid-file F [flags...] ID ARGS...`, which must succeed; returns the host pid
+    /// written to F.
+    pub fn exec_detached(&self, id: &str, flags: &[&str], args: &[&str]) -> Result<i32> {
+        let pid_file = self.path("exec.pid");
+        let pid_arg = pid_file.display().to_string();
+        let mut all = vec!["--detach", "--pid-file", pid_arg.as_str()];
+        all.extend_from_slice(flags);
+        self.exec_in(id, &all, args)?.ok()?;
+        // The command has returned: the file is complete.
+        let text = fs::read_to_string(&pid_file)
+            .with_context(|| format!("reading {}", pid_file.display()))?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("pid file {} holds {text:?}", pid_file.display()))
+    }
+
     /// `kill ID [SIGNAL]`, which must succeed.
     pub fn kill(&self, id: &str, signal: Option<&str>) -> Result<Output> {
         let mut args = vec!["kill", id];

@@ -216,6 +216,27 @@ pub fn check_in_cgroup(pid: i32, cgroup: &str) -> Result<()> {
     Ok(())
 }
 
+/// Thaw the cgroup `cgroup` (an absolute cgroups path) behind the runtime's back: `THAWED` in the v1
+/// freezer, `0` in v2's `cgroup.freeze`. For cleanup after a test that leaves a container frozen.
+pub fn thaw_cgroup(cgroup: &str) -> Result<()> {
+    let file = match cgroup_mode()? {
+        CgroupMode::V2 { root } => join_cgroup(&root, cgroup).join("cgroup.freeze"),
+        CgroupMode::V1 { controllers, .. } => match controllers.get("freezer") {
+            Some(mount) => join_cgroup(mount, cgroup).join("freezer.state"),
+            None => return Ok(()),
+        },
+    };
+    if !file.exists() {
+        return Ok(());
+    }
+    let value = if file.ends_with("freezer.state") {
+        "THAWED"
+    } else {
+        "0"
+    };
+    fs::write(&file, value).with_context(|| format!("writing {value} to {}", file.display()))
+}
+
 /// `readlink /proc/self/ns/<kind>` of the test process (e.g. `net:[4026531840]`).
 pub fn host_namespace(kind: &str) -> Result<String> {
     let link = fs::read_link(format!("/proc/self/ns/{kind}"))

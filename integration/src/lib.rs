@@ -30,6 +30,7 @@ pub mod caps;
 pub mod cgroup_helpers;
 pub mod console;
 pub mod containerd;
+pub mod cri;
 pub mod harness;
 pub mod host;
 pub mod procfs;

@@ -291,6 +291,29 @@ impl Container {
         })
     }
 
+    /// Reads a container's record without taking its lock, for commands
+    /// that only act on the kernel (resume, ps, events) and must not wait
+    /// behind one that holds the lock for long (an exec into a paused
+    /// container holds it until the container is resumed). Records are
+    /// replaced atomically, so one is never seen half-written.
+    pub fn peek(root: &Path, id: &str) -> Result<Record, StateError> {
+        crate::spec::validate_id(id).map_err(|_| StateError::NotFound(id.to_string()))?;
+        let path = root.join(id).join(STATE_FILE);
+        let data = std::fs::read(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => StateError::NotFound(id.to_string()),
+            _ => StateError::Io {
+                id: id.to_string(),
+                path: path.clone(),
+                source,
+            },
+        })?;
+        serde_json::from_slice(&data).map_err(|source| StateError::Corrupt {
+            id: id.to_string(),
+            path,
+            source,
+        })
+    }
+
     /// The ids of every container under `root`, sorted.
     pub fn list(root: &Path) -> Result<Vec<String>, StateError> {
         let rd = match std::fs::read_dir(root) {

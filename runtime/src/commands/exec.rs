@@ -138,14 +138,12 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, _log: &mut Logger) -> Result<i32, Cm
         Some(ForwardSignals::new().map_err(io_err("signalfd"))?)
     };
     let pid = exec::spawn(ExecRequest {
-        container: &c,
+        container: c,
         process: &process,
         seccomp: seccomp.as_ref(),
         console,
         preserve_fds: a.preserve_fds,
     })?;
-    // The process runs: other commands (kill, delete) may act now.
-    drop(c);
     if let Some(p) = &a.pid_file {
         parent::write_pid_file(p, pid)?;
     }

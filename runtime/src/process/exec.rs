@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 
 /// What to run in the container.
 pub struct ExecRequest<'a> {
-    pub container: &'a Container,
+    /// The locked container; the lock is released before the clone (see
+    /// `spawn`).
+    pub container: Container,
     pub process: &'a ProcessPlan,
     pub seccomp: Option<&'a SeccompPlan>,
     /// A connected console socket when the process has a terminal.
@@ -93,6 +95,12 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
         Manager::V2(v2) => sys::open(v2.dir(), libc::O_RDONLY | libc::O_DIRECTORY, 0).ok(),
         Manager::V1(_) => None,
     };
+    // The namespaces and the cgroup are open: release the container's lock
+    // before the clone. A child inherits the lock's open file description,
+    // and in a paused container it is frozen before it could close it,
+    // which would block resume, kill and delete; a delete racing with us
+    // now makes the exec fail, which is the right outcome.
+    drop(req.container);
     let (parent_end, child_end) = Channel::pair()?;
     let process = req.process;
     let seccomp = req.seccomp;
@@ -102,7 +110,7 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
         0,
         pid_join.as_ref().map(|(p, fd)| (p.as_path(), fd)),
         cg_fd.as_ref().map(|f| f.as_fd()),
-        parent_end.as_raw_fd(),
+        &[parent_end.as_raw_fd()],
         move || {
             let r = child(&child_end, &joins, console, process, seccomp, preserve_fds);
             init::report_and_exit(&child_end, r)
@@ -116,6 +124,7 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
         state: String::new(),
         created_state: String::new(),
     })?;
+
     match parent_end.recv() {
         Err(ChannelError::Closed) => {}
         Ok(Msg::Error { message }) => return Err(CreateError::Init(message)),
