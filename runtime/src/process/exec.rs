@@ -110,7 +110,7 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
         0,
         pid_join.as_ref().map(|(p, fd)| (p.as_path(), fd)),
         cg_fd.as_ref().map(|f| f.as_fd()),
-        &[parent_end.as_raw_fd()],
+        parent_end.as_raw_fd(),
         move || {
             let r = child(&child_end, &joins, console, process, seccomp, preserve_fds);
             init::report_and_exit(&child_end, r)
