@@ -381,15 +381,22 @@ fn memory_hog_is_oom_killed_and_events_reports_it() -> Result<()> {
     let cg = cgroup_of(&b);
     let id = h.id("oom");
     h.create(&id, &b)?;
+    let events_out = h.path("events.out");
     let events = h.spawn(
-        &["events", "--interval", "1h", &id],
+        &["events", "--interval", "100ms", &id],
         Opts {
+            stdout: Some(events_out.clone()),
             timeout: Some(Duration::from_secs(120)),
             ..Opts::default()
         },
     )?;
-    // Let events take its first look at the counter before the hog runs.
-    sleep(Duration::from_millis(300));
+    // A first statistics line: events has taken its first look at the OOM counter, so the kill
+    // to come is news to it.
+    wait_for(h.timeout(), "the first stats event", || {
+        Ok(fs::read_to_string(&events_out)
+            .is_ok_and(|t| t.contains("\"stats\""))
+            .then_some(()))
+    })?;
     h.start(&id)?;
     let out = events.wait()?.ok()?;
     let ooms: Vec<Value> = out

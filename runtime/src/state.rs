@@ -349,11 +349,13 @@ impl Container {
         if !self.init_alive() {
             return Status::Stopped;
         }
-        if self.exec_fifo().exists() {
-            return Status::Created;
-        }
+        // Frozen first: a created container that was paused is paused (as
+        // runc reports it).
         if crate::cgroups::is_frozen(&self.record.cgroup_mode, &self.record.cgroup_dirs) {
             return Status::Paused;
+        }
+        if self.exec_fifo().exists() {
+            return Status::Created;
         }
         Status::Running
     }

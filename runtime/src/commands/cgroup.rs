@@ -169,12 +169,14 @@ pub fn parse_bytes(s: &str) -> Result<i64, String> {
     Ok(bytes as i64)
 }
 
-/// The record of a live container (the lock is released at once: these
-/// commands must not hold it while they wait or run for long).
-fn live(cli: &Cli, id: &str) -> Result<(Record, Status), CmdError> {
-    let c = Container::load(&cli.root, id)?;
-    let status = c.status();
-    Ok((c.record, status))
+/// The record and whether its init is alive, read without the container's
+/// lock: these commands only look at or thaw the cgroup, and must not wait
+/// behind a command that holds the lock (an exec into a paused container
+/// holds it until the container is resumed).
+fn peek(cli: &Cli, id: &str) -> Result<(Record, bool), CmdError> {
+    let r = Container::peek(&cli.root, id)?;
+    let alive = state::process_alive(r.pid, r.init_start_time);
+    Ok((r, alive))
 }
 
 fn manager(r: &Record) -> Manager {
@@ -201,27 +203,31 @@ pub fn pause(cli: &Cli, id: &str) -> Result<(), CmdError> {
 
 /// `resume`: thaws a paused container.
 pub fn resume(cli: &Cli, id: &str) -> Result<(), CmdError> {
-    let c = Container::load(&cli.root, id)?;
-    let status = c.status();
-    if status != Status::Paused {
+    let (record, alive) = peek(cli, id)?;
+    if !alive {
+        return Err(CmdError::NotRunning(id.to_string()));
+    }
+    let cg = manager(&record);
+    if !cg.is_frozen() {
+        let created = cli.root.join(id).join(state::EXEC_FIFO).exists();
         return Err(CmdError::BadStatus {
             id: id.to_string(),
             action: "resume",
-            status: status.as_str(),
+            status: if created { "created" } else { "running" },
         });
     }
-    manager(&c.record).thaw()?;
+    cg.thaw()?;
     Ok(())
 }
 
 /// `ps`: the container's processes, as `ps` prints them or as a JSON list
 /// of pids.
 pub fn ps(cli: &Cli, a: &PsArgs) -> Result<(), CmdError> {
-    let (record, status) = live(cli, &a.id)?;
-    let pids = if status == Status::Stopped {
-        Vec::new()
-    } else {
+    let (record, alive) = peek(cli, &a.id)?;
+    let pids = if alive {
         manager(&record).pids()?
+    } else {
+        Vec::new()
     };
     let mut out = std::io::stdout().lock();
     if a.format == "json" {
@@ -290,8 +296,8 @@ const OOM_POLL: Duration = Duration::from_millis(100);
 /// `oom` event whenever the OOM killer strikes, as JSON lines, until the
 /// container stops.
 pub fn events(cli: &Cli, a: &EventsArgs) -> Result<(), CmdError> {
-    let (record, status) = live(cli, &a.id)?;
-    if status == Status::Stopped {
+    let (record, alive) = peek(cli, &a.id)?;
+    if !alive {
         return Err(CmdError::NotRunning(a.id.clone()));
     }
     let cg = manager(&record);

@@ -435,6 +435,12 @@ fn cstrings(v: &[String]) -> Result<Vec<CString>, InitError> {
 
 /// `execvp`'s lookup done by hand with the container's own PATH.
 fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, InitError> {
+    if name.starts_with('/') {
+        // As runc's LookPath: a missing absolute path fails `create` too. (A relative one names
+        // a file under the cwd, not entered yet: execve finds out.)
+        check_executable(Path::new(name)).map_err(sys_err(format!("exec: {name:?}: {name}")))?;
+        return Ok(PathBuf::from(name));
+    }
     if name.contains('/') {
         return Ok(PathBuf::from(name));
     }
@@ -452,6 +458,17 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, InitError> {
         }
     }
     Err(InitError::NotFound(name.to_string()))
+}
+
+/// `p` is a file with an execute bit (Go's `exec.LookPath` gives EACCES for a directory or a
+/// file without one).
+fn check_executable(p: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(p)?;
+    if meta.is_dir() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(std::io::Error::from_raw_os_error(libc::EACCES));
+    }
+    Ok(())
 }
 
 fn exec(exe: &Path, argv: &[CString], envp: &[CString]) -> Result<Infallible, InitError> {
@@ -476,5 +493,38 @@ pub(crate) fn reset_signals() {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absolute_programs_must_exist_and_be_executable() {
+        let err = find_executable("/no/such/binary", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/no/such/binary") && err.contains("No such file"),
+            "{err}"
+        );
+        let err = find_executable("/", &[]).unwrap_err().to_string();
+        assert!(err.contains("ermission denied"), "{err}");
+        assert_eq!(
+            find_executable("/bin/sh", &[]).unwrap(),
+            PathBuf::from("/bin/sh")
+        );
+        // Relative to the cwd, which is entered later: left to execve.
+        assert_eq!(find_executable("./x", &[]).unwrap(), PathBuf::from("./x"));
+        let env = ["PATH=/no/such/dir:/bin".to_string()];
+        assert_eq!(
+            find_executable("sh", &env).unwrap(),
+            PathBuf::from("/bin/sh")
+        );
+        assert!(matches!(
+            find_executable("no-such-program", &env),
+            Err(InitError::NotFound(_))
+        ));
     }
 }
