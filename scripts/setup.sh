@@ -14,6 +14,7 @@ packages=(
     runc           # reference runtime: comparisons, benchmarks, shim tests
     crun           # second reference runtime for benchmarks
     containerd     # end-to-end tests through the shim and ctr
+    containernetworking-plugins docker.io # CRI pods' ptp/host-local networks; dockerd (tests/cri.rs, tests/docker.rs)
     hyperfine      # scripts/bench.sh
     iproute2       # ip: looking inside network namespaces
     util-linux     # nsenter, unshare, mount, flock, setpriv

@@ -9,10 +9,17 @@
 //! unmounts whatever is left under its directory and removes the directory, so a failing test
 //! still cleans up.
 //!
+//! [`Containerd::start_with`] takes [`StartOptions`] for the CRI tests: the CRI plugin left on with
+//! extra config, files written into the instance dir before containerd starts, the fixed `k8s.io`
+//! namespace (then cleanup touches only the runtime roots named in the options, never the shared
+//! default ones), and a network namespace of containerd's own, so that what CNI does on "the host"
+//! side (veth ends, routes, `ip_forward`) stays inside it and vanishes with it.
+//!
 //! [`busybox_image`] builds, once per test process, an OCI image archive from the busybox rootfs of
 //! [`crate::bundle`]: one uncompressed layer, a config and a manifest, with sha256 digests, written
 //! by hand (no registry is reachable). [`Containerd::import_busybox`] imports it with
-//! `ctr images import`.
+//! `ctr images import`; [`image_archive`] builds others from the same rootfs with another image
+//! config (the CRI tests' pause image).
 
 use std::fs;
 use std::io::Read;
@@ -118,8 +125,22 @@ pub fn busybox_image() -> Result<PathBuf> {
     if let Some(p) = built.as_ref() {
         return Ok(p.clone());
     }
-    let work = std::env::temp_dir().join(format!("skiff-image-{}", std::process::id()));
+    let tar = image_archive(
+        IMAGE,
+        "busybox-oci",
+        json!({"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]}),
+    )?;
+    *built = Some(tar.clone());
+    Ok(tar)
+}
+
+/// Build an OCI image archive named `name` from the busybox rootfs with the image config `config`
+/// (`Cmd`, `Entrypoint`, `Env`, ...), as `<tmp>/skiff-image-<pid>/<file>.tar`. Each call builds
+/// anew; callers that want one archive per process keep it (see [`busybox_image`]).
+pub fn image_archive(name: &str, file: &str, config: serde_json::Value) -> Result<PathBuf> {
+    let base = std::env::temp_dir().join(format!("skiff-image-{}", std::process::id()));
     remove_stale_images();
+    let work = base.join(file);
     let _ = fs::remove_dir_all(&work);
     let rootfs = work.join("rootfs");
     let layout = work.join("layout");
@@ -140,7 +161,7 @@ pub fn busybox_image() -> Result<PathBuf> {
     let config = json!({
         "architecture": "amd64",
         "os": "linux",
-        "config": {"Cmd": ["sh"], "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "config": config,
         "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
     });
     let (config_digest, config_size) = add_json_blob(&layout, "config.json", &config)?;
@@ -167,8 +188,8 @@ pub fn busybox_image() -> Result<PathBuf> {
             "size": manifest_size,
             "platform": {"architecture": "amd64", "os": "linux"},
             "annotations": {
-                "io.containerd.image.name": IMAGE,
-                "org.opencontainers.image.ref.name": "latest",
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap_or("latest"),
             },
         }],
     });
@@ -177,7 +198,7 @@ pub fn busybox_image() -> Result<PathBuf> {
         layout.join("oci-layout"),
         r#"{"imageLayoutVersion":"1.0.0"}"#,
     )?;
-    let tar = work.join("busybox-oci.tar");
+    let tar = base.join(format!("{file}.tar"));
     run_checked(
         Command::new("tar")
             .arg("-C")
@@ -186,9 +207,64 @@ pub fn busybox_image() -> Result<PathBuf> {
             .arg(&tar)
             .args(["oci-layout", "index.json", "blobs"]),
     )?;
-    let _ = fs::remove_dir_all(&rootfs);
-    *built = Some(tar.clone());
+    let _ = fs::remove_dir_all(&work);
     Ok(tar)
+}
+
+/// How [`Containerd::start_with`] sets up an instance; the default is what [`Containerd::start`]
+/// does. In every string `{dir}` stands for the instance's directory.
+#[derive(Debug, Default, Clone)]
+pub struct StartOptions {
+    /// Leave the CRI plugin enabled and append this text (its `[plugins."io.containerd.grpc.v1.cri"]`
+    /// tables) to the generated config.
+    pub cri_config: Option<String>,
+    /// Files (relative to the instance dir) written before containerd starts: CNI configs, runtime
+    /// option files.
+    pub files: Vec<(String, String)>,
+    /// The namespace to use instead of a fresh one (`k8s.io` for CRI). Such a namespace may be
+    /// shared with other containerds, so cleanup then leaves the default runtime roots
+    /// (`/run/containerd/{skiff,runc}/<namespace>`) and the `/<namespace>` cgroups alone.
+    pub namespace: Option<String>,
+    /// More (runtime binary, root) pairs whose `<root>/<namespace>` cleanup force-deletes.
+    pub runtime_roots: Vec<(PathBuf, String)>,
+    /// Run containerd (and so its shims and CNI plugins) in a network namespace of its own, with
+    /// only `lo`, up.
+    pub own_netns: bool,
+}
+
+/// `text` with `{dir}` replaced by `dir`.
+fn in_dir(text: &str, dir: &Path) -> String {
+    text.replace("{dir}", &dir.display().to_string())
+}
+
+/// Unshare the network namespace and bring `lo` up; runs in the child between fork and exec, so
+/// it makes plain syscalls only.
+fn enter_own_netns() -> std::io::Result<()> {
+    // SAFETY: unshare, socket, ioctl and close with valid arguments; `ifr` lives on this stack.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNET) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if sock < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in ifr.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        let mut rc = libc::ioctl(sock, libc::SIOCGIFFLAGS, &mut ifr);
+        if rc == 0 {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            rc = libc::ioctl(sock, libc::SIOCSIFFLAGS, &ifr);
+        }
+        let err = std::io::Error::last_os_error();
+        libc::close(sock);
+        if rc < 0 {
+            return Err(err);
+        }
+    }
+    Ok(())
 }
 
 /// A private containerd.
@@ -198,11 +274,17 @@ pub struct Containerd {
     config: PathBuf,
     namespace: String,
     child: Option<Child>,
+    opts: StartOptions,
 }
 
 impl Containerd {
     /// Start a containerd in a fresh temp dir and wait until it answers.
     pub fn start() -> Result<Containerd> {
+        Containerd::start_with(StartOptions::default())
+    }
+
+    /// Start a containerd set up as `opts` says and wait until it answers.
+    pub fn start_with(opts: StartOptions) -> Result<Containerd> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             bail!("the containerd tests start containerd and must run as root");
@@ -216,16 +298,32 @@ impl Containerd {
             }
         }
         let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
-        let namespace = format!("skiff-it-{}-{n}", std::process::id());
+        let namespace = opts
+            .namespace
+            .clone()
+            .unwrap_or_else(|| format!("skiff-it-{}-{n}", std::process::id()));
         let dir = std::env::temp_dir().join(format!("ctrd-{}-{n}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir)?;
         let config = dir.join("config.toml");
-        let text = format!(
+        for (name, text) in &opts.files {
+            let path = dir.join(name);
+            if let Some(parent) = path.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            fs::write(&path, in_dir(text, &dir))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        let disabled = if opts.cri_config.is_some() {
+            ""
+        } else {
+            r#""io.containerd.grpc.v1.cri""#
+        };
+        let mut text = format!(
             r#"version = 2
 root = "{root}"
 state = "{state}"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = [{disabled}]
 
 [grpc]
   address = "{sock}"
@@ -240,12 +338,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             state = dir.join("state").display(),
             sock = dir.join("c.sock").display(),
         );
+        if let Some(cri) = &opts.cri_config {
+            text.push('\n');
+            text.push_str(&in_dir(cri, &dir));
+        }
         fs::write(&config, text)?;
         let mut c = Containerd {
             dir,
             config,
             namespace,
             child: None,
+            opts,
         };
         c.launch()?;
         Ok(c)
@@ -261,15 +364,20 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             .create(true)
             .append(true)
             .open(self.dir.join("containerd.log"))?;
-        let child = Command::new("/usr/bin/containerd")
-            .arg("--config")
+        let mut cmd = Command::new("/usr/bin/containerd");
+        cmd.arg("--config")
             .arg(&self.config)
             .env("PATH", path)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting /usr/bin/containerd")?;
+            .stderr(log);
+        if self.opts.own_netns {
+            // SAFETY: the closure makes only async-signal-safe syscalls.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, enter_own_netns);
+            }
+        }
+        let child = cmd.spawn().context("starting /usr/bin/containerd")?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -329,6 +437,18 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     /// The instance's temp dir (for runtime config files and the like).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// containerd's pid while it runs.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.id() as i32)
+    }
+
+    /// Import the OCI image archive `tar` (see [`image_archive`]).
+    pub fn import_image(&self, tar: &Path) -> Result<()> {
+        let tar = tar.display().to_string();
+        self.ctr_ok(&["images", "import", &tar])?;
+        Ok(())
     }
 
     /// The bundle containerd made for container `id`.
@@ -395,16 +515,22 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         Ok(())
     }
 
-    /// The pids of the shims serving this containerd (their `-address` is our socket).
+    /// The pids of the shims serving this containerd (their `-address` is our socket). A shim's
+    /// child between fork and exec (a runtime command being started) has the same command line:
+    /// it is not counted.
     pub fn shim_pids(&self) -> Vec<i32> {
         let sock = self.socket().display().to_string();
-        processes_with_args(&["-address", &sock])
+        let pids: Vec<i32> = processes_with_args(&["-address", &sock])
             .into_iter()
             .filter(|pid| {
                 fs::read_link(format!("/proc/{pid}/exe"))
                     .map(|e| !e.ends_with("containerd") && !e.ends_with("ctr"))
                     .unwrap_or(false)
             })
+            .collect();
+        pids.iter()
+            .copied()
+            .filter(|pid| !matches!(parent_pid(*pid), Some(ppid) if pids.contains(&ppid)))
             .collect()
     }
 
@@ -476,14 +602,22 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         // Containers left behind by the shims: force-delete them with the runtimes that made them.
-        for (bin, base) in [
-            (runtime_binary(), PathBuf::from("/run/containerd/skiff")),
-            (
-                PathBuf::from("/usr/sbin/runc"),
-                PathBuf::from("/run/containerd/runc"),
-            ),
-            (runtime_binary(), PathBuf::from("/run/containerd/runc")),
-        ] {
+        let shared_namespace = self.opts.namespace.is_some();
+        let mut roots = Vec::new();
+        if !shared_namespace {
+            roots.extend([
+                (runtime_binary(), PathBuf::from("/run/containerd/skiff")),
+                (
+                    PathBuf::from("/usr/sbin/runc"),
+                    PathBuf::from("/run/containerd/runc"),
+                ),
+                (runtime_binary(), PathBuf::from("/run/containerd/runc")),
+            ]);
+        }
+        for (bin, root) in &self.opts.runtime_roots {
+            roots.push((bin.clone(), PathBuf::from(in_dir(root, &self.dir))));
+        }
+        for (bin, base) in roots {
             let root = base.join(&self.namespace);
             if let Ok(entries) = fs::read_dir(&root) {
                 for e in entries.flatten() {
@@ -505,7 +639,9 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
             }
         }
         // ctr puts containers in the cgroup /<namespace>/<id>; the runtimes remove the leaves.
-        remove_cgroup_dirs(&self.namespace);
+        if !shared_namespace {
+            remove_cgroup_dirs(&self.namespace);
+        }
         if let Ok(points) = mount_points_under(&self.dir) {
             for p in points {
                 if let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) {
@@ -647,6 +783,17 @@ pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Result<Output> 
         stdout: out_reader.join().unwrap_or_default(),
         stderr: err_reader.join().unwrap_or_default(),
     })
+}
+
+/// The parent of `pid`, from `/proc/<pid>/stat` (after the command name, which may hold spaces).
+pub fn parent_pid(pid: i32) -> Option<i32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Pids of processes whose command line contains `needle` as consecutive arguments.

@@ -414,6 +414,25 @@ fn start_fails_on_a_stopped_container() -> Result<()> {
 }
 
 #[test]
+fn kill_of_a_stopped_container_fails_unless_all() -> Result<()> {
+    // As runc: `kill` of a stopped container is an error, `kill --all` is not (containerd's runc
+    // shim sends it before deleting every exited task).
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.args(&["true"])?;
+    let id = h.id("killstopped");
+    h.create(&id, &b)?;
+    h.start(&id)?;
+    h.wait_status(&id, "stopped")?;
+    let out = h.cmd(&["kill", &id, "KILL"])?;
+    assert!(!out.success(), "{out}");
+    let out = h.cmd(&["kill", "--all", &id, "KILL"])?;
+    assert!(out.success(), "{out}");
+    assert_eq!(h.status(&id)?, "stopped");
+    Ok(())
+}
+
+#[test]
 fn commands_on_an_unknown_container_fail() -> Result<()> {
     let h = Harness::new()?;
     let id = format!("missing-{}", h.tag());

@@ -54,6 +54,21 @@ impl RuntimeError {
             _ => false,
         }
     }
+
+    /// Whether a `kill` failed only because the process is gone (runc: "container not running",
+    /// "os: process already finished", "no such process"; skiff: "container X not running"), which
+    /// containerd's runc shim reports as NotFound and containerd's `WithProcessKill` then ignores.
+    pub fn is_already_finished(&self) -> bool {
+        match self {
+            RuntimeError::Failed { message, .. } => {
+                let m = message.to_ascii_lowercase();
+                m.contains("not running")
+                    || m.contains("process already finished")
+                    || m.contains("no such process")
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The stdio a runtime command (and so the container process it starts) gets.
@@ -261,5 +276,22 @@ mod tests {
         assert!(e("container does not exist").is_not_found());
         assert!(e("container \"x\" not found").is_not_found());
         assert!(!e("permission denied").is_not_found());
+    }
+
+    #[test]
+    fn already_finished_errors() {
+        let e = |m: &str| RuntimeError::Failed {
+            command: "skiff kill".into(),
+            message: m.into(),
+        };
+        assert!(e("container abc not running").is_already_finished());
+        assert!(e("container not running").is_already_finished());
+        assert!(e("os: process already finished").is_already_finished());
+        assert!(e("kill: No such process").is_already_finished());
+        assert!(!e("permission denied").is_already_finished());
+        assert!(!RuntimeError::Timeout {
+            command: "skiff kill".into()
+        }
+        .is_already_finished());
     }
 }

@@ -119,6 +119,17 @@ impl From<ServiceError> for ttrpc::Error {
 
 type Result<T> = std::result::Result<T, ServiceError>;
 
+/// A failed `runtime kill` as containerd expects it: NotFound when the process is already gone
+/// (as containerd's runc shim answers), so that `task.Delete(WithProcessKill)` after an exit, which
+/// is how CRI handles every container exit, goes on to delete the task.
+fn kill_error(id: &str, e: RuntimeError) -> ServiceError {
+    if e.is_already_finished() || e.is_not_found() {
+        ServiceError::Finished { id: id.to_string() }
+    } else {
+        ServiceError::Runtime(e)
+    }
+}
+
 /// What the service needs from `main`.
 #[derive(Debug)]
 pub struct Config {
@@ -628,8 +639,7 @@ impl Service {
         }
         args.push(&req.id);
         args.push(&signal);
-        c.runtime.run(&args)?;
-        Ok(())
+        c.runtime.run(&args).map_err(|e| kill_error(&req.id, e))
     }
 
     fn do_exec(&self, req: &ExecProcessRequest) -> Result<()> {
@@ -957,6 +967,26 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn killing_a_finished_process_is_not_found() {
+        let failed = |m: &str| RuntimeError::Failed {
+            command: "skiff kill --all c 9".into(),
+            message: m.into(),
+        };
+        assert_eq!(
+            kill_error("c", failed("container c not running")).code(),
+            Code::NOT_FOUND
+        );
+        assert_eq!(
+            kill_error("c", failed("container \"c\" does not exist")).code(),
+            Code::NOT_FOUND
+        );
+        assert_eq!(
+            kill_error("c", failed("permission denied")).code(),
+            Code::UNKNOWN
+        );
     }
 
     #[test]

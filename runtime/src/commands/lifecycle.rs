@@ -115,6 +115,16 @@ fn load_poststart(c: &Container) -> Vec<hooks::Hook> {
 
 pub(crate) fn kill(c: &Container, sig: libc::c_int, all: bool) -> Result<(), CmdError> {
     let status = c.status();
+    if all && status == Status::Stopped {
+        // As runc: `kill --all` of a stopped container signals what its init
+        // left in the cgroup, and nothing left is no error. containerd's runc
+        // shim sends it before deleting a task after every exit (CRI's exit
+        // handling); an error there leaves the task undeletable.
+        if c.record.cgroup_dirs.iter().all(|d| !d.exists()) {
+            return Ok(());
+        }
+        return signal_all(c, sig);
+    }
     if !status.can_kill() {
         return Err(CmdError::NotRunning(c.record.id.clone()));
     }

@@ -1,0 +1,494 @@
+//! Kubernetes' path: CRI over gRPC to a private containerd 1.6 whose `skiff` runtime handler is our
+//! shim, as a RuntimeClass with `handler: skiff` would reach it. The tests run with the `skiff`
+//! handler and with containerd's default `runc` handler, so that a difference is visible (and
+//! ours to explain); the pod lifecycle also with containerd's runc shim driving skiff. Needs root,
+//! containerd, containernetworking-plugins and a built workspace; where CNI cannot work (the
+//! cgroup v2 VM's read-only `/var/lib`) the tests say why and pass as skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::time::Duration;
+
+use anyhow::{anyhow, Result};
+use skiff_integration::containerd::IMAGE;
+use skiff_integration::cri::api::{self, ContainerState, PodSandboxState};
+use skiff_integration::cri::{
+    container_config, kubelet_resources, CriNode, BROKEN_HANDLER, RUNC_HANDLER,
+    RUNC_SHIM_SKIFF_HANDLER, SKIFF_HANDLER,
+};
+use skiff_integration::host::{cgroup_mode, check_in_cgroup, process_alive, CgroupMode};
+
+const MIB: i64 = 1024 * 1024;
+
+/// The node, or `None` (after saying why) when this machine cannot run CRI pods.
+fn node() -> Result<Option<CriNode>> {
+    if let Some(why) = skiff_integration::cri::unsupported_reason() {
+        eprintln!("SKIPPED: {why}");
+        return Ok(None);
+    }
+    CriNode::start().map(Some)
+}
+
+/// A fresh pod uid, unique across test processes and runs.
+fn pod_uid(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{tag}-{}-{nanos:08x}", std::process::id())
+}
+
+fn ns_of(pid: i32, kind: &str) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_default()
+}
+
+/// The value of a cgroup file of `cgroup` (v1: in `controller`'s hierarchy; v2: `v2_file`).
+fn cgroup_value(cgroup: &str, controller: &str, v1_file: &str, v2_file: &str) -> Result<String> {
+    let rel = cgroup.trim_start_matches('/');
+    let path = match cgroup_mode()? {
+        CgroupMode::V2 { root } => root.join(rel).join(v2_file),
+        CgroupMode::V1 { controllers, .. } => controllers
+            .get(controller)
+            .ok_or_else(|| anyhow!("no {controller} hierarchy"))?
+            .join(rel)
+            .join(v1_file),
+    };
+    Ok(fs::read_to_string(&path)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?
+        .trim()
+        .to_string())
+}
+
+/// The CPU quota, CPU period and memory limit of `cgroup` as numbers (v1 files, or v2's
+/// `cpu.max` and `memory.max`).
+fn limits(cgroup: &str) -> Result<(i64, i64, i64)> {
+    if matches!(cgroup_mode()?, CgroupMode::V2 { .. }) {
+        let max = cgroup_value(cgroup, "cpu", "", "cpu.max")?;
+        let mut it = max.split_whitespace();
+        let quota = it.next().unwrap_or("max").parse().unwrap_or(-1);
+        let period = it.next().unwrap_or("0").parse()?;
+        let memory = cgroup_value(cgroup, "memory", "", "memory.max")?.parse()?;
+        return Ok((quota, period, memory));
+    }
+    Ok((
+        cgroup_value(cgroup, "cpu", "cpu.cfs_quota_us", "")?.parse()?,
+        cgroup_value(cgroup, "cpu", "cpu.cfs_period_us", "")?.parse()?,
+        cgroup_value(cgroup, "memory", "memory.limit_in_bytes", "")?.parse()?,
+    ))
+}
+
+fn exec_out(node: &CriNode, id: &str, cmd: &[&str]) -> Result<api::ExecSyncResponse> {
+    Ok(node.cri().exec_sync(id, cmd, 20)?)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `ps`-like lines for `pids`, for messages.
+fn describe(pids: &[i32]) -> String {
+    pids.iter()
+        .map(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!(
+                "{pid} (parent {:?}): {}",
+                skiff_integration::containerd::parent_pid(*pid),
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The node's shims are exactly `want` (the pod's one).
+fn assert_same_shims(node: &CriNode, want: &[i32], what: &str) {
+    let now = node.shim_pids();
+    assert_eq!(now, want, "{what}:\n{}", describe(&now));
+}
+
+/// After the pod is gone: no shim, mount, cgroup, runtime state, network link, CNI cache entry or
+/// address allocation is left.
+fn assert_pod_left_nothing(node: &CriNode, handler: &str, pod: &str, cgroup: &str) -> Result<()> {
+    let err = node.cri().pod_sandbox_status(pod).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    assert!(node.cri().list_pod_sandbox()?.is_empty());
+    assert!(node.cri().list_containers()?.is_empty());
+    assert!(
+        node.containerd()
+            .wait_until(Duration::from_secs(10), || node.shim_pids().is_empty()),
+        "shims left: {:?}",
+        node.shim_pids()
+    );
+    assert_eq!(
+        node.mounts(),
+        Vec::<std::path::PathBuf>::new(),
+        "mounts left"
+    );
+    assert_eq!(
+        node.cgroup_children(cgroup),
+        Vec::<std::path::PathBuf>::new(),
+        "cgroups left under the pod cgroup"
+    );
+    assert_eq!(
+        node.runtime_state_entries(handler),
+        Vec::<String>::new(),
+        "runtime state left in {}",
+        node.runtime_root(handler).display()
+    );
+    assert_eq!(
+        node.node_interfaces()?,
+        ["lo"],
+        "links left on the node side"
+    );
+    assert_eq!(
+        CriNode::cni_cache_entries(pod),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert_eq!(
+        node.ipam_allocations(),
+        Vec::<String>::new(),
+        "addresses left"
+    );
+    Ok(())
+}
+
+/// The whole life of a two-container pod, with every CRI call kubelet makes along the way. The app
+/// container is the one of scripts/k8s/pod.yaml (command, requests and limits).
+fn pod_lifecycle(handler: &str) -> Result<()> {
+    let Some(node) = node()? else {
+        return Ok(());
+    };
+    let cri = node.cri();
+    let version = cri.version()?;
+    assert_eq!(version.runtime_name, "containerd");
+    assert_eq!(version.runtime_api_version, "v1");
+
+    // kubelet: the pod cgroup first, then the sandbox in it.
+    let uid = pod_uid("life");
+    let parent = node.pod_cgroup("burstable", &uid, 512)?;
+    let pod_cfg = node.pod_config("web", &uid, &parent);
+    fs::create_dir_all(node.pod_log_dir("web", &uid))?;
+    let pod = cri.run_pod_sandbox(&pod_cfg, handler)?;
+
+    let status = cri.pod_sandbox_status(&pod)?;
+    let sandbox = status.status.clone().unwrap();
+    assert_eq!(sandbox.state(), PodSandboxState::SandboxReady);
+    assert_eq!(sandbox.runtime_handler, handler);
+    let ip = sandbox.network.clone().unwrap_or_default().ip;
+    assert!(ip.starts_with("10.88.0."), "pod ip {ip:?}");
+    let pause_pid = CriNode::info_pid(&status.info)?;
+    check_in_cgroup(pause_pid, &format!("{parent}/{pod}"))?;
+    let shims = node.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim for the sandbox: {shims:?}");
+
+    // The app: logs to both streams, ends cleanly on SIGTERM.
+    let app_cfg = container_config(
+        "app",
+        IMAGE,
+        &[
+            "sh",
+            "-c",
+            "trap 'echo bye; exit 0' TERM; echo started; echo oops >&2; \
+             while true; do sleep 1; done",
+        ],
+        Some(kubelet_resources(250, 500, 64 * MIB, 900)),
+    );
+    let app = cri.create_container(&pod, &app_cfg, &pod_cfg)?;
+    let created = cri.container_status(&app)?.status.unwrap();
+    assert_eq!(created.state(), ContainerState::ContainerCreated);
+    cri.start_container(&app)?;
+    let status = cri.container_status(&app)?;
+    let st = status.status.clone().unwrap();
+    assert_eq!(st.state(), ContainerState::ContainerRunning);
+    assert!(st.started_at >= st.created_at && st.started_at > 0);
+    let app_pid = CriNode::info_pid(&status.info)?;
+    let spec = CriNode::info_spec(&status.info)?;
+    let app_cgroup = format!("{parent}/{app}");
+    assert_eq!(spec["linux"]["cgroupsPath"], app_cgroup.as_str());
+
+    // One shim serves the pod.
+    assert_same_shims(&node, &shims, "the app must use the sandbox's shim");
+
+    // Namespaces: the pod's network, IPC and UTS; a PID namespace of its own.
+    for kind in ["net", "ipc", "uts"] {
+        assert_eq!(ns_of(app_pid, kind), ns_of(pause_pid, kind), "{kind}");
+    }
+    assert_ne!(ns_of(app_pid, "pid"), ns_of(pause_pid, "pid"));
+    assert_ne!(
+        ns_of(app_pid, "net"),
+        ns_of(std::process::id() as i32, "net")
+    );
+
+    // Cgroups as kubelet asked: under the pod cgroup, with the container's resources.
+    check_in_cgroup(app_pid, &app_cgroup)?;
+    assert_eq!(limits(&app_cgroup)?, (50_000, 100_000, 64 * MIB));
+    if !matches!(cgroup_mode()?, CgroupMode::V2 { .. }) {
+        assert_eq!(cgroup_value(&app_cgroup, "cpu", "cpu.shares", "")?, "256");
+    }
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{app_pid}/oom_score_adj"))?.trim(),
+        "900"
+    );
+
+    // ExecSync: output, exit code, and what CRI set up for the pod.
+    let out = exec_out(&node, &app, &["sh", "-c", "echo out; echo err >&2; exit 3"])?;
+    assert_eq!(
+        (
+            text(&out.stdout).as_str(),
+            text(&out.stderr).as_str(),
+            out.exit_code
+        ),
+        ("out\n", "err\n", 3)
+    );
+    let out = exec_out(&node, &app, &["hostname"])?;
+    assert_eq!(text(&out.stdout).trim(), "web");
+    let out = exec_out(&node, &app, &["cat", "/etc/resolv.conf"])?;
+    assert!(
+        text(&out.stdout).contains("search default.svc.cluster.local"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = exec_out(&node, &app, &["ip", "-4", "-o", "addr", "show", "eth0"])?;
+    assert!(
+        text(&out.stdout).contains(&format!("inet {ip}/")),
+        "{out:?}"
+    );
+    let out = exec_out(&node, &app, &["sh", "-c", "echo $POD_CONTAINER"])?;
+    assert_eq!(text(&out.stdout), "app\n");
+
+    // The log, in the CRI format, both streams.
+    let log = node.pod_log_dir("web", &uid).join("app/0.log");
+    assert_eq!(st.log_path, log.display().to_string());
+    let lines = CriNode::wait_for_log(&log, "oops", Duration::from_secs(10))?;
+    assert!(lines
+        .iter()
+        .any(|l| l.stream == "stdout" && l.content == "started" && !l.partial));
+    assert!(lines
+        .iter()
+        .any(|l| l.stream == "stderr" && l.content == "oops"));
+
+    // Log rotation: kubelet renames the file and asks for a reopen.
+    let rotated = log.with_extension("log.1");
+    fs::rename(&log, &rotated)?;
+    cri.reopen_container_log(&app)?;
+    assert!(
+        log.exists(),
+        "ReopenContainerLog did not create {}",
+        log.display()
+    );
+    let out = exec_out(
+        &node,
+        &app,
+        &["sh", "-c", "echo after-reopen > /proc/1/fd/1"],
+    )?;
+    assert_eq!(out.exit_code, 0, "{out:?}");
+    CriNode::wait_for_log(&log, "after-reopen", Duration::from_secs(10))?;
+    assert!(!fs::read_to_string(&rotated)?.contains("after-reopen"));
+
+    // UpdateContainerResources reaches the cgroup.
+    cri.update_container_resources(&app, &kubelet_resources(250, 250, 96 * MIB, 900))?;
+    assert_eq!(limits(&app_cgroup)?, (25_000, 100_000, 96 * MIB));
+
+    // ContainerStats.
+    let stats = cri.container_stats(&app)?;
+    assert_eq!(stats.attributes.clone().unwrap_or_default().id, app);
+    let cpu = stats.cpu.clone().unwrap_or_default();
+    assert!(
+        cpu.usage_core_nano_seconds.unwrap_or_default().value > 0,
+        "{stats:?}"
+    );
+    let memory = stats.memory.clone().unwrap_or_default();
+    assert!(
+        memory.working_set_bytes.unwrap_or_default().value > 0,
+        "{stats:?}"
+    );
+
+    // A second container that exits by itself: exit code and logs through CRI.
+    let job = cri.create_container(
+        &pod,
+        &container_config(
+            "job",
+            IMAGE,
+            &["sh", "-c", "echo job out; echo job err >&2; exit 7"],
+            None,
+        ),
+        &pod_cfg,
+    )?;
+    cri.start_container(&job)?;
+    assert_same_shims(&node, &shims, "the pod's containers share one shim");
+    let done = node.wait_exited(&job, Duration::from_secs(20))?;
+    assert_eq!(done.exit_code, 7, "{done:?}");
+    assert!(done.finished_at > 0, "{done:?}");
+    let job_log = node.pod_log_dir("web", &uid).join("job/0.log");
+    let lines = CriNode::wait_for_log(&job_log, "job err", Duration::from_secs(10))?;
+    assert!(lines
+        .iter()
+        .any(|l| l.stream == "stdout" && l.content == "job out"));
+
+    // StopContainer: SIGTERM, the trap runs, exit code 0.
+    cri.stop_container(&app, 10)?;
+    let stopped = node.wait_exited(&app, Duration::from_secs(5))?;
+    assert_eq!(stopped.exit_code, 0, "{stopped:?}");
+    assert!(!process_alive(app_pid));
+    CriNode::wait_for_log(&log, "bye", Duration::from_secs(5))?;
+
+    for id in [&job, &app] {
+        cri.remove_container(id)?;
+        assert_eq!(
+            cri.container_status(id).unwrap_err().code(),
+            tonic::Code::NotFound
+        );
+    }
+    // The sandbox is alone in the shim, in its cgroup.
+    assert_same_shims(&node, &shims, "the sandbox keeps its shim");
+    let children = node.cgroup_children(&parent);
+    assert!(
+        children.iter().all(|c| c.ends_with(&pod)),
+        "only the sandbox's cgroup should be left: {children:?}"
+    );
+
+    cri.stop_pod_sandbox(&pod)?;
+    let stopped = cri.pod_sandbox_status(&pod)?.status.unwrap();
+    assert_eq!(stopped.state(), PodSandboxState::SandboxNotready);
+    assert!(!process_alive(pause_pid));
+    cri.remove_pod_sandbox(&pod)?;
+    assert_pod_left_nothing(&node, handler, &pod, &parent)
+}
+
+#[test]
+fn pod_lifecycle_with_skiff() -> Result<()> {
+    pod_lifecycle(SKIFF_HANDLER)
+}
+
+#[test]
+fn pod_lifecycle_with_runc() -> Result<()> {
+    pod_lifecycle(RUNC_HANDLER)
+}
+
+#[test]
+fn pod_lifecycle_with_containerds_runc_shim_driving_skiff() -> Result<()> {
+    pod_lifecycle(RUNC_SHIM_SKIFF_HANDLER)
+}
+
+/// A container whose image lacks its command: StartContainer fails with the runtime's error, the
+/// container is left exited, and nothing of it remains in the shim, the mounts or the cgroups.
+fn missing_command(handler: &str) -> Result<()> {
+    let Some(node) = node()? else {
+        return Ok(());
+    };
+    let cri = node.cri();
+    let uid = pod_uid("nocmd");
+    let parent = node.pod_cgroup("besteffort", &uid, 2)?;
+    let pod_cfg = node.pod_config("nocmd", &uid, &parent);
+    let pod = cri.run_pod_sandbox(&pod_cfg, handler)?;
+    let shims = node.shim_pids();
+    assert_eq!(shims.len(), 1);
+
+    let cfg = container_config("ghost", IMAGE, &["/no/such/binary", "arg"], None);
+    // runc and skiff both check the command at create, so CRI's StartContainer (which creates the
+    // task) fails; CreateContainer only records the container.
+    let err = match cri.create_container(&pod, &cfg, &pod_cfg) {
+        Err(e) => e,
+        Ok(id) => cri
+            .start_container(&id)
+            .expect_err("a missing command must fail"),
+    };
+    eprintln!("{handler}: {err}");
+    assert!(
+        err.message().contains("/no/such/binary"),
+        "the error names the command: {err}"
+    );
+    // CRI keeps the container, exited with the reason StartError.
+    let containers = cri.list_containers()?;
+    let ghost = containers
+        .iter()
+        .find(|c| c.metadata.clone().unwrap_or_default().name == "ghost")
+        .ok_or_else(|| anyhow!("CRI lost the container: {containers:?}"))?;
+    let status = cri.container_status(&ghost.id)?.status.unwrap();
+    assert_eq!(
+        status.state(),
+        ContainerState::ContainerExited,
+        "{status:?}"
+    );
+    assert_eq!(status.reason, "StartError", "{status:?}");
+    // Nothing of it is left but CRI's record: no runtime state, leaf cgroup or rootfs mount.
+    assert_eq!(
+        node.runtime_state_entries(handler),
+        std::slice::from_ref(&pod)
+    );
+    assert!(node
+        .cgroup_children(&parent)
+        .iter()
+        .all(|c| c.ends_with(&pod)));
+    assert!(
+        node.mounts()
+            .iter()
+            .all(|m| !m.to_string_lossy().contains(&ghost.id)),
+        "{:?}",
+        node.mounts()
+    );
+    assert_same_shims(&node, &shims, "the sandbox keeps its shim");
+    cri.remove_container(&ghost.id)?;
+    cri.stop_pod_sandbox(&pod)?;
+    cri.remove_pod_sandbox(&pod)?;
+    assert_pod_left_nothing(&node, handler, &pod, &parent)
+}
+
+#[test]
+fn missing_command_fails_and_leaves_nothing_with_skiff() -> Result<()> {
+    missing_command(SKIFF_HANDLER)
+}
+
+#[test]
+fn missing_command_fails_and_leaves_nothing_with_runc() -> Result<()> {
+    missing_command(RUNC_HANDLER)
+}
+
+/// Sandboxes that cannot start: an unknown handler, and a handler whose runtime binary is missing.
+#[test]
+fn failed_sandboxes_are_errors_and_leave_nothing() -> Result<()> {
+    let Some(node) = node()? else {
+        return Ok(());
+    };
+    let cri = node.cri();
+    let uid = pod_uid("fail");
+    let parent = node.pod_cgroup("besteffort", &uid, 2)?;
+    let pod_cfg = node.pod_config("fail", &uid, &parent);
+
+    let err = cri
+        .run_pod_sandbox(&pod_cfg, "no-such-handler")
+        .unwrap_err();
+    eprintln!("unknown handler: {err}");
+    assert!(err.message().contains("no-such-handler"), "{err}");
+
+    let err = cri.run_pod_sandbox(&pod_cfg, BROKEN_HANDLER).unwrap_err();
+    eprintln!("broken handler: {err}");
+    assert!(err.message().contains("no-such-runtime"), "{err}");
+
+    assert!(cri.list_pod_sandbox()?.is_empty());
+    assert!(
+        node.containerd()
+            .wait_until(Duration::from_secs(10), || node.shim_pids().is_empty()),
+        "shims left: {:?}",
+        node.shim_pids()
+    );
+    assert_eq!(node.mounts(), Vec::<std::path::PathBuf>::new());
+    assert_eq!(
+        node.cgroup_children(&parent),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert_eq!(node.node_interfaces()?, ["lo"]);
+    assert_eq!(node.ipam_allocations(), Vec::<String>::new());
+    assert_eq!(
+        node.runtime_state_entries(BROKEN_HANDLER),
+        Vec::<String>::new()
+    );
+    // Afterwards the node still runs pods.
+    let pod = cri.run_pod_sandbox(&pod_cfg, SKIFF_HANDLER)?;
+    cri.stop_pod_sandbox(&pod)?;
+    cri.remove_pod_sandbox(&pod)?;
+    assert_pod_left_nothing(&node, SKIFF_HANDLER, &pod, &parent)?;
+    Ok(())
+}
