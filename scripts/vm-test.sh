@@ -128,7 +128,8 @@ initrd_dir=$work/initramfs
 mkdir -p "$initrd_dir"/{bin,dev,proc,sys,host,modules}
 cp /bin/busybox "$initrd_dir/bin/busybox"
 
-# The modules for the 9p share (and overlay, for the tests' overlay mounts),
+# The modules for the 9p share (and overlay, for the tests' overlay mounts,
+# and veth for the CRI tests' pod networks),
 # each after what it depends on, from modules.dep.
 declare -A seen=()
 order=()
@@ -142,7 +143,7 @@ add_module() { # path relative to $moddir
     done
     order+=("$rel")
 }
-for m in 9p 9pnet_virtio virtio_pci overlay; do
+for m in 9p 9pnet_virtio virtio_pci overlay veth; do
     rel=$(awk -F: -v m="/$m.ko" 'index($1, m) && substr($1, length($1) - length(m) + 1) == m { print $1; exit }' "$moddir/modules.dep")
     [[ -n $rel ]] || die "module $m not found in $moddir/modules.dep"
     add_module "$rel"
@@ -208,6 +209,9 @@ mount -t devpts -o newinstance,ptmxmode=0666 devpts /host/dev/pts
 mount -t tmpfs shm /host/dev/shm
 mount -t tmpfs -o mode=1777 tmp /host/tmp
 mount -t tmpfs -o mode=755 run /host/run
+# libcni keeps its cache under /var/lib/cni (not configurable in containerd
+# 1.6): give the CRI tests a writable one where the host has the directory.
+if [ -d /host/var/lib/cni ]; then mount -t tmpfs -o mode=755 cni /host/var/lib/cni; fi
 cp /tests.sh /host/run/skiff-vm-tests.sh
 # switch_root, not chroot: the shared root must be the mount namespace's root
 # mount (what setns into a container's mount namespace lands on), as on a
