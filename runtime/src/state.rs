@@ -107,6 +107,9 @@ pub struct Record {
     pub cgroup_mode: String,
     /// Whether the container has its own pid namespace.
     pub private_pid: bool,
+    /// Run by `start`, so it need not read the bundle's config again.
+    #[serde(default)]
+    pub poststart: Vec<Hook>,
     #[serde(default)]
     pub poststop: Vec<Hook>,
 }
@@ -490,6 +493,7 @@ mod tests {
             cgroup_dirs: vec![],
             cgroup_mode: String::new(),
             private_pid: true,
+            poststart: vec![],
             poststop: vec![],
         };
         let v = serde_json::to_value(r.oci_state(Status::Running)).unwrap();

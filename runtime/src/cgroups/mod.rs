@@ -495,6 +495,10 @@ pub(crate) fn apply_writes(
     missing_file: impl Fn(&Write, &Path) -> String,
 ) -> Result<(), CgroupError> {
     let mut deferred = Vec::new();
+    // One open per file, not per value: consecutive writes to one file
+    // (device rules) reuse the descriptor; a missing file is ENOENT from the
+    // open itself (no stat first, no O_CREAT).
+    let mut open: Option<(PathBuf, std::fs::File)> = None;
     for w in writes {
         let path = match target(w) {
             Target::File(p) => p,
@@ -506,23 +510,34 @@ pub(crate) fn apply_writes(
                 })
             }
         };
-        if !path.exists() {
-            if w.when == When::IfPresent {
-                continue;
+        if open.as_ref().map(|(p, _)| p) != Some(&path) {
+            match std::fs::OpenOptions::new().write(true).open(&path) {
+                Ok(f) => open = Some((path.clone(), f)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if w.when == When::IfPresent {
+                        continue;
+                    }
+                    return Err(CgroupError::Missing {
+                        field: w.field.clone(),
+                        reason: missing_file(w, &path),
+                    });
+                }
+                Err(source) => return Err(set_err(w, path, source)),
             }
-            return Err(CgroupError::Missing {
-                field: w.field.clone(),
-                reason: missing_file(w, &path),
-            });
         }
-        match std::fs::write(&path, &w.value) {
-            Ok(()) => {}
+        let Some((_, f)) = open.as_mut() else {
+            continue;
+        };
+        // A cgroup file takes one value per write(2).
+        match std::io::Write::write(f, w.value.as_bytes()) {
+            Ok(_) => {}
             Err(e) if w.when == When::Deferrable && e.raw_os_error() == Some(libc::EINVAL) => {
                 deferred.push((w, path));
             }
             Err(source) => return Err(set_err(w, path, source)),
         }
     }
+    drop(open);
     for (w, path) in deferred {
         std::fs::write(&path, &w.value).map_err(|source| set_err(w, path, source))?;
     }

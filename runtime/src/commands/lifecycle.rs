@@ -92,25 +92,11 @@ pub(crate) fn start(c: Container, log: &mut Logger) -> Result<(), CmdError> {
     let _ = std::fs::remove_file(&fifo_path);
     let state = serde_json::to_vec(&c.record.oci_state(Status::Running))
         .map_err(|e| io_err("state JSON")(std::io::Error::other(e)))?;
-    let poststart = load_poststart(&c);
     // The spec: a failing poststart hook is logged, the container goes on.
-    if let Err(e) = hooks::run_all("poststart", &poststart, &state) {
+    if let Err(e) = hooks::run_all("poststart", &c.record.poststart, &state) {
         log.warn(&e.to_string());
     }
     Ok(())
-}
-
-/// The poststart hooks live in the bundle's config (they are not needed
-/// after start, so the record does not keep them).
-fn load_poststart(c: &Container) -> Vec<hooks::Hook> {
-    spec::load(&c.record.bundle)
-        .ok()
-        .and_then(|s| {
-            plan::build(&c.record.id, &c.record.bundle, &s, LaunchOptions::default())
-                .ok()
-                .map(|p| p.hooks.poststart)
-        })
-        .unwrap_or_default()
 }
 
 pub(crate) fn kill(c: &Container, sig: libc::c_int, all: bool) -> Result<(), CmdError> {

@@ -175,6 +175,7 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
         cgroup_dirs: cg.dirs(),
         cgroup_mode: cg.mode().to_string(),
         private_pid: plan.namespaces.private_pid,
+        poststart: plan.hooks.poststart.clone(),
         poststop: plan.hooks.poststop.clone(),
     };
     let json = |s| {
