@@ -281,6 +281,29 @@ impl ForwardSignals {
         }
     }
 
+    /// Reads one signal from the signalfd; `None` when interrupted.
+    fn read_signal(&self) -> std::io::Result<Option<libc::c_int>> {
+        // SAFETY: zeroed siginfo is valid; read fills it.
+        let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: valid buffer of `size` bytes.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut si as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(None);
+            }
+            return Err(e);
+        }
+        Ok((n as usize == size).then_some(si.ssi_signo as libc::c_int))
+    }
+
     /// Forwards signals to `pid` until it exits; returns its exit code
     /// (128+signal when killed).
     pub(crate) fn relay_until_exit(&self, pid: libc::pid_t) -> std::io::Result<i32> {
@@ -288,25 +311,9 @@ impl ForwardSignals {
             if let Some(code) = reap(pid)? {
                 return Ok(code);
             }
-            // SAFETY: zeroed siginfo is valid; read fills it.
-            let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-            let size = std::mem::size_of::<libc::signalfd_siginfo>();
-            // SAFETY: valid buffer of `size` bytes.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    (&mut si as *mut libc::signalfd_siginfo).cast(),
-                    size,
-                )
+            let Some(sig) = self.read_signal()? else {
+                continue;
             };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            let sig = si.ssi_signo as libc::c_int;
             if sig != libc::SIGCHLD {
                 // SAFETY: forwarding to our own child.
                 unsafe { libc::kill(pid, sig) };
@@ -367,19 +374,8 @@ impl ForwardSignals {
                 break;
             }
             if fds[0].revents & libc::POLLIN != 0 {
-                // SAFETY: zeroed siginfo is valid; read fills it.
-                let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-                let size = std::mem::size_of::<libc::signalfd_siginfo>();
-                // SAFETY: valid buffer.
-                let n = unsafe {
-                    libc::read(
-                        self.fd.as_raw_fd(),
-                        (&mut si as *mut libc::signalfd_siginfo).cast(),
-                        size,
-                    )
-                };
-                if n == size as isize {
-                    match si.ssi_signo as libc::c_int {
+                if let Some(sig) = self.read_signal()? {
+                    match sig {
                         libc::SIGCHLD => {}
                         libc::SIGWINCH => crate::tty::copy_winsize(0, master.as_raw_fd()),
                         sig => {
