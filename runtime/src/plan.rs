@@ -243,6 +243,20 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
         oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
     });
     let sysctl = sysctl_plan(&linux, &namespaces)?;
+    // Without a UTS namespace of its own, sethostname would rename the host.
+    let has_uts = namespaces.clone_flags & libc::CLONE_NEWUTS as u64 != 0
+        || namespaces.joins.iter().any(|(k, _)| *k == NsKind::Uts);
+    for (field, value) in [
+        ("hostname", spec.hostname()),
+        ("domainname", spec.domainname()),
+    ] {
+        if value.as_ref().is_some_and(|v| !v.is_empty()) && !has_uts {
+            return Err(invalid(
+                field,
+                "setting it needs a uts namespace in linux.namespaces (it would change the host's)",
+            ));
+        }
+    }
     Ok(Plan {
         id: id.to_string(),
         bundle: bundle.to_path_buf(),
@@ -1162,6 +1176,21 @@ mod tests {
         v["process"].as_object_mut().unwrap().remove("scheduler");
         v["linux"]["intelRdt"] = serde_json::json!({"closID": "x"});
         assert!(plan(v).unwrap_err().to_string().contains("linux.intelRdt"));
+    }
+
+    #[test]
+    fn hostname_needs_a_uts_namespace() {
+        let mut v = base();
+        v["hostname"] = "box".into();
+        assert!(plan(v.clone())
+            .unwrap_err()
+            .to_string()
+            .contains("hostname"));
+        v["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"type": "uts"}));
+        assert_eq!(plan(v).unwrap().hostname.as_deref(), Some("box"));
     }
 
     #[test]
