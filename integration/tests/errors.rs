@@ -116,3 +116,27 @@ fn ids_with_slashes_or_dot_dot_are_refused() -> Result<()> {
     assert_eq!(fs::read_dir(h.root())?.count(), 0, "root not empty");
     Ok(())
 }
+
+#[test]
+fn no_mount_namespace_is_refused_before_touching_the_host() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.remove_namespace("mount")?;
+    let before = fs::read_to_string("/proc/self/mountinfo")?.lines().count();
+    assert_rejected(&h, &b, &h.id("nomnt"), &["mount namespace"])?;
+    let after = fs::read_to_string("/proc/self/mountinfo")?.lines().count();
+    assert_eq!(before, after, "the host's mount table changed");
+    Ok(())
+}
+
+#[test]
+fn hostname_without_a_uts_namespace_is_refused() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.remove_namespace("uts")?;
+    b.edit(|c| c["hostname"] = json!("not-the-host"))?;
+    let host = fs::read_to_string("/proc/sys/kernel/hostname")?;
+    assert_rejected(&h, &b, &h.id("nouts"), &["hostname"])?;
+    assert_eq!(fs::read_to_string("/proc/sys/kernel/hostname")?, host);
+    Ok(())
+}

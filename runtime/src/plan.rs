@@ -243,6 +243,16 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
         oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
     });
     let sysctl = sysctl_plan(&linux, &namespaces)?;
+    // The rootfs is built with mounts and pivot_root: without a mount
+    // namespace of its own they would happen on the host.
+    if namespaces.clone_flags & libc::CLONE_NEWNS as u64 == 0
+        && !namespaces.joins.iter().any(|(k, _)| *k == NsKind::Mount)
+    {
+        return Err(invalid(
+            "linux.namespaces",
+            "a mount namespace is required: the rootfs is built in it",
+        ));
+    }
     // Without a UTS namespace of its own, sethostname would rename the host.
     let has_uts = namespaces.clone_flags & libc::CLONE_NEWUTS as u64 != 0
         || namespaces.joins.iter().any(|(k, _)| *k == NsKind::Uts);
@@ -987,9 +997,17 @@ mod tests {
     }
 
     #[test]
+    fn mount_namespace_is_required() {
+        let mut v = base();
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}]);
+        let e = plan(v).unwrap_err().to_string();
+        assert!(e.contains("mount namespace"), "{e}");
+    }
+
+    #[test]
     fn user_namespace_needs_mappings() {
         let mut v = base();
-        v["linux"]["namespaces"] = serde_json::json!([{"type": "user"}]);
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "user"}, {"type": "mount"}]);
         let e = plan(v.clone()).unwrap_err().to_string();
         assert!(e.contains("linux.uidMappings"), "{e}");
         let m = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
@@ -997,7 +1015,10 @@ mod tests {
         v["linux"]["gidMappings"] = m;
         let p = plan(v).unwrap();
         assert!(p.namespaces.new_user);
-        assert_eq!(p.namespaces.clone_flags, libc::CLONE_NEWUSER as u64);
+        assert_eq!(
+            p.namespaces.clone_flags,
+            (libc::CLONE_NEWUSER | libc::CLONE_NEWNS) as u64
+        );
         assert_eq!(
             p.namespaces.uid_mappings,
             vec![IdMap {
@@ -1016,7 +1037,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("linux.timeOffsets"));
-        v["linux"]["namespaces"] = serde_json::json!([{"type": "time"}]);
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "time"}, {"type": "mount"}]);
         let p = plan(v.clone()).unwrap();
         assert!(p.namespaces.unshare_time);
         assert_eq!(
