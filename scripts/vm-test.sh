@@ -183,6 +183,19 @@ done
     echo '/bin/busybox poweroff -f || echo o >/proc/sysrq-trigger'
 } >"$initrd_dir/tests.sh"
 
+# The guest covers /tmp and /run with tmpfs: a checkout or a target dir that
+# lives there (a CI clone under /tmp, say) is carried over those mounts.
+target_dir=$(dirname "$(dirname "$skiff_bin")")
+: >"$initrd_dir/keep"
+for p in "$repo" "$target_dir"; do
+    case $p in
+    /tmp/* | /run/*)
+        [[ $p == "$repo"/* ]] && [[ $p != "$repo" ]] && continue
+        echo "$p" >>"$initrd_dir/keep"
+        ;;
+    esac
+done
+
 cat >"$initrd_dir/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -207,8 +220,20 @@ mount -t devtmpfs dev /host/dev
 mkdir -p /host/dev/pts /host/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /host/dev/pts
 mount -t tmpfs shm /host/dev/shm
+i=0
+while read -r p; do
+    i=$((i + 1))
+    mkdir -p "/kept/$i"
+    mount -o bind "/host$p" "/kept/$i" || fail "cannot keep $p"
+done </keep
 mount -t tmpfs -o mode=1777 tmp /host/tmp
 mount -t tmpfs -o mode=755 run /host/run
+i=0
+while read -r p; do
+    i=$((i + 1))
+    mkdir -p "/host$p"
+    mount -o move "/kept/$i" "/host$p" || fail "cannot restore $p"
+done </keep
 # libcni keeps its cache under /var/lib/cni (not configurable in containerd
 # 1.6): give the CRI tests a writable one where the host has the directory.
 if [ -d /host/var/lib/cni ]; then mount -t tmpfs -o mode=755 cni /host/var/lib/cni; fi
