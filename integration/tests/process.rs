@@ -204,3 +204,25 @@ fn oom_score_adj_applies() -> Result<()> {
     assert_eq!(h.run_ok(&b)?.trim(), "500");
     Ok(())
 }
+
+#[test]
+fn sigpipe_is_not_ignored_and_ends_a_writer() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    // An ignored SIGPIPE inherited from the runtime would make `yes` spin
+    // forever after `head` exits; the harness timeout would then fail this.
+    b.sh("grep SigIgn /proc/self/status; yes | head -n 1")?;
+    let out = h.run_ok(&b)?;
+    let ignored = out
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .expect("SigIgn line");
+    assert_eq!(
+        ignored & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "SIGPIPE ignored: {out}"
+    );
+    assert!(out.ends_with("y\n"), "{out}");
+    Ok(())
+}

@@ -485,14 +485,18 @@ fn exec(exe: &Path, argv: &[CString], envp: &[CString]) -> Result<Infallible, In
     ))
 }
 
-/// Unblocks every signal: a mask blocked by the runtime's caller must not
-/// be inherited by the container's process.
+/// Unblocks every signal (a mask blocked by the runtime's caller must not
+/// be inherited by the container's process) and restores SIGPIPE, which
+/// Rust's runtime ignores at startup: an ignored signal survives execve, and
+/// `yes | head` would then spin forever in the container.
 pub(crate) fn reset_signals() {
-    // SAFETY: sigset operations on a local set, then sigprocmask.
+    // SAFETY: sigset operations on a local set, then sigprocmask; SIG_DFL
+    // for SIGPIPE installs no handler.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
