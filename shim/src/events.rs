@@ -15,13 +15,15 @@
 //! | - | `TaskPaused` / `TaskResumed` | `Pause` / `Resume` succeeded |
 //! | 8 | `TaskDelete` | `Delete` of the init succeeded |
 //!
-//! Transport: `Events.Forward` over ttrpc at `$TTRPC_ADDRESS` (reconnecting on failure), else the
+//! Transport: `Events.Forward` over ttrpc at `$TTRPC_ADDRESS` (one blocking connection, written and
+//! read by the publisher thread itself, reconnecting on failure), else the
 //! `-publish-binary` (`containerd --address A publish --topic T --namespace NS`, the event `Any` on
 //! stdin). Each event is retried with back-off a few times and then dropped with a log line. The
 //! queue is bounded so a stuck containerd never blocks the shim: when it is full the event is dropped
 //! and logged.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -34,10 +36,10 @@ use skiff_proto::convert::{timestamp, to_any, Named};
 use skiff_proto::protobuf::well_known_types::any::Any;
 use skiff_proto::protobuf::Message;
 use skiff_proto::protos::shim::event::Envelope;
-use skiff_proto::protos::shim_sync::{Client, EventsClient};
-use skiff_proto::ttrpc::context;
+use skiff_proto::ttrpc::{Code, Request, Response};
 
 use crate::reaper::Reaper;
+use crate::wire::{put_frame, Header, HEADER_LEN, MAX_PAYLOAD, TYPE_REQUEST, TYPE_RESPONSE};
 
 /// Events waiting to be published.
 const QUEUE: usize = 256;
@@ -45,6 +47,10 @@ const QUEUE: usize = 256;
 const IDLE: Duration = Duration::from_secs(2);
 /// Attempts per event.
 const ATTEMPTS: u32 = 5;
+/// How long containerd may take to answer one event.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// containerd's event service.
+const EVENTS_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
 
 /// Why the publisher could not start.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +95,7 @@ impl Publisher {
         let (tx, rx) = sync_channel(QUEUE);
         let thread = std::thread::Builder::new()
             .name("events".into())
-            .stack_size(256 * 1024)
+            .stack_size(128 * 1024)
             .spawn(move || run(target, reaper, rx))
             .map_err(EventsError::Thread)?;
         Ok(Publisher {
@@ -131,9 +137,9 @@ impl Publisher {
 }
 
 fn run(target: Target, reaper: Arc<Reaper>, rx: Receiver<Event>) {
-    let mut client: Option<EventsClient> = None;
+    let mut client: Option<Connection> = None;
     loop {
-        // The connection (and its two ttrpc threads) lives only while events keep coming.
+        // The connection lives only while events keep coming.
         let ev = match rx.recv_timeout(IDLE) {
             Ok(ev) => ev,
             Err(RecvTimeoutError::Timeout) => {
@@ -176,22 +182,83 @@ fn run(target: Target, reaper: Arc<Reaper>, rx: Receiver<Event>) {
     }
 }
 
+/// A ttrpc connection to containerd, used by one thread: write a request, read its response.
+struct Connection {
+    stream: UnixStream,
+    next_stream: u32,
+}
+
+impl Connection {
+    fn open(addr: &str) -> std::io::Result<Connection> {
+        let path = addr.strip_prefix("unix://").unwrap_or(addr);
+        let stream = match path.strip_prefix('@') {
+            Some(name) => {
+                use std::os::linux::net::SocketAddrExt;
+                let sa = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                UnixStream::connect_addr(&sa)?
+            }
+            None => UnixStream::connect(path)?,
+        };
+        stream.set_read_timeout(Some(CALL_TIMEOUT))?;
+        stream.set_write_timeout(Some(CALL_TIMEOUT))?;
+        Ok(Connection {
+            stream,
+            next_stream: 1,
+        })
+    }
+
+    /// One unary call; the response's payload, or its status as an error.
+    fn call(&mut self, method: &str, payload: Vec<u8>) -> Result<Vec<u8>, String> {
+        let stream_id = self.next_stream;
+        self.next_stream = self.next_stream.wrapping_add(2);
+        let mut req = Request::new();
+        req.service = EVENTS_SERVICE.into();
+        req.method = method.into();
+        req.payload = payload;
+        req.timeout_nano = CALL_TIMEOUT.as_nanos() as i64;
+        let body = req.write_to_bytes().map_err(|e| e.to_string())?;
+        let mut frame = Vec::with_capacity(HEADER_LEN + body.len());
+        put_frame(&mut frame, stream_id, TYPE_REQUEST, &body);
+        self.stream
+            .write_all(&frame)
+            .map_err(|e| format!("writing: {e}"))?;
+        loop {
+            let mut head = [0u8; HEADER_LEN];
+            self.stream
+                .read_exact(&mut head)
+                .map_err(|e| format!("reading: {e}"))?;
+            let header = Header::decode(&head);
+            let len = header.length as usize;
+            if len > MAX_PAYLOAD {
+                return Err(format!("response of {len} bytes"));
+            }
+            let mut body = vec![0u8; len];
+            self.stream
+                .read_exact(&mut body)
+                .map_err(|e| format!("reading: {e}"))?;
+            if header.kind != TYPE_RESPONSE || header.stream_id != stream_id {
+                continue;
+            }
+            let res = Response::parse_from_bytes(&body).map_err(|e| e.to_string())?;
+            return match res.status.as_ref() {
+                Some(st) if st.code.value() != Code::OK as i32 => Err(st.message.clone()),
+                _ => Ok(res.payload),
+            };
+        }
+    }
+}
+
 fn forward(
-    client: &mut Option<EventsClient>,
+    client: &mut Option<Connection>,
     addr: &str,
     namespace: &str,
     ev: &Event,
 ) -> Result<(), String> {
     if client.is_none() {
-        let url = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("unix://{addr}")
-        };
-        let c = Client::connect(&url).map_err(|e| format!("connecting to {url}: {e}"))?;
-        *client = Some(EventsClient::new(c));
+        let c = Connection::open(addr).map_err(|e| format!("connecting to {addr}: {e}"))?;
+        *client = Some(c);
     }
-    let Some(c) = client.as_ref() else {
+    let Some(c) = client.as_mut() else {
         return Err("no client".into());
     };
     let mut envelope = Envelope::new();
@@ -201,9 +268,8 @@ fn forward(
     envelope.event = Some(ev.event.clone()).into();
     let mut req = ForwardRequest::new();
     req.envelope = Some(envelope).into();
-    c.forward(context::with_timeout(5_000_000_000), &req)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let payload = req.write_to_bytes().map_err(|e| e.to_string())?;
+    c.call("Forward", payload).map(|_| ())
 }
 
 fn publish_binary(target: &Target, reaper: &Arc<Reaper>, ev: &Event) -> Result<(), String> {

@@ -2,18 +2,19 @@
 //!
 //! | containerd gives | the process gets | the shim does |
 //! | --- | --- | --- |
-//! | fifo paths (`stdin`, `stdout`, `stderr`) | pipes | one thread per stream copies between the pipe and the fifo |
+//! | fifo paths (`stdin`, `stdout`, `stderr`) | pipes | the I/O loop ([`crate::ioloop`]) copies between the pipes and the fifos |
 //! | `binary:///path?k=v` | pipes | starts the logger with the read ends as fds 3 and 4 and waits until it closes fd 5 |
 //! | `file:///path` | the file itself, for stdout and stderr | nothing |
-//! | `terminal: true` | a pty slave from the runtime | receives the master over the console socket (`SCM_RIGHTS`), copies stdin fifo → master → stdout fifo |
+//! | `terminal: true` | a pty slave from the runtime | receives the master over the console socket (`SCM_RIGHTS`); the I/O loop copies stdin fifo → master → stdout fifo |
 //!
 //! Output is never lost when the process exits before the reader attaches: the pipe (or pty)
-//! keeps the bytes, and the copier opens the fifo (blocking until containerd's reader is there)
-//! before it reads. `CloseIO` closes the shim's end of the stdin pipe, so the process sees EOF.
+//! keeps the bytes, and the loop reads it only once containerd's fifo is open for writing.
+//! `CloseIO` closes the process's stdin pipe once what the loop holds for it is written, so the
+//! process sees EOF; a terminal gets `^D` instead.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
-use std::io::{IoSliceMut, Read, Write};
+use std::io::{IoSliceMut, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixListener;
@@ -26,13 +27,8 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
+use crate::ioloop::{Command as LoopCommand, IoLoop, NewSink, NewStream, Role};
 use crate::runtime::ChildStdio;
-
-/// Bytes a copier moves per read (one buffer per stream, for the life of the process).
-const COPY_BUF: usize = 8 * 1024;
-
-/// Copier threads need little stack.
-const COPIER_STACK: usize = 64 * 1024;
 
 /// Why stdio could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -58,8 +54,6 @@ pub enum IoError {
     },
     #[error("the runtime sent no pty master on the console socket")]
     NoConsole,
-    #[error("starting a copier thread: {0}")]
-    Thread(std::io::Error),
     #[error("resizing the pty: {0}")]
     Resize(nix::errno::Errno),
 }
@@ -80,33 +74,41 @@ pub struct Owner {
     pub namespace: String,
 }
 
-/// Counts the output copiers still running, so an exit can wait for the output to be written.
+/// Counts the output streams still being copied, so an exit can wait for the output to be written.
 #[derive(Debug, Default)]
-struct Outputs {
+pub struct Outputs {
     running: Mutex<usize>,
     done: Condvar,
 }
 
-impl Outputs {
-    fn start(&self) {
-        if let Ok(mut n) = self.running.lock() {
+/// One output stream of a process, counted in its [`Outputs`] until the I/O loop drops it.
+#[derive(Debug)]
+pub struct OutputGuard(Arc<Outputs>);
+
+impl OutputGuard {
+    fn new(outputs: &Arc<Outputs>) -> OutputGuard {
+        if let Ok(mut n) = outputs.running.lock() {
             *n += 1;
         }
-    }
-    fn finish(&self) {
-        if let Ok(mut n) = self.running.lock() {
-            *n = n.saturating_sub(1);
-        }
-        self.done.notify_all();
+        OutputGuard(outputs.clone())
     }
 }
 
-/// Waits for a process's output copiers to finish.
+impl Drop for OutputGuard {
+    fn drop(&mut self) {
+        if let Ok(mut n) = self.0.running.lock() {
+            *n = n.saturating_sub(1);
+        }
+        self.0.done.notify_all();
+    }
+}
+
+/// Waits for a process's output streams to finish.
 #[derive(Debug, Clone)]
 pub struct OutputWaiter(Arc<Outputs>);
 
 impl OutputWaiter {
-    /// Wait (at most `timeout`) until every output copier reached EOF.
+    /// Wait (at most `timeout`) until every output stream reached EOF and was written.
     pub fn wait(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         let Ok(mut n) = self.0.running.lock() else {
@@ -125,15 +127,14 @@ impl OutputWaiter {
     }
 }
 
-/// The shim's side of one process's stdio.
+/// The shim's side of one process's stdio: its streams live in the I/O loop under `id`.
 #[derive(Debug)]
 pub struct ProcessIo {
-    /// Where data for the process's stdin goes (the pipe's write end, or the pty master).
-    stdin: Arc<Mutex<Option<File>>>,
+    id: u64,
+    io: Arc<IoLoop>,
     /// The pty master, for resizing.
     console: Option<File>,
     outputs: Arc<Outputs>,
-    paths: StdioPaths,
 }
 
 /// A console socket waiting for the runtime to send the pty master.
@@ -229,66 +230,18 @@ fn dev_null(write: bool) -> Result<OwnedFd, IoError> {
         })
 }
 
-fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), IoError> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .stack_size(COPIER_STACK)
-        .spawn(f)
-        .map(|_| ())
-        .map_err(IoError::Thread)
-}
-
-/// Copy `src` into the fifo at `path` until EOF. The fifo is opened first (blocking until a reader
-/// is there); if the reader goes away the rest is drained so the process never blocks on output.
-fn copy_out(mut src: File, path: PathBuf, outputs: Arc<Outputs>) {
-    let mut dst = OpenOptions::new().write(true).open(&path).ok();
-    let mut buf = vec![0u8; COPY_BUF];
-    loop {
-        match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                if let Some(f) = dst.as_mut() {
-                    if f.write_all(&buf[..n]).is_err() {
-                        dst = None;
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            // EIO: a pty master whose slave side is closed everywhere.
-            Err(_) => break,
-        }
-    }
-    drop(dst);
-    outputs.finish();
-}
-
-/// Copy the stdin fifo into `sink` until EOF, then close the sink.
-fn copy_in(path: PathBuf, sink: Arc<Mutex<Option<File>>>, close_at_eof: bool) {
-    let Ok(mut src) = File::open(&path) else {
-        return;
-    };
-    let mut buf = vec![0u8; COPY_BUF];
-    loop {
-        match src.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let Ok(mut guard) = sink.lock() else { return };
-                match guard.as_mut() {
-                    Some(f) => {
-                        if f.write_all(&buf[..n]).is_err() {
-                            *guard = None;
-                        }
-                    }
-                    None => return,
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-    if close_at_eof {
-        if let Ok(mut guard) = sink.lock() {
-            *guard = None;
+/// containerd's stdin fifo, opened for reading without waiting for its writer. `None` (and a log
+/// line) if it cannot be opened: the process's stdin then stays open until `CloseIO` or `Delete`.
+fn open_stdin(path: &str) -> Option<File> {
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+    match opened {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("skiff-shim: opening stdin {path}: {e}");
+            None
         }
     }
 }
@@ -397,23 +350,29 @@ fn start_logger(
 
 impl ProcessIo {
     /// Set up non-terminal stdio: returns what the runtime command gets and the shim's side, with
-    /// the copier threads already started.
-    pub fn pipes(paths: &StdioPaths, owner: &Owner) -> Result<(ChildStdio, ProcessIo), IoError> {
+    /// the streams handed to the I/O loop.
+    pub fn pipes(
+        paths: &StdioPaths,
+        owner: &Owner,
+        io: &Arc<IoLoop>,
+    ) -> Result<(ChildStdio, ProcessIo), IoError> {
+        let id = io.next_id();
         let outputs = Arc::new(Outputs::default());
-        let stdin_sink = Arc::new(Mutex::new(None));
         let mut child = ChildStdio::default();
+        let mut streams = Vec::new();
 
         if paths.stdin.is_empty() {
             child.stdin = Some(dev_null(false)?);
         } else {
             let (r, w) = pipe()?;
             child.stdin = Some(r.into());
-            if let Ok(mut sink) = stdin_sink.lock() {
-                *sink = Some(w);
-            }
-            let sink = stdin_sink.clone();
-            let path = PathBuf::from(&paths.stdin);
-            spawn_thread("stdin", move || copy_in(path, sink, true))?;
+            streams.push(NewStream {
+                process: id,
+                role: Role::Stdin { terminal: false },
+                source: open_stdin(&paths.stdin),
+                sink: NewSink::Fd(w),
+                guard: None,
+            });
         }
 
         let out = parse_target(&paths.stdout)?;
@@ -444,43 +403,45 @@ impl ProcessIo {
                 child.stderr = Some(dup.into());
             }
             _ => {
-                child.stdout = Some(Self::output_stream(&out, &outputs, "stdout")?);
-                child.stderr = Some(Self::output_stream(&err, &outputs, "stderr")?);
+                for (target, slot) in [(&out, &mut child.stdout), (&err, &mut child.stderr)] {
+                    *slot = Some(match target {
+                        Target::Fifo(path) => {
+                            let (r, w) = pipe()?;
+                            streams.push(NewStream {
+                                process: id,
+                                role: Role::Output,
+                                source: Some(r),
+                                sink: NewSink::Fifo(path.clone()),
+                                guard: Some(OutputGuard::new(&outputs)),
+                            });
+                            w.into()
+                        }
+                        _ => dev_null(true)?,
+                    });
+                }
             }
+        }
+        if !streams.is_empty() {
+            io.send(LoopCommand::Add(streams));
         }
         Ok((
             child,
             ProcessIo {
-                stdin: stdin_sink,
+                id,
+                io: io.clone(),
                 console: None,
                 outputs,
-                paths: paths.clone(),
             },
         ))
     }
 
-    fn output_stream(
-        target: &Target,
-        outputs: &Arc<Outputs>,
-        name: &str,
-    ) -> Result<OwnedFd, IoError> {
-        match target {
-            Target::Fifo(path) => {
-                let (r, w) = pipe()?;
-                outputs.start();
-                let (path, o) = (path.clone(), outputs.clone());
-                if let Err(e) = spawn_thread(name, move || copy_out(r, path, o)) {
-                    outputs.finish();
-                    return Err(e);
-                }
-                Ok(w.into())
-            }
-            _ => dev_null(true),
-        }
-    }
-
     /// Set up a terminal's stdio once the runtime has sent the pty `master`.
-    pub fn terminal(paths: &StdioPaths, master: File) -> Result<ProcessIo, IoError> {
+    pub fn terminal(
+        paths: &StdioPaths,
+        master: File,
+        io: &Arc<IoLoop>,
+    ) -> Result<ProcessIo, IoError> {
+        let id = io.next_id();
         let outputs = Arc::new(Outputs::default());
         let dup = |f: &File| {
             f.try_clone().map_err(|source| IoError::Open {
@@ -488,42 +449,40 @@ impl ProcessIo {
                 source,
             })
         };
-        let stdin_sink = Arc::new(Mutex::new(None));
+        let mut streams = Vec::new();
         if !paths.stdin.is_empty() {
-            if let Ok(mut sink) = stdin_sink.lock() {
-                *sink = Some(dup(&master)?);
-            }
-            let sink = stdin_sink.clone();
-            let path = PathBuf::from(&paths.stdin);
-            spawn_thread("stdin", move || copy_in(path, sink, false))?;
+            streams.push(NewStream {
+                process: id,
+                role: Role::Stdin { terminal: true },
+                source: open_stdin(&paths.stdin),
+                sink: NewSink::Fd(dup(&master)?),
+                guard: None,
+            });
         }
         if let Target::Fifo(path) = parse_target(&paths.stdout)? {
-            let src = dup(&master)?;
-            outputs.start();
-            let o = outputs.clone();
-            if let Err(e) = spawn_thread("stdout", move || copy_out(src, path, o)) {
-                outputs.finish();
-                return Err(e);
-            }
+            streams.push(NewStream {
+                process: id,
+                role: Role::Output,
+                source: Some(dup(&master)?),
+                sink: NewSink::Fifo(path),
+                guard: Some(OutputGuard::new(&outputs)),
+            });
+        }
+        if !streams.is_empty() {
+            io.send(LoopCommand::Add(streams));
         }
         Ok(ProcessIo {
-            stdin: stdin_sink,
+            id,
+            io: io.clone(),
             console: Some(master),
             outputs,
-            paths: paths.clone(),
         })
     }
 
-    /// `CloseIO` with `stdin`: the process sees EOF (for a terminal, the master stays open).
+    /// `CloseIO` with `stdin`: the process sees EOF once what is pending is written (a terminal
+    /// gets `^D`; its master stays open).
     pub fn close_stdin(&self) {
-        if let Ok(mut sink) = self.stdin.lock() {
-            if self.console.is_none() {
-                *sink = None;
-            } else if let Some(f) = sink.as_mut() {
-                // A terminal reads EOF from ^D at the start of a line.
-                let _ = f.write_all(&[4]);
-            }
-        }
+        self.io.send(LoopCommand::CloseStdin(self.id));
     }
 
     /// `ResizePty`.
@@ -545,41 +504,22 @@ impl ProcessIo {
         Ok(())
     }
 
-    /// A handle that waits for this process's output copiers, usable without the process table.
+    /// A handle that waits for this process's output streams, usable without the process table.
     pub fn output_waiter(&self) -> OutputWaiter {
         OutputWaiter(self.outputs.clone())
     }
 
-    /// Release everything: close stdin, and unblock copiers still waiting to open their fifo
-    /// (a peer that never came).
+    /// Release everything: close stdin, and let outputs still waiting for a reader (a peer that
+    /// never came) drain and discard.
     pub fn shutdown(&self) {
-        if let Ok(mut sink) = self.stdin.lock() {
-            *sink = None;
-        }
-        let nonblock = libc::O_NONBLOCK;
-        if !self.paths.stdin.is_empty() && !self.paths.stdin.contains("://") {
-            let _ = OpenOptions::new()
-                .write(true)
-                .custom_flags(nonblock)
-                .open(&self.paths.stdin);
-        }
-        let still_running = self.outputs.running.lock().map(|n| *n > 0).unwrap_or(false);
-        if still_running {
-            for p in [&self.paths.stdout, &self.paths.stderr] {
-                if let Ok(Target::Fifo(path)) = parse_target(p) {
-                    let _ = OpenOptions::new()
-                        .read(true)
-                        .custom_flags(nonblock)
-                        .open(path);
-                }
-            }
-        }
+        self.io.send(LoopCommand::Shutdown(self.id));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     #[test]
     fn targets() {
@@ -606,32 +546,94 @@ mod tests {
         assert!(parse_target("http://x").is_err());
     }
 
+    fn fifo(dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        let _ = std::fs::remove_file(&path);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        path
+    }
+
+    fn owner() -> Owner {
+        Owner {
+            container_id: "c".into(),
+            namespace: "n".into(),
+        }
+    }
+
     #[test]
     fn output_written_before_reader_attaches_is_kept() {
         let dir = std::env::temp_dir().join(format!("skiff-io-test-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let fifo = dir.join("out");
-        let _ = std::fs::remove_file(&fifo);
-        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let out = fifo(&dir, "out");
         let paths = StdioPaths {
-            stdout: fifo.display().to_string(),
+            stdout: out.display().to_string(),
             ..Default::default()
         };
-        let owner = Owner {
-            container_id: "c".into(),
-            namespace: "n".into(),
-        };
-        let (child, io) = ProcessIo::pipes(&paths, &owner).unwrap();
+        let io = IoLoop::start(None).unwrap();
+        let (child, pio) = ProcessIo::pipes(&paths, &owner(), &io).unwrap();
         let mut w = File::from(child.stdout.unwrap());
         w.write_all(b"early bytes").unwrap();
         drop(w);
         drop(child.stderr);
-        std::thread::sleep(Duration::from_millis(50));
-        let mut r = File::open(&fifo).unwrap();
+        std::thread::sleep(Duration::from_millis(250));
+        let waiter = pio.output_waiter();
+        let mut r = File::open(&out).unwrap();
         let mut got = String::new();
         r.read_to_string(&mut got).unwrap();
         assert_eq!(got, "early bytes");
-        io.output_waiter().wait(Duration::from_secs(2));
+        waiter.wait(Duration::from_secs(5));
+        assert_eq!(*pio.outputs.running.lock().unwrap(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stdin_is_copied_and_close_io_closes_it_after_the_pending_bytes() {
+        let dir = std::env::temp_dir().join(format!("skiff-io-stdin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let stdin = fifo(&dir, "in");
+        let paths = StdioPaths {
+            stdin: stdin.display().to_string(),
+            ..Default::default()
+        };
+        let io = IoLoop::start(None).unwrap();
+        let (child, pio) = ProcessIo::pipes(&paths, &owner(), &io).unwrap();
+        let mut process_stdin = File::from(child.stdin.unwrap());
+        // containerd's side: the writer stays open; CloseIO ends the stream.
+        let mut writer = OpenOptions::new().write(true).open(&stdin).unwrap();
+        writer.write_all(b"hello ").unwrap();
+        let mut buf = [0u8; 6];
+        process_stdin.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"hello ");
+        writer.write_all(b"world").unwrap();
+        pio.close_stdin();
+        let mut rest = String::new();
+        process_stdin.read_to_string(&mut rest).unwrap();
+        assert_eq!(rest, "world");
+        drop(writer);
+        pio.shutdown();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn outputs_without_a_reader_are_discarded_after_shutdown() {
+        let dir = std::env::temp_dir().join(format!("skiff-io-noreader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = fifo(&dir, "out");
+        let paths = StdioPaths {
+            stdout: out.display().to_string(),
+            ..Default::default()
+        };
+        let io = IoLoop::start(None).unwrap();
+        let (child, pio) = ProcessIo::pipes(&paths, &owner(), &io).unwrap();
+        let waiter = pio.output_waiter();
+        pio.shutdown();
+        // Nobody ever reads the fifo, yet the process can write more than a pipe holds.
+        let mut w = File::from(child.stdout.unwrap());
+        w.write_all(&vec![b'x'; 256 * 1024]).unwrap();
+        drop(w);
+        drop(child.stderr);
+        waiter.wait(Duration::from_secs(5));
+        assert_eq!(*pio.outputs.running.lock().unwrap(), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

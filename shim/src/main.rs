@@ -22,23 +22,25 @@
 mod cgroup;
 mod events;
 mod io;
+mod ioloop;
 mod memory;
 mod mount;
 mod oom;
 mod reaper;
 mod runtime;
+mod server;
 mod service;
 mod task;
+mod wire;
 
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
-use std::time::Duration;
 
 use skiff_proto::api::DeleteResponse;
 use skiff_proto::convert::timestamp;
@@ -48,9 +50,11 @@ use skiff_proto::protobuf::Message;
 use skiff_proto::protos::topics;
 
 use crate::events::{Publisher, Target};
+use crate::ioloop::IoLoop;
 use crate::oom::OomWatcher;
 use crate::reaper::Reaper;
 use crate::runtime::Runtime;
+use crate::server::{Server, Waker};
 use crate::service::{default_binary, runtime_root, Config, Service, OPTIONS_FILE};
 
 /// Where server sockets live.
@@ -76,9 +80,9 @@ enum MainError {
     #[error(transparent)]
     Events(#[from] events::EventsError),
     #[error(transparent)]
-    Oom(#[from] oom::OomError),
-    #[error("ttrpc server: {0}")]
-    Ttrpc(skiff_proto::ttrpc::Error),
+    Loop(#[from] ioloop::LoopError),
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
 }
 
 fn file_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MainError {
@@ -278,14 +282,23 @@ fn announce(bundle: &Path, address: &str, pid: Option<u32>) -> Result<(), MainEr
     Ok(())
 }
 
+/// The server process. Its threads, whatever the number of containers:
+///
+/// | thread | does |
+/// | --- | --- |
+/// | main | the ttrpc server ([`server`]) |
+/// | `io` | every stdio copy, the OOM fds and `SIGCHLD` ([`ioloop`]) |
+/// | `exits` | records exits and publishes `TaskExit` ([`Service::run_exits`]) |
+/// | `events` | forwards events to containerd ([`events`]) |
 fn serve(args: &Args) -> Result<(), MainError> {
-    // First, while this is the only thread: one malloc arena, SIGCHLD blocked everywhere, the
-    // reaper running.
+    // First, while this is the only thread: one malloc arena, SIGCHLD blocked everywhere (the
+    // I/O loop takes it from a signalfd).
     memory::single_arena();
-    let reaper = Reaper::start()?;
+    let reaper = Reaper::new()?;
     // The first container's bundle may be deleted while the pod's other containers run: hold no
     // directory (every path the server uses is absolute).
     let _ = std::env::set_current_dir("/");
+    let io = IoLoop::start(Some(reaper.clone()))?;
     let target = Target {
         ttrpc_address: std::env::var("TTRPC_ADDRESS")
             .ok()
@@ -297,11 +310,15 @@ fn serve(args: &Args) -> Result<(), MainError> {
     };
     let publisher = Arc::new(Publisher::start(target, reaper.clone())?);
     let oom_publisher = publisher.clone();
-    let oom = OomWatcher::start(Box::new(move |id: &str| {
-        let mut ev = TaskOOM::new();
-        ev.container_id = id.to_string();
-        oom_publisher.publish(topics::TASK_OOM_EVENT_TOPIC, &ev);
-    }))?;
+    let oom = OomWatcher::new(
+        Box::new(move |id: &str| {
+            let mut ev = TaskOOM::new();
+            ev.container_id = id.to_string();
+            oom_publisher.publish(topics::TASK_OOM_EVENT_TOPIC, &ev);
+        }),
+        io.clone(),
+    );
+    let waker = Arc::new(Waker::new()?);
     let (shutdown_tx, shutdown_rx) = sync_channel(1);
     let service = Service::new(Config {
         namespace: args.namespace.clone(),
@@ -311,32 +328,24 @@ fn serve(args: &Args) -> Result<(), MainError> {
         publisher: publisher.clone(),
         oom,
         reaper: reaper.clone(),
+        io,
+        waker: waker.clone(),
         shutdown: shutdown_tx,
     });
     let exits = reaper.subscribe();
     let exit_loop = service.clone();
     std::thread::Builder::new()
         .name("exits".into())
-        .stack_size(256 * 1024)
+        .stack_size(128 * 1024)
         .spawn(move || exit_loop.run_exits(exits))
         .map_err(MainError::Spawn)?;
 
-    let methods = skiff_proto::service::task_methods(Arc::new(service));
-    // Per connection ttrpc keeps one idle worker (min 1) and starts another whenever the last
-    // idle one takes a request, so blocking calls such as Wait never starve the others.
-    let mut server = skiff_proto::ttrpc::Server::new()
-        .add_listener(3)
-        .map_err(MainError::Ttrpc)?
-        .register_service(methods)
-        .set_thread_count_default(1)
-        .set_thread_count_min(1)
-        .set_thread_count_max(2);
-    // `start` insists on min < default; `start_listen` runs the same server without that check.
-    server.start_listen().map_err(MainError::Ttrpc)?;
-
-    let _ = shutdown_rx.recv();
-    // Let the Shutdown reply go out, then deliver the last events.
-    std::thread::sleep(Duration::from_millis(20));
+    // SAFETY: fd 3 is the listening socket `start` handed down, owned by nothing else here.
+    let listener = unsafe { UnixListener::from_raw_fd(3) };
+    let methods = skiff_proto::service::task_methods(Arc::new(service.clone()));
+    let server = Server::new(listener, methods, Arc::new(service), waker, shutdown_rx)?;
+    // Returns after Shutdown's reply is written.
+    server.run();
     publisher.close();
     if let Some(socket) = &args.socket {
         let _ = std::fs::remove_file(socket);

@@ -1,5 +1,5 @@
-//! The OOM watcher: one thread polls one fd per container and reports OOM kills (the shim
-//! publishes them as `TaskOOM`).
+//! The OOM watcher: one fd per container, watched by the I/O loop ([`crate::ioloop`]), and
+//! reports of OOM kills (the shim publishes them as `TaskOOM`).
 //!
 //! - cgroup v2: inotify on `memory.events`; a modification with a higher `oom_kill` is an OOM kill.
 //! - cgroup v1: an eventfd registered through `cgroup.event_control` on `memory.oom_control`; the
@@ -12,11 +12,12 @@
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::cgroup::Cgroup;
+use crate::ioloop::{Command, IoLoop};
 
 /// What the watcher calls with a container id when that container had an OOM kill (the shim
 /// publishes `TaskOOM`).
@@ -40,24 +41,18 @@ fn sys(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> OomError {
 }
 
 struct Watch {
-    fd: OwnedFd,
+    /// The I/O loop's key for the fd.
+    key: u64,
     cgroup: Cgroup,
     reported: u64,
     /// v1: `memory.oom_control`, kept open for the eventfd registration's lifetime.
     _control: Option<File>,
 }
 
-#[derive(Default)]
-struct Watches {
-    by_id: HashMap<String, Watch>,
-    /// Removed watches whose fds the poll loop may still be using; dropped by the loop.
-    graveyard: Vec<Watch>,
-}
-
 /// The watcher shared by the service.
 pub struct OomWatcher {
-    watches: Arc<Mutex<Watches>>,
-    wake: File,
+    watches: Mutex<HashMap<String, Watch>>,
+    io: Arc<IoLoop>,
     on_oom: OnOom,
 }
 
@@ -68,31 +63,17 @@ impl std::fmt::Debug for OomWatcher {
 }
 
 impl OomWatcher {
-    /// Start the watcher thread.
-    pub fn start(on_oom: OnOom) -> Result<Arc<OomWatcher>, OomError> {
-        let (r, w) =
-            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
-                .map_err(|e| OomError::Sys {
-                    what: "pipe".into(),
-                    source: e.into(),
-                })?;
-        let watcher = Arc::new(OomWatcher {
-            watches: Arc::new(Mutex::new(Watches::default())),
-            wake: File::from(w),
+    /// A watcher whose fds the I/O loop `io` polls.
+    pub fn new(on_oom: OnOom, io: Arc<IoLoop>) -> Arc<OomWatcher> {
+        Arc::new(OomWatcher {
+            watches: Mutex::new(HashMap::new()),
+            io,
             on_oom,
-        });
-        let w2 = watcher.clone();
-        let wake_r = File::from(r);
-        std::thread::Builder::new()
-            .name("oom".into())
-            .stack_size(64 * 1024)
-            .spawn(move || w2.run(wake_r))
-            .map_err(sys("starting the OOM thread"))?;
-        Ok(watcher)
+        })
     }
 
     /// Watch `cgroup` for container `id`.
-    pub fn add(&self, id: &str, cgroup: Cgroup) -> Result<(), OomError> {
+    pub fn add(self: &Arc<Self>, id: &str, cgroup: Cgroup) -> Result<(), OomError> {
         let dir = cgroup.memory_dir().ok_or(OomError::NoMemory)?;
         let (fd, control) = match &cgroup {
             Cgroup::V2(_) => {
@@ -139,29 +120,43 @@ impl OomWatcher {
             }
         };
         let reported = cgroup.oom_kills();
+        let key = self.io.next_id();
         if let Ok(mut w) = self.watches.lock() {
-            w.by_id.insert(
+            w.insert(
                 id.to_string(),
                 Watch {
-                    fd,
+                    key,
                     cgroup,
                     reported,
                     _control: control,
                 },
             );
         }
-        self.wake();
+        let watcher: Weak<OomWatcher> = Arc::downgrade(self);
+        let id = id.to_string();
+        self.io.send(Command::Watch {
+            key,
+            fd,
+            on_ready: Box::new(move || {
+                if let Some(w) = watcher.upgrade() {
+                    w.check(&id);
+                }
+            }),
+        });
         Ok(())
     }
 
     /// Stop watching container `id`.
     pub fn remove(&self, id: &str) {
-        if let Ok(mut w) = self.watches.lock() {
-            if let Some(watch) = w.by_id.remove(id) {
-                w.graveyard.push(watch);
-            }
+        let key = self
+            .watches
+            .lock()
+            .ok()
+            .and_then(|mut w| w.remove(id))
+            .map(|w| w.key);
+        if let Some(key) = key {
+            self.io.send(Command::Unwatch(key));
         }
-        self.wake();
     }
 
     /// Report an OOM kill of `id` if its OOM-kill counter rose since the last report. The report
@@ -170,60 +165,13 @@ impl OomWatcher {
         let Ok(mut w) = self.watches.lock() else {
             return;
         };
-        let Some(watch) = w.by_id.get_mut(id) else {
+        let Some(watch) = w.get_mut(id) else {
             return;
         };
         let now = watch.cgroup.oom_kills();
         if now > watch.reported {
             watch.reported = now;
             (self.on_oom)(id);
-        }
-    }
-
-    fn wake(&self) {
-        let _ = (&self.wake).write(&[1]);
-    }
-
-    fn run(&self, mut wake: File) {
-        let mut buf = [0u8; 4096];
-        loop {
-            let mut fds: Vec<libc::pollfd> = vec![libc::pollfd {
-                fd: wake.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            let mut ids: Vec<(String, RawFd)> = Vec::new();
-            if let Ok(mut w) = self.watches.lock() {
-                w.graveyard.clear();
-                for (id, watch) in &w.by_id {
-                    ids.push((id.clone(), watch.fd.as_raw_fd()));
-                    fds.push(libc::pollfd {
-                        fd: watch.fd.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    });
-                }
-            }
-            // SAFETY: fds is a valid array of pollfd of the given length.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-            if n < 0 {
-                continue;
-            }
-            if fds[0].revents != 0 {
-                while matches!(wake.read(&mut buf), Ok(n) if n > 0) {}
-            }
-            for (pfd, (id, raw)) in fds[1..].iter().zip(&ids) {
-                if pfd.revents == 0 {
-                    continue;
-                }
-                // Drain the notification; the fd is non-blocking.
-                // SAFETY: the watch owning `raw` is alive until the next loop (graveyard).
-                let _ = unsafe { libc::read(*raw, buf.as_mut_ptr().cast(), buf.len()) };
-                self.check(id);
-                if pfd.revents & (libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0 {
-                    self.remove(id);
-                }
-            }
         }
     }
 }
@@ -241,8 +189,11 @@ mod tests {
         std::fs::write(&events, "low 0\nhigh 0\nmax 0\noom 0\noom_kill 0\n").unwrap();
         let seen = Arc::new(Mutex::new(Vec::<String>::new()));
         let s2 = seen.clone();
-        let watcher =
-            OomWatcher::start(Box::new(move |id| s2.lock().unwrap().push(id.to_string()))).unwrap();
+        let io = IoLoop::start(None).unwrap();
+        let watcher = OomWatcher::new(
+            Box::new(move |id| s2.lock().unwrap().push(id.to_string())),
+            io,
+        );
         watcher.add("c1", Cgroup::V2(dir.clone())).unwrap();
         // Not an OOM kill: another counter changes.
         std::fs::write(&events, "low 0\nhigh 0\nmax 3\noom 0\noom_kill 0\n").unwrap();

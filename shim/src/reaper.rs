@@ -1,11 +1,12 @@
 //! The reaper: the shim is the child subreaper of everything it starts, and one thread reaps.
 //!
 //! `SIGCHLD` is blocked in every thread (the mask is set in `main` before any thread exists and
-//! inherited by all of them); the reaper thread takes it with `sigwait` and reaps with
+//! inherited by all of them). The server's I/O loop takes it from a signalfd (the `delete`
+//! command, which has no loop, from a thread of its own with `sigwait`) and reaps with
 //! `waitpid(-1, WNOHANG)` until nothing is left. Every exit is broadcast to all current
 //! [`Subscription`]s. A caller that starts a process subscribes *before* it spawns, so the exit
 //! cannot be reaped and dispatched before anyone listens for it (no stolen exit statuses).
-//! `std::process::Child::wait` is never used: only this thread calls `waitpid`.
+//! `std::process::Child::wait` is never used: only the reaping thread calls `waitpid`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,12 @@ pub enum ReaperError {
     Thread(std::io::Error),
 }
 
+fn sigchld() -> SigSet {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGCHLD);
+    set
+}
+
 /// One reaped child.
 #[derive(Debug, Clone, Copy)]
 pub struct Exit {
@@ -36,7 +43,7 @@ pub struct Exit {
     pub at: SystemTime,
 }
 
-/// The exit registry the reaper thread feeds.
+/// The exit registry the reaping thread feeds.
 #[derive(Debug, Default)]
 pub struct Reaper {
     subscribers: Mutex<HashMap<u64, Sender<Exit>>>,
@@ -44,24 +51,29 @@ pub struct Reaper {
 }
 
 impl Reaper {
-    /// Become the child subreaper, block `SIGCHLD` in the calling thread (call it before any other
-    /// thread is started) and start the reaper thread.
-    pub fn start() -> Result<Arc<Reaper>, ReaperError> {
+    /// Become the child subreaper and block `SIGCHLD` in the calling thread (call it before any
+    /// other thread is started, so every thread inherits the mask). Something must then call
+    /// [`Reaper::reap_all`] on every `SIGCHLD`: the server's I/O loop reads them from a signalfd.
+    pub fn new() -> Result<Arc<Reaper>, ReaperError> {
         // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer argument and touches no memory.
         let rc = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         if rc != 0 {
             return Err(ReaperError::Subreaper(Errno::last()));
         }
-        let mut set = SigSet::empty();
-        set.add(Signal::SIGCHLD);
-        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&sigchld()), None)
             .map_err(ReaperError::Mask)?;
-        let reaper = Arc::new(Reaper::default());
+        Ok(Arc::new(Reaper::default()))
+    }
+
+    /// [`Reaper::new`] with a thread of its own that waits for `SIGCHLD` (for the short-lived
+    /// `delete` command, which has no I/O loop).
+    pub fn start() -> Result<Arc<Reaper>, ReaperError> {
+        let reaper = Reaper::new()?;
         let r = reaper.clone();
         std::thread::Builder::new()
             .name("reaper".into())
             .stack_size(64 * 1024)
-            .spawn(move || r.run(set))
+            .spawn(move || r.run(sigchld()))
             .map_err(ReaperError::Thread)?;
         Ok(reaper)
     }
@@ -76,7 +88,8 @@ impl Reaper {
         }
     }
 
-    fn reap_all(&self) {
+    /// Reap every child that exited and tell the subscribers.
+    pub fn reap_all(&self) {
         loop {
             let mut raw = 0;
             // SAFETY: waitpid writes the status into a valid local integer.

@@ -4,6 +4,10 @@
 //! exit loop (which takes the same lock) can never see an exit for a pid it does not know yet.
 //! Exits arrive through a [`Subscription`] taken before the server started. The event order is
 //! documented in [`crate::events`].
+//!
+//! The server ([`crate::server`]) runs one request at a time on one thread, so no handler may
+//! block until something else happens: `Wait` for a running process is parked by the server
+//! until [`Gate::ready`] says its answer is there, and every exit or delete wakes the server.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -25,6 +29,7 @@ use skiff_proto::event_types::task::{
     TaskResumed, TaskStart,
 };
 use skiff_proto::options::{OptionsError, RuntimeOptions};
+use skiff_proto::protobuf::Message;
 use skiff_proto::protos::shim::oci::ProcessDetails;
 use skiff_proto::protos::shim_sync::Task;
 use skiff_proto::protos::topics;
@@ -33,10 +38,12 @@ use skiff_proto::ttrpc::{self, Code, TtrpcContext};
 use crate::cgroup::Cgroup;
 use crate::events::Publisher;
 use crate::io::{ConsoleSocket, IoError, Owner, ProcessIo, StdioPaths};
+use crate::ioloop::IoLoop;
 use crate::mount::{mount_rootfs, unmount_rootfs, MountError};
 use crate::oom::OomWatcher;
 use crate::reaper::{Reaper, Subscription};
 use crate::runtime::{ChildStdio, Runtime, RuntimeError};
+use crate::server::{Gate, Waker};
 use crate::task::{Container, ProcState, Process};
 
 /// How long an exit waits for the process's output to be written before it is reported.
@@ -139,6 +146,10 @@ pub struct Config {
     pub publisher: Arc<Publisher>,
     pub oom: Arc<OomWatcher>,
     pub reaper: Arc<Reaper>,
+    /// Copies the processes' stdio.
+    pub io: Arc<IoLoop>,
+    /// Told whenever a parked `Wait` may be answerable (an exit, a delete).
+    pub waker: Arc<Waker>,
     /// Told when `Shutdown` finds no container left.
     pub shutdown: SyncSender<()>,
 }
@@ -247,11 +258,11 @@ impl Service {
             args.push(id.into());
             runtime.spawn(&args, ChildStdio::default())?.wait(runtime)?;
             let master = console.receive()?;
-            let io = ProcessIo::terminal(stdio, master)?;
+            let io = ProcessIo::terminal(stdio, master, &self.shared.config.io)?;
             Ok((read_pid(pid_file)?, io))
         } else {
             args.push(id.into());
-            let (child, io) = ProcessIo::pipes(stdio, &owner)?;
+            let (child, io) = ProcessIo::pipes(stdio, &owner, &self.shared.config.io)?;
             let result = runtime
                 .spawn(&args, child)
                 .and_then(|running| running.wait(runtime));
@@ -349,7 +360,25 @@ impl Service {
         ev.exited_at = Some(timestamp(at)).into();
         self.publisher().publish(topics::TASK_EXIT_EVENT_TOPIC, &ev);
         drop(table);
+        self.exits_changed();
+    }
+
+    /// Wake whatever waits for an exit: blocked `Wait` calls and the server's parked ones.
+    fn exits_changed(&self) {
         self.shared.exited.notify_all();
+        self.shared.config.waker.wake();
+    }
+
+    /// Whether `Wait` for this process would return at once (it exited, or it does not exist).
+    fn wait_ready(&self, req: &WaitRequest) -> bool {
+        let Ok(table) = self.table() else {
+            return true;
+        };
+        let Some(c) = table.get(&req.id) else {
+            return true;
+        };
+        c.process(&req.exec_id)
+            .is_none_or(|p| p.state.exit().is_some())
     }
 
     fn do_create(&self, req: &CreateTaskRequest) -> Result<CreateTaskResponse> {
@@ -531,6 +560,8 @@ impl Service {
                 resp.exit_status = status;
                 resp.exited_at = Some(timestamp(at)).into();
             }
+            drop(table);
+            self.exits_changed();
             return Ok(resp);
         }
         if c.has_live_execs() {
@@ -574,7 +605,7 @@ impl Service {
         self.publisher()
             .publish(topics::TASK_DELETE_EVENT_TOPIC, &ev);
         // Wake waiters of a container that was deleted before it exited.
-        self.shared.exited.notify_all();
+        self.exits_changed();
         Ok(resp)
     }
 
@@ -816,6 +847,20 @@ impl Service {
                 .exited
                 .wait(table)
                 .map_err(|_| ServiceError::Poisoned)?;
+        }
+    }
+}
+
+impl Gate for Service {
+    /// Only `Wait` can block: it is ready once the process exited or is gone.
+    fn ready(&self, path: &str, payload: &[u8]) -> bool {
+        if !path.ends_with("/Wait") {
+            return true;
+        }
+        match WaitRequest::parse_from_bytes(payload) {
+            Ok(req) => self.wait_ready(&req),
+            // The handler reports the bad request.
+            Err(_) => true,
         }
     }
 }
