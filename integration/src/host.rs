@@ -203,6 +203,17 @@ pub fn check_in_cgroup(pid: i32, cgroup: &str) -> Result<()> {
             bail!("pid {pid} is in {path:?} for controller {controller:?}, want {want:?}:\n{text}");
         }
     }
+    // A hybrid host's unified hierarchy holds the container too (skiff enters it with
+    // CLONE_INTO_CGROUP, runc by pid).
+    if let CgroupMode::V1 {
+        unified: Some(_), ..
+    } = &mode
+    {
+        let path = text.lines().find_map(|l| l.strip_prefix("0::"));
+        if path != Some(want.as_str()) {
+            bail!("pid {pid} is in {path:?} of the unified hierarchy, want {want:?}:\n{text}");
+        }
+    }
     for dir in required_cgroup_dirs(cgroup)? {
         let procs = fs::read_to_string(dir.join("cgroup.procs"))
             .with_context(|| format!("reading {}/cgroup.procs", dir.display()))?;

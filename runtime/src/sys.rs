@@ -182,9 +182,23 @@ pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, mode: u32) -> io::Re
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
         Err(e) => return Err(e),
     }
-    let mut cur = openat2(root, Path::new("."), libc::O_PATH | libc::O_DIRECTORY, 0, 0)?;
-    let mut walked = PathBuf::new();
-    for comp in rel.components() {
+    // Start below the deepest ancestor that exists (usually the parent), so
+    // only the missing tail is created and reopened.
+    let comps: Vec<Component<'_>> = rel.components().collect();
+    let mut have = comps.len().saturating_sub(1);
+    let mut cur = loop {
+        if have == 0 {
+            break openat2(root, Path::new("."), libc::O_PATH | libc::O_DIRECTORY, 0, 0)?;
+        }
+        let prefix: PathBuf = comps[..have].iter().collect();
+        match openat2(root, &prefix, libc::O_PATH | libc::O_DIRECTORY, 0, IN_ROOT) {
+            Ok(fd) => break fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => have -= 1,
+            Err(e) => return Err(e),
+        }
+    };
+    let mut walked: PathBuf = comps[..have].iter().collect();
+    for comp in &comps[have..] {
         walked.push(comp);
         let name = comp.as_os_str();
         let c = cstr(name)?;
@@ -482,6 +496,14 @@ mod tests {
         assert!(!Path::new("/etc/sub").exists());
         mkdir_all_in_root(root.as_fd_borrowed(), Path::new("/inside/a/b"), 0o755).unwrap();
         assert!(dir.join("inside/a/b").is_dir());
+        // An absolute symlink is followed inside the root, for the existing part and the new.
+        std::os::unix::fs::symlink("/inside/a", dir.join("link")).unwrap();
+        mkdir_all_in_root(root.as_fd_borrowed(), Path::new("/link/c/d"), 0o755).unwrap();
+        assert!(dir.join("inside/a/c/d").is_dir());
+        // A file on the way is an error, not something to create around.
+        std::fs::write(dir.join("inside/file"), "").unwrap();
+        let e = mkdir_all_in_root(root.as_fd_borrowed(), Path::new("/inside/file/x"), 0o755);
+        assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::ENOTDIR));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

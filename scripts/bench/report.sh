@@ -147,12 +147,15 @@ and PSS summed over the shim processes serving one pod (read from
 `containerd-shim-runc-v2` driving runc. Ratios below 1 mean skiff is faster
 or smaller.
 
-Reading the wall times: on a cgroup v1 host, moving the new container's
-process into its cgroups (the first `cgroup.procs` write after a quiet
-moment) waits for an RCU grace period in the kernel, about 5 to 10 ms on the
-development machines, which every runtime pays once per create. That wait,
-not the runtimes' own work, is most of the spread; the CPU-time table below
-the main one is steadier for comparing the runtimes themselves.
+Reading the wall times: moving a process into a cgroup by pid (writing
+`cgroup.procs`, as runc and crun do on cgroup v1 hosts) takes the kernel's
+global threadgroup lock, whose first writer after a quiet moment waits for
+an RCU grace period, about 5 to 15 ms on the development machines. skiff
+avoids that lock (`CLONE_INTO_CGROUP` for cgroup2 directories, and the new
+process writing itself into each v1 hierarchy's `tasks` file), so runc and
+crun pay the wait and skiff does not; it is also most of their spread. The
+CPU-time table below the main one is steadier for comparing the runtimes'
+own work.
 
 PSS divides shared pages among the processes that map them, so a shim's PSS
 drops when other shims of the same binary run on the machine (containerd's

@@ -214,14 +214,23 @@ fn v1_controllers(options: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// Detects the host's layout from /proc/self/mountinfo.
+/// Detects the host's layout from /proc/self/mountinfo, once per process:
+/// the container's init, cloned after the parent looked, inherits the
+/// answer with the address space (its new mount namespace is a copy of the
+/// parent's, so the answer holds there too) instead of reading mountinfo
+/// again.
 pub fn detect() -> Result<Hierarchy, CgroupError> {
+    static HIERARCHY: std::sync::OnceLock<Hierarchy> = std::sync::OnceLock::new();
+    if let Some(h) = HIERARCHY.get() {
+        return Ok(h.clone());
+    }
     let text =
         std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| CgroupError::Read {
             path: "/proc/self/mountinfo".into(),
             source,
         })?;
-    hierarchy_from(parse_mountinfo(&text))
+    let h = hierarchy_from(parse_mountinfo(&text))?;
+    Ok(HIERARCHY.get_or_init(|| h).clone())
 }
 
 /// Chooses the layout from the cgroup mounts.
@@ -308,6 +317,93 @@ pub fn resolve_path(
     Ok(out)
 }
 
+/// How a process the runtime clones gets into a container's cgroup.
+///
+/// Moving a process by pid (writing it to `cgroup.procs`) takes the kernel's
+/// global threadgroup lock for writing, and taking it after a quiet moment
+/// waits for an RCU grace period: 5 to 15 ms on the development machines,
+/// paid on every create and exec, even when the process is already there.
+/// Two ways in avoid that lock, so the pid write is only a fallback:
+///
+/// | directory | way in |
+/// | --- | --- |
+/// | cgroup2 (the v2 one, or a hybrid host's unified one) | `clone3(CLONE_INTO_CGROUP)`, by the parent |
+/// | each v1 hierarchy | the child writes `0` (itself) to the `tasks` file the parent opened |
+///
+/// Moving the calling thread itself needs no threadgroup lock; the child is
+/// single-threaded (it was cloned from the single-threaded runtime), so the
+/// thread is the whole process.
+#[derive(Debug, Default)]
+pub struct Entry {
+    /// The cgroup2 directory for `CLONE_INTO_CGROUP`.
+    clone_into: Option<(PathBuf, std::os::fd::OwnedFd)>,
+    /// v1 `tasks` files, open for writing, for the child.
+    self_move: Vec<(PathBuf, std::os::fd::OwnedFd)>,
+    /// Directories the parent moves the child into by pid.
+    by_pid: Vec<PathBuf>,
+}
+
+impl Entry {
+    /// The plan for `dirs`, a container's cgroup directories, of which the
+    /// one at index `cgroup2` (if any) is a cgroup2 directory and the others
+    /// v1 ones. A file that cannot be opened falls back to the pid write,
+    /// whose error then names it.
+    pub fn new(dirs: &[PathBuf], cgroup2: Option<usize>) -> Entry {
+        let mut e = Entry::default();
+        for (i, d) in dirs.iter().enumerate() {
+            if Some(i) == cgroup2 {
+                match crate::sys::open(d, libc::O_RDONLY | libc::O_DIRECTORY, 0) {
+                    Ok(fd) => e.clone_into = Some((d.clone(), fd)),
+                    Err(_) => e.by_pid.push(d.clone()),
+                }
+            } else {
+                let tasks = d.join("tasks");
+                match crate::sys::open(&tasks, libc::O_WRONLY, 0) {
+                    Ok(fd) => e.self_move.push((tasks, fd)),
+                    Err(_) => e.by_pid.push(d.clone()),
+                }
+            }
+        }
+        e
+    }
+
+    /// The directory for `clone3(CLONE_INTO_CGROUP)`, if any.
+    pub fn clone_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.clone_into.as_ref().map(|(_, fd)| fd.as_fd())
+    }
+
+    /// The `tasks` files the child writes itself into ([`move_self`]).
+    pub fn take_self_move(&mut self) -> Vec<(PathBuf, std::os::fd::OwnedFd)> {
+        std::mem::take(&mut self.self_move)
+    }
+
+    /// After the clone (`cloned_into`: whether `CLONE_INTO_CGROUP` was
+    /// used): moves `pid` by pid into the directories nothing else covered.
+    pub fn finish(self, pid: i32, cloned_into: bool) -> Result<(), CgroupError> {
+        let v = pid.to_string();
+        let missed = self.clone_into.filter(|_| !cloned_into).map(|(d, _)| d);
+        for d in self.by_pid.iter().chain(missed.iter()) {
+            write_file(&d.join("cgroup.procs"), &v)?;
+        }
+        Ok(())
+    }
+}
+
+/// In the child: enters every v1 hierarchy through its `tasks` file
+/// ([`Entry`]), then closes the files.
+pub fn move_self(files: Vec<(PathBuf, std::os::fd::OwnedFd)>) -> Result<(), CgroupError> {
+    for (path, fd) in files {
+        let mut f = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut f, b"0").map_err(|source| CgroupError::Write {
+            path,
+            value: "0".into(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// The backend for the host.
 pub enum Manager {
     V1(v1::V1),
@@ -336,21 +432,34 @@ impl Manager {
                 unified,
             } => {
                 let mut dirs = Vec::new();
-                for (mnt, ctrls) in &controllers {
+                let mut names = Vec::new();
+                for (mnt, ctrls) in controllers {
                     let own = ctrls
                         .first()
                         .and_then(|c| own_cgroup(&own, Some(c)))
                         .unwrap_or_else(|| "/".into());
                     let rel = resolve_path(cgroups_path, id, &own)?;
-                    dirs.push(join_below(mnt, &rel));
+                    dirs.push(join_below(&mnt, &rel));
+                    names.push(ctrls);
                 }
+                let mut cgroup2 = None;
                 if let Some(u) = unified {
                     let o = own_cgroup(&own, None).unwrap_or_else(|| "/".into());
                     let rel = resolve_path(cgroups_path, id, &o)?;
+                    cgroup2 = Some(dirs.len());
                     dirs.push(join_below(&u, &rel));
+                    names.push(Vec::new());
                 }
-                Ok(Manager::V1(v1::V1::new(dirs)))
+                Ok(Manager::V1(v1::V1::with_layout(dirs, names, cgroup2)))
             }
+        }
+    }
+
+    /// How a new process enters this cgroup ([`Entry`]).
+    pub fn entry(&self) -> Entry {
+        match self {
+            Manager::V1(v1) => v1.entry(),
+            Manager::V2(v2) => Entry::new(&[v2.dir().to_path_buf()], Some(0)),
         }
     }
 
@@ -636,6 +745,49 @@ pub(crate) fn kill_each(cg: &dyn CgroupManager) -> Result<(), CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Plain directories standing in for cgroup ones: the kind is told by the files in them.
+    #[test]
+    fn entry_picks_a_way_in_per_directory() {
+        let base = std::env::temp_dir().join(format!("skiff-entry-{}", std::process::id()));
+        let (unified, memory, broken) = (base.join("u"), base.join("m"), base.join("b"));
+        for d in [&unified, &memory, &broken] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(unified.join("cgroup.controllers"), "").unwrap();
+        std::fs::write(memory.join("tasks"), "").unwrap();
+        let dirs = vec![memory.clone(), broken.clone(), unified.clone()];
+
+        let mut e = Entry::new(&dirs, Some(2));
+        assert!(
+            e.clone_fd().is_some(),
+            "the cgroup2 directory is cloned into"
+        );
+        let own = e.take_self_move();
+        assert_eq!(own.len(), 1);
+        assert_eq!(own[0].0, memory.join("tasks"));
+        move_self(own).unwrap();
+        assert_eq!(std::fs::read_to_string(memory.join("tasks")).unwrap(), "0");
+        // A directory without a tasks file falls back to the pid; so does the cgroup2 one
+        // when clone3 refused it.
+        e.finish(42, false).unwrap();
+        for d in [&broken, &unified] {
+            assert_eq!(
+                std::fs::read_to_string(d.join("cgroup.procs")).unwrap(),
+                "42"
+            );
+        }
+        std::fs::remove_file(unified.join("cgroup.procs")).unwrap();
+        std::fs::remove_file(broken.join("cgroup.procs")).unwrap();
+        let e = Entry::new(&dirs, Some(2));
+        e.finish(43, true).unwrap();
+        assert!(!unified.join("cgroup.procs").exists(), "clone3 did it");
+        assert_eq!(
+            std::fs::read_to_string(broken.join("cgroup.procs")).unwrap(),
+            "43"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
 
     const HYBRID: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755

@@ -10,52 +10,115 @@ use super::{
     write_file, CgroupError, CgroupManager, Target, FREEZE_TIMEOUT,
 };
 use oci_spec::runtime::LinuxResources;
+use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 
 /// A container's cgroup on a legacy or hybrid host.
 pub struct V1 {
     dirs: Vec<PathBuf>,
+    /// Which directory has which controllers: known from mountinfo for a new
+    /// container, found by looking at the directories otherwise (once).
+    layout: OnceCell<Layout>,
+}
+
+/// The hierarchies behind [`V1::dirs`], by index.
+#[derive(Debug, Default)]
+struct Layout {
+    /// Per directory, the controllers of its hierarchy (`memory`,
+    /// `name=systemd`, ...); empty for the unified directory.
+    controllers: Vec<Vec<String>>,
+    /// The hybrid host's unified directory.
+    unified: Option<usize>,
 }
 
 impl V1 {
+    /// The manager of existing directories: their hierarchies are found by
+    /// looking at their files when first needed.
     pub fn new(dirs: Vec<PathBuf>) -> Self {
-        V1 { dirs }
+        V1 {
+            dirs,
+            layout: OnceCell::new(),
+        }
+    }
+
+    /// The manager of a new container: `controllers[i]` are the controllers
+    /// of `dirs[i]` (from mountinfo), `unified` the index of the hybrid
+    /// host's unified directory. Nothing is looked up on disk.
+    pub fn with_layout(
+        dirs: Vec<PathBuf>,
+        controllers: Vec<Vec<String>>,
+        unified: Option<usize>,
+    ) -> Self {
+        let layout = OnceCell::new();
+        let _ = layout.set(Layout {
+            controllers,
+            unified,
+        });
+        V1 { dirs, layout }
+    }
+
+    fn layout(&self) -> &Layout {
+        self.layout.get_or_init(|| {
+            let mut l = Layout::default();
+            for (i, d) in self.dirs.iter().enumerate() {
+                // cgroup2 directories have `cgroup.controllers`; v1 ones never do.
+                if l.unified.is_none() && d.join("cgroup.controllers").exists() {
+                    l.unified = Some(i);
+                    l.controllers.push(Vec::new());
+                    continue;
+                }
+                // A v1 directory's controllers are the prefixes of its files
+                // (`memory.limit_in_bytes`); `cgroup.*`, `notify_on_release`,
+                // `release_agent` and `tasks` belong to every hierarchy.
+                let mut found: Vec<String> = Vec::new();
+                for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                    let name = e.file_name();
+                    let name = name.to_string_lossy();
+                    if let Some((prefix, _)) = name.split_once('.') {
+                        if prefix != "cgroup" && !found.iter().any(|f| f == prefix) {
+                            found.push(prefix.to_string());
+                        }
+                    }
+                }
+                l.controllers.push(found);
+            }
+            l
+        })
     }
 
     fn freezer(&self) -> Option<&PathBuf> {
-        self.dirs.iter().find(|d| d.join("freezer.state").exists())
+        self.dir_of("freezer")
     }
 
-    /// The hybrid host's unified directory (cgroup2 files have
-    /// `cgroup.controllers`; v1 directories never do).
+    /// The hybrid host's unified directory.
     fn unified(&self) -> Option<&PathBuf> {
-        self.dirs
-            .iter()
-            .find(|d| d.join("cgroup.controllers").exists())
+        self.layout().unified.and_then(|i| self.dirs.get(i))
     }
 
-    /// The directory of the hierarchy that has `controller`: the one holding
-    /// files named `<controller>.*`.
+    /// The directory of the hierarchy that has `controller`.
     fn dir_of(&self, controller: &str) -> Option<&PathBuf> {
-        let prefix = format!("{controller}.");
-        self.dirs.iter().find(|d| {
-            !d.join("cgroup.controllers").exists()
-                && std::fs::read_dir(d).is_ok_and(|rd| {
-                    rd.filter_map(|e| e.ok())
-                        .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-                })
-        })
+        let l = self.layout();
+        l.controllers
+            .iter()
+            .position(|cs| cs.iter().any(|c| c == controller))
+            .and_then(|i| self.dirs.get(i))
     }
 
     fn read(&self, controller: &str, file: &str) -> Option<String> {
         read_opt(&self.dir_of(controller)?.join(file))
     }
+
+    /// How a new process enters these directories ([`super::Entry`]).
+    pub fn entry(&self) -> super::Entry {
+        super::Entry::new(&self.dirs, self.layout().unified)
+    }
 }
 
 impl CgroupManager for V1 {
     fn create(&self) -> Result<(), CgroupError> {
+        let cpuset = self.dir_of("cpuset");
         for d in &self.dirs {
-            if is_cpuset_dir(d) {
+            if Some(d) == cpuset {
                 create_cpuset(d)?;
                 continue;
             }
@@ -78,9 +141,11 @@ impl CgroupManager for V1 {
     fn set(&self, res: &LinuxResources) -> Result<(), CgroupError> {
         let blkio = self.dir_of("blkio");
         let facts = Facts {
-            bfq: blkio.is_some_and(|d| {
-                !d.join("blkio.weight").exists() && d.join("blkio.bfq.weight").exists()
-            }),
+            // Only looked at when there are blkio settings to translate.
+            bfq: res.block_io().is_some()
+                && blkio.is_some_and(|d| {
+                    !d.join("blkio.weight").exists() && d.join("blkio.bfq.weight").exists()
+                }),
         };
         let writes = resources::v1(res, facts)?;
         let mut dirs: Vec<(&str, Option<&PathBuf>)> = Vec::new();
@@ -229,14 +294,6 @@ impl CgroupManager for V1 {
     fn mode(&self) -> &'static str {
         "v1"
     }
-}
-
-/// Whether `dir` lies in the cpuset hierarchy (its nearest existing
-/// ancestor has cpuset files).
-fn is_cpuset_dir(dir: &Path) -> bool {
-    dir.ancestors()
-        .find(|a| a.exists())
-        .is_some_and(|a| a.join("cpuset.cpus").exists())
 }
 
 /// A new cpuset cgroup starts with empty `cpuset.cpus` and `cpuset.mems`

@@ -14,7 +14,7 @@
 use super::channel::{Channel, ChannelError, Msg};
 use super::init::{self, InitError};
 use super::parent::{clone_child, CreateError};
-use crate::cgroups::{CgroupManager, Manager};
+use crate::cgroups::Manager;
 use crate::namespaces::{self, NsKind};
 use crate::plan::ProcessPlan;
 use crate::seccomp::SeccompPlan;
@@ -22,7 +22,7 @@ use crate::state::Container;
 use crate::sys::{self, AsFdBorrowed};
 use crate::tty;
 use std::convert::Infallible;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// What to run in the container.
@@ -91,10 +91,10 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
         &req.container.record.cgroup_mode,
         &req.container.record.cgroup_dirs,
     );
-    let cg_fd = match &cg {
-        Manager::V2(v2) => sys::open(v2.dir(), libc::O_RDONLY | libc::O_DIRECTORY, 0).ok(),
-        Manager::V1(_) => None,
-    };
+    // Into the cgroup without a migration by pid where possible
+    // (`cgroups::Entry`).
+    let mut entry = cg.entry();
+    let cgroup_tasks = entry.take_self_move();
     // The namespaces and the cgroup are open: release the container's lock
     // before the clone. A child inherits the lock's open file description,
     // and in a paused container it is frozen before it could close it,
@@ -106,20 +106,20 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
     let seccomp = req.seccomp;
     let console = req.console;
     let preserve_fds = req.preserve_fds;
-    let pid = clone_child(
+    let (pid, cloned_into) = clone_child(
         0,
         pid_join.as_ref().map(|(p, fd)| (p.as_path(), fd)),
-        cg_fd.as_ref().map(|f| f.as_fd()),
+        entry.clone_fd(),
         parent_end.as_raw_fd(),
         move || {
-            let r = child(&child_end, &joins, console, process, seccomp, preserve_fds);
+            let r = crate::cgroups::move_self(cgroup_tasks)
+                .map_err(InitError::from)
+                .and_then(|()| child(&child_end, &joins, console, process, seccomp, preserve_fds));
             init::report_and_exit(&child_end, r)
         },
     )?;
     let mut guard = Reap { pid, armed: true };
-    if !cg.dirs().is_empty() {
-        cg.apply(pid)?;
-    }
+    entry.finish(pid, cloned_into)?;
     parent_end.send(&Msg::Go {
         state: String::new(),
         created_state: String::new(),

@@ -40,6 +40,8 @@ pub enum InitError {
     Caps(#[from] crate::capabilities::CapError),
     #[error(transparent)]
     Seccomp(#[from] SeccompError),
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -70,11 +72,15 @@ pub struct InitArgs<'a> {
     pub console: Option<OwnedFd>,
     /// Namespaces to join, opened on the host before the clone.
     pub joins: Vec<(NsKind, PathBuf, OwnedFd)>,
+    /// The v1 `tasks` files to write ourselves into ([`crate::cgroups::Entry`]).
+    pub cgroup_tasks: Vec<(PathBuf, OwnedFd)>,
 }
 
 /// Runs the init; reports a failure to the parent and exits.
 pub fn run(args: InitArgs<'_>) -> ! {
-    let r = steps(&args);
+    let mut args = args;
+    let tasks = std::mem::take(&mut args.cgroup_tasks);
+    let r = steps(&args, tasks);
     report_and_exit(&args.channel, r)
 }
 
@@ -102,8 +108,11 @@ pub(crate) fn report_and_exit(ch: &Channel, r: Result<Infallible, InitError>) ->
 
 /// The init's steps, in order; each comment says why the step is where it
 /// is.
-fn steps(a: &InitArgs<'_>) -> Result<Infallible, InitError> {
+fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infallible, InitError> {
     let plan = a.plan;
+    // Into the cgroup before anything else, so everything the init does is
+    // accounted and limited there (the parent set the limits already).
+    crate::cgroups::move_self(cgroup_tasks)?;
     // A signal mask blocked by our caller must not reach the container.
     reset_signals();
     // Non-dumpable first: until execve replaces this image, no process in
@@ -159,9 +168,10 @@ fn steps(a: &InitArgs<'_>) -> Result<Infallible, InitError> {
         become_ns_root(plan)?;
     }
     // Mounts and /dev are made while the host's paths (bind sources) are
-    // still reachable; meanwhile the parent puts us in our cgroup (a v1
-    // migration waits for an RCU grace period: overlapping it with the
-    // mounts hides that latency). Nothing below runs user code.
+    // still reachable. Where the parent still has to move us into a cgroup
+    // by pid (a fallback, see `cgroups::Entry`), that overlaps with these
+    // mounts; we wait for it only before the cgroup namespace and cgroup
+    // mounts. Nothing below runs user code.
     let root = rootfs::prepare(plan, &mut || {
         match a.channel.recv()? {
             Msg::CgroupPlaced => {}

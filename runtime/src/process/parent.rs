@@ -16,7 +16,7 @@ use crate::state::{self, Container, NewDir, Record, StateError, Status};
 use crate::sys::{self, Forked};
 use crate::tty::{self, TtyError};
 use std::convert::Infallible;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// `create` failed.
@@ -135,15 +135,15 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
         }
     }
     let (parent_end, init_end) = Channel::pair()?;
-    let cg_fd = match &cg {
-        Manager::V2(v2) => sys::open(v2.dir(), libc::O_RDONLY | libc::O_DIRECTORY, 0).ok(),
-        Manager::V1(_) => None,
-    };
+    // The init enters its cgroup without a migration by pid where it can
+    // (see `cgroups::Entry`): the v1 `tasks` files go with it.
+    let mut entry = cg.entry();
+    let cgroup_tasks = entry.take_self_move();
     let parent_fd = parent_end.as_raw_fd();
-    let pid = clone_child(
+    let (pid, cloned_into) = clone_child(
         plan.namespaces.clone_flags,
         pid_join.as_ref().map(|(p, fd)| (p.as_path(), fd)),
-        cg_fd.as_ref().map(|f| f.as_fd()),
+        entry.clone_fd(),
         parent_fd,
         || {
             init::run(InitArgs {
@@ -152,6 +152,7 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
                 fifo,
                 console,
                 joins,
+                cgroup_tasks,
             })
         },
     )?;
@@ -188,10 +189,9 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
         created_state: json(Status::Created)?,
     })?;
     // The init mounts its rootfs meanwhile; it runs no user code and waits
-    // for CgroupPlaced before its cgroup namespace and cgroup mounts. Put
-    // it in every hierarchy (clone3 already did for v2 when
-    // CLONE_INTO_CGROUP worked; the write is then a no-op).
-    cg.apply(pid)?;
+    // for CgroupPlaced before its cgroup namespace and cgroup mounts. Move
+    // it by pid where neither clone3 nor the init itself could.
+    entry.finish(pid, cloned_into)?;
     parent_end.send(&Msg::CgroupPlaced)?;
     drive(plan, &parent_end, &state_json)?;
     let container = dir.commit(record)?;
@@ -237,7 +237,8 @@ fn drive(plan: &Plan, ch: &Channel, state_json: &str) -> Result<(), CreateError>
 /// execs or exits). A pid namespace to join is entered around the clone
 /// (setns of a pid namespace only affects children) and left right after;
 /// `close_in_child` is the parent's end of the channel, closed in the child
-/// so the child sees the parent die.
+/// so the child sees the parent die. Returns the child's pid and whether it
+/// was cloned into `cg_fd`'s cgroup.
 // `child()` never returns, which the lint sees as unreachable code.
 #[allow(unreachable_code)]
 pub(crate) fn clone_child(
@@ -246,7 +247,7 @@ pub(crate) fn clone_child(
     cg_fd: Option<std::os::fd::BorrowedFd<'_>>,
     close_in_child: RawFd,
     child: impl FnOnce() -> Infallible,
-) -> Result<libc::pid_t, CreateError> {
+) -> Result<(libc::pid_t, bool), CreateError> {
     let restore = match pid_join {
         Some((path, fd)) => {
             let own = namespaces::open(NsKind::Pid, Path::new("/proc/self/ns/pid"))?;
@@ -255,10 +256,12 @@ pub(crate) fn clone_child(
         }
         None => None,
     };
+    let mut cloned_into = cg_fd.is_some();
     let forked = match sys::clone_fork(flags, cg_fd) {
         // Some hosts refuse CLONE_INTO_CGROUP for a directory (e.g. a
-        // threaded one): fall back to writing cgroup.procs.
+        // threaded one): the caller falls back to writing cgroup.procs.
         Err(e) if cg_fd.is_some() && e.raw_os_error() != Some(libc::ENOMEM) => {
+            cloned_into = false;
             sys::clone_fork(flags, None)
         }
         r => r,
@@ -277,7 +280,7 @@ pub(crate) fn clone_child(
             unsafe { libc::close(close_in_child) };
             match child() {}
         }
-        Forked::Parent(pid) => Ok(pid),
+        Forked::Parent(pid) => Ok((pid, cloned_into)),
     }
 }
 
