@@ -111,7 +111,7 @@ impl CapSets {
 /// Whether the running kernel knows `cap` (`/proc/sys/kernel/cap_last_cap`).
 fn cap_supported(cap: Capability) -> bool {
     thread_local! {
-        static LAST: u8 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        static LAST: u8 = crate::sys::read_text("/proc/sys/kernel/cap_last_cap")
             .ok()
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(40);

@@ -146,11 +146,10 @@ pub fn prepare<E: From<RootfsError>>(
 /// pivot_root fails when the new root's parent mount is shared: make the
 /// mount that holds the rootfs directory private.
 fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
-    let text =
-        std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| RootfsError::Rootfs {
-            path: "/proc/self/mountinfo".into(),
-            source,
-        })?;
+    let text = sys::read_text("/proc/self/mountinfo").map_err(|source| RootfsError::Rootfs {
+        path: "/proc/self/mountinfo".into(),
+        source,
+    })?;
     let parent = rootfs.parent().unwrap_or(Path::new("/"));
     let best = text
         .lines()
@@ -267,7 +266,7 @@ fn mount_cgroups(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), 
         target: dest.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let own = sys::read_text("/proc/self/cgroup").unwrap_or_default();
     let host_dir = |mnt: &Path, ctrl: Option<&str>| {
         let p = cgroups::own_cgroup(&own, ctrl).unwrap_or_else(|| "/".into());
         mnt.join(p.strip_prefix("/").unwrap_or(&p))

@@ -105,6 +105,11 @@ pub struct Record {
     /// The cgroup manager mode (`v1` or `v2`).
     #[serde(default)]
     pub cgroup_mode: String,
+    /// v1: per directory of `cgroup_dirs`, its hierarchy's controllers
+    /// (empty for a hybrid host's unified one), so later commands need not
+    /// look into the directories to find the freezer or the memory files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup_controllers: Vec<Vec<String>>,
     /// Whether the container has its own pid namespace.
     pub private_pid: bool,
     /// Run by `start`, so it need not read the bundle's config again.
@@ -354,7 +359,11 @@ impl Container {
         }
         // Frozen first: a created container that was paused is paused (as
         // runc reports it).
-        if crate::cgroups::is_frozen(&self.record.cgroup_mode, &self.record.cgroup_dirs) {
+        if crate::cgroups::is_frozen(
+            &self.record.cgroup_mode,
+            &self.record.cgroup_dirs,
+            &self.record.cgroup_controllers,
+        ) {
             return Status::Paused;
         }
         if self.exec_fifo().exists() {
@@ -398,7 +407,7 @@ pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     if pid <= 0 {
         return None;
     }
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = crate::sys::read_text(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&text)
 }
 
@@ -492,6 +501,7 @@ mod tests {
             annotations: BTreeMap::new(),
             cgroup_dirs: vec![],
             cgroup_mode: String::new(),
+            cgroup_controllers: vec![],
             private_pid: true,
             poststart: vec![],
             poststop: vec![],

@@ -367,6 +367,26 @@ pub fn open(path: &Path, flags: libc::c_int, mode: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Reads a small kernel file (procfs, cgroupfs) whole. Unlike
+/// `fs::read_to_string`, it asks for no size first (these files report 0)
+/// and reads in page-sized chunks instead of a growing series of small
+/// reads, each of which the kernel answers by formatting the file again.
+pub fn read_text<P: AsRef<Path>>(path: P) -> io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match f.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// `fstat(2)`.
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     // SAFETY: zeroed stat is valid; the kernel fills it.

@@ -225,7 +225,7 @@ pub fn detect() -> Result<Hierarchy, CgroupError> {
         return Ok(h.clone());
     }
     let text =
-        std::fs::read_to_string("/proc/self/mountinfo").map_err(|source| CgroupError::Read {
+        crate::sys::read_text("/proc/self/mountinfo").map_err(|source| CgroupError::Read {
             path: "/proc/self/mountinfo".into(),
             source,
         })?;
@@ -420,7 +420,7 @@ impl Manager {
         if systemd {
             return Err(CgroupError::Systemd);
         }
-        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let own = crate::sys::read_text("/proc/self/cgroup").unwrap_or_default();
         match detect()? {
             Hierarchy::Unified(mnt) => {
                 let own = own_cgroup(&own, None).unwrap_or_else(|| "/".into());
@@ -464,11 +464,31 @@ impl Manager {
     }
 
     /// The manager of an existing container, from its record.
-    pub fn from_record(mode: &str, dirs: &[PathBuf]) -> Manager {
+    /// `controllers` is what [`Manager::controllers`] said at create time
+    /// (empty for records that lack it: the directories are then looked at).
+    pub fn from_record(mode: &str, dirs: &[PathBuf], controllers: &[Vec<String>]) -> Manager {
         if mode == "v2" {
             Manager::V2(v2::V2::new(dirs.first().cloned().unwrap_or_default()))
+        } else if !dirs.is_empty() && controllers.len() == dirs.len() {
+            // The unified directory is the one without controllers (a
+            // named v1 hierarchy has its `name=...`).
+            let unified = controllers.iter().position(|c| c.is_empty());
+            Manager::V1(v1::V1::with_layout(
+                dirs.to_vec(),
+                controllers.to_vec(),
+                unified,
+            ))
         } else {
             Manager::V1(v1::V1::new(dirs.to_vec()))
+        }
+    }
+
+    /// Per directory, the controllers of its hierarchy (v1; empty for the
+    /// unified one), for the container's record.
+    pub fn controllers(&self) -> Vec<Vec<String>> {
+        match self {
+            Manager::V1(v1) => v1.controllers(),
+            Manager::V2(_) => Vec::new(),
         }
     }
 
@@ -523,8 +543,8 @@ impl CgroupManager for Manager {
 }
 
 /// Whether the container recorded with these dirs is frozen.
-pub fn is_frozen(mode: &str, dirs: &[PathBuf]) -> bool {
-    !dirs.is_empty() && Manager::from_record(mode, dirs).is_frozen()
+pub fn is_frozen(mode: &str, dirs: &[PathBuf], controllers: &[Vec<String>]) -> bool {
+    !dirs.is_empty() && Manager::from_record(mode, dirs, controllers).is_frozen()
 }
 
 fn join_below(mount: &Path, rel: &Path) -> PathBuf {
@@ -533,7 +553,7 @@ fn join_below(mount: &Path, rel: &Path) -> PathBuf {
 
 /// Reads a `cgroup.procs` file into pids.
 pub(crate) fn read_pids(file: &Path) -> Result<Vec<i32>, CgroupError> {
-    match std::fs::read_to_string(file) {
+    match crate::sys::read_text(file) {
         Ok(t) => Ok(t.lines().filter_map(|l| l.trim().parse().ok()).collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(source) => Err(CgroupError::Read {
@@ -582,7 +602,7 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
 
 /// Reads a cgroup file, `None` when it is absent or unreadable.
 pub(crate) fn read_opt(file: &Path) -> Option<String> {
-    std::fs::read_to_string(file).ok()
+    crate::sys::read_text(file).ok()
 }
 
 /// Where a write goes, as the backend resolves it.
@@ -745,6 +765,44 @@ pub(crate) fn kill_each(cg: &dyn CgroupManager) -> Result<(), CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What a record keeps is what a manager made from it says again; no directory is looked at.
+    #[test]
+    fn the_record_layout_round_trips_without_looking() {
+        let dirs: Vec<PathBuf> = [
+            "/nonexistent/memory/c",
+            "/nonexistent/systemd/c",
+            "/nonexistent/unified/c",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+        let ctrls = vec![
+            vec!["memory".to_string()],
+            vec!["name=systemd".to_string()],
+            vec![],
+        ];
+        let m = Manager::from_record("v1", &dirs, &ctrls);
+        assert_eq!(m.controllers(), ctrls);
+        let Manager::V1(v1) = &m else {
+            panic!("v1 expected")
+        };
+        let e = v1.entry();
+        assert_eq!(
+            e.clone_into.as_ref().map(|(d, _)| d),
+            None,
+            "nonexistent: no fd"
+        );
+        assert_eq!(
+            e.by_pid, dirs,
+            "nothing could be opened: every directory falls back"
+        );
+        // An old record without the layout still works (it is probed on use).
+        assert_eq!(
+            Manager::from_record("v1", &dirs, &[]).controllers().len(),
+            3
+        );
+    }
 
     /// Plain directories standing in for cgroup ones: the kind is told by the files in them.
     #[test]

@@ -108,6 +108,16 @@ impl V1 {
         read_opt(&self.dir_of(controller)?.join(file))
     }
 
+    /// Per directory, its hierarchy's controllers (empty for the unified one).
+    pub fn controllers(&self) -> Vec<Vec<String>> {
+        let l = self.layout();
+        let mut out = l.controllers.clone();
+        if let Some(c) = l.unified.and_then(|i| out.get_mut(i)) {
+            c.clear();
+        }
+        out
+    }
+
     /// How a new process enters these directories ([`super::Entry`]).
     pub fn entry(&self) -> super::Entry {
         super::Entry::new(&self.dirs, self.layout().unified)
@@ -236,7 +246,7 @@ impl CgroupManager for V1 {
             });
         };
         let path = d.join("memory.oom_control");
-        let text = std::fs::read_to_string(&path).map_err(|source| CgroupError::Read {
+        let text = crate::sys::read_text(&path).map_err(|source| CgroupError::Read {
             path: path.clone(),
             source,
         })?;
@@ -313,7 +323,7 @@ fn fill_cpuset(dir: &Path, depth: usize) -> Result<(), CgroupError> {
     };
     for file in ["cpuset.cpus", "cpuset.mems"] {
         let p = dir.join(file);
-        let cur = std::fs::read_to_string(&p).map_err(|source| CgroupError::Read {
+        let cur = crate::sys::read_text(&p).map_err(|source| CgroupError::Read {
             path: p.clone(),
             source,
         })?;
@@ -324,8 +334,8 @@ fn fill_cpuset(dir: &Path, depth: usize) -> Result<(), CgroupError> {
             fill_cpuset(parent, depth + 1)?;
         }
         let pp = parent.join(file);
-        let v = std::fs::read_to_string(&pp)
-            .map_err(|source| CgroupError::Read { path: pp, source })?;
+        let v =
+            crate::sys::read_text(&pp).map_err(|source| CgroupError::Read { path: pp, source })?;
         write_file(&p, v.trim())?;
     }
     Ok(())

@@ -174,7 +174,7 @@ impl CgroupManager for V2 {
     }
 
     fn is_frozen(&self) -> bool {
-        std::fs::read_to_string(self.dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+        crate::sys::read_text(self.dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
     }
 
     fn stats(&self) -> Result<Stats, CgroupError> {
@@ -189,7 +189,7 @@ impl CgroupManager for V2 {
 
     fn oom_kill_count(&self) -> Result<u64, CgroupError> {
         let path = self.dir.join("memory.events");
-        let text = std::fs::read_to_string(&path).map_err(|source| CgroupError::Read {
+        let text = crate::sys::read_text(&path).map_err(|source| CgroupError::Read {
             path: path.clone(),
             source,
         })?;

@@ -180,7 +180,7 @@ fn peek(cli: &Cli, id: &str) -> Result<(Record, bool), CmdError> {
 }
 
 fn manager(r: &Record) -> Manager {
-    Manager::from_record(&r.cgroup_mode, &r.cgroup_dirs)
+    Manager::from_record(&r.cgroup_mode, &r.cgroup_dirs, &r.cgroup_controllers)
 }
 
 /// `pause`: freezes a created or running container.

@@ -131,7 +131,11 @@ pub(crate) fn kill(c: &Container, sig: libc::c_int, all: bool) -> Result<(), Cmd
 /// Signals every process of the container's cgroup (the init included):
 /// SIGKILL through `cgroup.kill` where the kernel has it.
 fn signal_all(c: &Container, sig: libc::c_int) -> Result<(), CmdError> {
-    let cg = Manager::from_record(&c.record.cgroup_mode, &c.record.cgroup_dirs);
+    let cg = Manager::from_record(
+        &c.record.cgroup_mode,
+        &c.record.cgroup_dirs,
+        &c.record.cgroup_controllers,
+    );
     crate::cgroups::signal_all(&cg, sig)?;
     Ok(())
 }
@@ -161,7 +165,11 @@ pub(crate) fn delete(c: Container, force: bool, log: &mut Logger) -> Result<(), 
             status: status.as_str(),
         });
     }
-    let cg = Manager::from_record(&c.record.cgroup_mode, &c.record.cgroup_dirs);
+    let cg = Manager::from_record(
+        &c.record.cgroup_mode,
+        &c.record.cgroup_dirs,
+        &c.record.cgroup_controllers,
+    );
     if status != Status::Stopped {
         // SAFETY: the init was just verified to be the container's.
         unsafe { libc::kill(c.record.pid, libc::SIGKILL) };

@@ -90,6 +90,7 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
     let cg = Manager::from_record(
         &req.container.record.cgroup_mode,
         &req.container.record.cgroup_dirs,
+        &req.container.record.cgroup_controllers,
     );
     // Into the cgroup without a migration by pid where possible
     // (`cgroups::Entry`).

@@ -175,6 +175,7 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
         annotations: plan.annotations.clone(),
         cgroup_dirs: cg.dirs(),
         cgroup_mode: cg.mode().to_string(),
+        cgroup_controllers: cg.controllers(),
         private_pid: plan.namespaces.private_pid,
         poststart: plan.hooks.poststart.clone(),
         poststop: plan.hooks.poststop.clone(),
