@@ -165,6 +165,15 @@ for s in skiff runc; do
             awk '{ t += $1 } END { print t + 0 }')
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$want" "${#pids[@]}" "$rss" "$pss" "$threads" >>"$work/shim-rss.tsv"
         log "$s shim, $want containers: ${#pids[@]} shim process(es), $threads threads, RSS $rss KiB, PSS $pss KiB"
+        # Where the memory is: RSS per mapping of the first shim process.
+        if [[ $want == "${pods[0]}" && -n ${pids[0]:-} ]]; then
+            awk '/^[0-9a-f]+-[0-9a-f]+ / { name = ($6 == "" ? "[anon]" : $6) }
+                 $1 == "Rss:" { rss[name] += $2 }
+                 END { for (n in rss) if (rss[n] > 0) printf "%s\t%d\n", n, rss[n] }' \
+                "/proc/${pids[0]}/smaps" 2>/dev/null | sort -t$'\t' -k2,2nr |
+                sed "s/^/$s\t/" >>"$work/shim-maps.tsv" || true
+            log "$s shim RSS by mapping (KiB): $(grep "^$s	" "$work/shim-maps.tsv" | cut -f2,3 | tr '\t\n' '= ' )"
+        fi
     done
     remove_pod "$s" "$max"
 done
