@@ -93,8 +93,7 @@ pub trait CgroupManager {
     /// Creates the container's cgroup directories (v2: enabling the
     /// available controllers in every ancestor's `cgroup.subtree_control`).
     fn create(&self) -> Result<(), CgroupError>;
-    /// Moves `pid` into the container's cgroup.
-    fn apply(&self, pid: i32) -> Result<(), CgroupError>;
+    // Processes enter through `Entry` (see there), not through the manager.
     /// Applies `linux.resources` (devices only when the list is present).
     fn set(&self, resources: &LinuxResources) -> Result<(), CgroupError>;
     /// Freezes every process and waits until the kernel says frozen.
@@ -503,9 +502,6 @@ impl Manager {
 impl CgroupManager for Manager {
     fn create(&self) -> Result<(), CgroupError> {
         self.inner().create()
-    }
-    fn apply(&self, pid: i32) -> Result<(), CgroupError> {
-        self.inner().apply(pid)
     }
     fn set(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
         self.inner().set(resources)

@@ -140,14 +140,6 @@ impl CgroupManager for V1 {
         Ok(())
     }
 
-    fn apply(&self, pid: i32) -> Result<(), CgroupError> {
-        let v = pid.to_string();
-        for d in &self.dirs {
-            write_file(&d.join("cgroup.procs"), &v)?;
-        }
-        Ok(())
-    }
-
     fn set(&self, res: &LinuxResources) -> Result<(), CgroupError> {
         let blkio = self.dir_of("blkio");
         let facts = Facts {

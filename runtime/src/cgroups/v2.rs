@@ -101,10 +101,6 @@ impl CgroupManager for V2 {
         Ok(())
     }
 
-    fn apply(&self, pid: i32) -> Result<(), CgroupError> {
-        write_file(&self.dir.join("cgroup.procs"), &pid.to_string())
-    }
-
     fn set(&self, res: &LinuxResources) -> Result<(), CgroupError> {
         let facts = Facts {
             bfq: self.dir.join("io.bfq.weight").exists(),
