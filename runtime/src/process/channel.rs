@@ -104,11 +104,33 @@ impl Channel {
     }
 
     pub fn recv(&self) -> Result<Msg, ChannelError> {
+        self.recv_flags(0)
+    }
+
+    /// The error the peer reported before it went away, if one is queued.
+    /// For a parent whose child died early: its own words beat "it died".
+    pub fn queued_error(&self) -> Option<String> {
+        loop {
+            match self.recv_flags(libc::MSG_DONTWAIT) {
+                Ok(Msg::Error { message }) => return Some(message),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    fn recv_flags(&self, flags: libc::c_int) -> Result<Msg, ChannelError> {
         let mut buf = vec![0u8; 1 << 16];
         loop {
             // SAFETY: valid buffer of the given length.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n = unsafe {
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    flags,
+                )
+            };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -127,6 +149,20 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dead_peers_error_is_still_read() {
+        let (a, b) = Channel::pair().unwrap();
+        assert_eq!(a.queued_error(), None, "nothing queued: no wait");
+        b.send(&Msg::Ready).unwrap();
+        b.send(&Msg::Error {
+            message: "cgroup: write tasks".into(),
+        })
+        .unwrap();
+        drop(b);
+        assert!(a.send(&Msg::CgroupPlaced).is_err(), "the peer is gone");
+        assert_eq!(a.queued_error().as_deref(), Some("cgroup: write tasks"));
+    }
 
     #[test]
     fn roundtrip_and_close() {

@@ -13,7 +13,7 @@
 
 use super::channel::{Channel, ChannelError, Msg};
 use super::init::{self, InitError};
-use super::parent::{clone_child, CreateError};
+use super::parent::{clone_child, init_error_or, CreateError};
 use crate::cgroups::Manager;
 use crate::namespaces::{self, NsKind};
 use crate::plan::ProcessPlan;
@@ -121,10 +121,12 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
     )?;
     let mut guard = Reap { pid, armed: true };
     entry.finish(pid, cloned_into)?;
-    parent_end.send(&Msg::Go {
-        state: String::new(),
-        created_state: String::new(),
-    })?;
+    parent_end
+        .send(&Msg::Go {
+            state: String::new(),
+            created_state: String::new(),
+        })
+        .map_err(|e| init_error_or(&parent_end, e.into()))?;
 
     match parent_end.recv() {
         Err(ChannelError::Closed) => {}

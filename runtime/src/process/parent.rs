@@ -163,7 +163,7 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     }
     let start_time = state::proc_stat(pid)
         .map(|s| s.start_time)
-        .ok_or(CreateError::InitDied)?;
+        .ok_or_else(|| init_error_or(&parent_end, CreateError::InitDied))?;
     let record = Record {
         id: plan.id.clone(),
         pid,
@@ -185,15 +185,19 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
             .map_err(|e| sys_err("state JSON")(std::io::Error::other(e)))
     };
     let state_json = json(Status::Creating)?;
-    parent_end.send(&Msg::Go {
-        state: state_json.clone(),
-        created_state: json(Status::Created)?,
-    })?;
+    parent_end
+        .send(&Msg::Go {
+            state: state_json.clone(),
+            created_state: json(Status::Created)?,
+        })
+        .map_err(|e| init_error_or(&parent_end, e.into()))?;
     // The init mounts its rootfs meanwhile; it runs no user code and waits
     // for CgroupPlaced before its cgroup namespace and cgroup mounts. Move
     // it by pid where neither clone3 nor the init itself could.
     entry.finish(pid, cloned_into)?;
-    parent_end.send(&Msg::CgroupPlaced)?;
+    parent_end
+        .send(&Msg::CgroupPlaced)
+        .map_err(|e| init_error_or(&parent_end, e.into()))?;
     drive(plan, &parent_end, &state_json)?;
     let container = dir.commit(record)?;
     if let Some(p) = req.pid_file {
@@ -202,6 +206,15 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     guard.armed = false;
     cg_guard.armed = false;
     Ok(container)
+}
+
+/// What the child reported before it died (e.g. that it could not enter
+/// its cgroup), else `err`.
+pub(crate) fn init_error_or(ch: &Channel, err: CreateError) -> CreateError {
+    match ch.queued_error() {
+        Some(message) => CreateError::Init(message),
+        None => err,
+    }
 }
 
 /// Follows the init through the protocol until Ready.
