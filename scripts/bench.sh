@@ -31,7 +31,7 @@
 #                 (plus the release build)
 #   --runs N      hyperfine runs for the single-container benchmarks
 #   --no-shim     skip the containerd/shim part
-#   --no-build    use the binaries already in target/release
+#   --no-build    use the binaries already in target/x86_64-unknown-linux-gnu/release
 #   --name NAME   results file name suffix (default: quick or full)
 # Environment (override the mode's defaults):
 #   BENCH_RUNS, BENCH_WARMUP, BENCH_SCALE_RUNS (concurrent 10/50 runs),
@@ -121,7 +121,7 @@ for tool in hyperfine gnuplot /usr/bin/time jq unshare runc crun; do
 done
 
 # --- build ----------------------------------------------------------------------
-bin_dir=$repo/target/release
+bin_dir=$repo/target/x86_64-unknown-linux-gnu/release  # the build target of .cargo/config.toml
 shim_bin=
 if ((build)); then
     section "build"

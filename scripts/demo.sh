@@ -37,7 +37,7 @@ else
     section "build"
     say cargo build --release -p skiff
     cargo build --release -p skiff
-    skiff=$repo/target/release/skiff
+    skiff=$repo/target/x86_64-unknown-linux-gnu/release/skiff  # the build target of .cargo/config.toml
 
     # The shim is built only once its package declares the binary.
     shim=
@@ -47,7 +47,7 @@ else
             >/dev/null; then
         say cargo build --release -p skiff-shim
         cargo build --release -p skiff-shim
-        shim=$repo/target/release/containerd-shim-skiff-v2
+        shim=$repo/target/x86_64-unknown-linux-gnu/release/containerd-shim-skiff-v2
     else
         echo "no containerd-shim-skiff-v2 binary in the workspace yet: skipping the shim build"
     fi

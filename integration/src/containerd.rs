@@ -1,7 +1,7 @@
 //! A private containerd for the shim tests, and `ctr` to drive it.
 //!
 //! [`Containerd::start`] runs Debian's `/usr/bin/containerd` with its own config, root, state
-//! directory and sockets in a fresh temp dir, CRI disabled, and the workspace's `target/debug`
+//! directory and sockets in a fresh temp dir, CRI disabled, and the workspace's build directory (`target/x86_64-unknown-linux-gnu/debug`)
 //! first on its `PATH` so that `--runtime io.containerd.skiff.v2` finds `containerd-shim-skiff-v2`.
 //! Each instance uses its own namespace, so the runtimes' state roots
 //! (`/run/containerd/{skiff,runc}/<namespace>`) never collide between tests. Dropping it kills
@@ -44,12 +44,12 @@ pub const SKIFF_RUNTIME: &str = "io.containerd.skiff.v2";
 
 static INSTANCES: AtomicUsize = AtomicUsize::new(0);
 
-/// `<workspace>/target/debug`, where the shim and skiff are built.
+/// The directory where cargo built the shim and skiff (beside the runtime under test).
 pub fn target_dir() -> PathBuf {
     runtime_binary()
         .parent()
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("target/debug"))
+        .unwrap_or_else(|| PathBuf::from("target/x86_64-unknown-linux-gnu/debug"))
 }
 
 /// The shim binary under test.

@@ -7,9 +7,9 @@
 //!
 //! | handler | runtime_type | options |
 //! | --- | --- | --- |
-//! | `skiff` | `io.containerd.skiff.v2` | the table of `scripts/containerd-config.toml`, its `ConfigPath` pointed at a file naming `target/debug/skiff` and a root in the instance dir |
+//! | `skiff` | `io.containerd.skiff.v2` | the table of `scripts/containerd-config.toml`, its `ConfigPath` pointed at a file naming the built `skiff` and a root in the instance dir |
 //! | `runc` (default) | `io.containerd.runc.v2` | `/usr/sbin/runc`, a root in the instance dir |
-//! | `runc-shim-skiff` | `io.containerd.runc.v2` | `BinaryName` = `target/debug/skiff`: containerd's runc shim driving skiff |
+//! | `runc-shim-skiff` | `io.containerd.runc.v2` | `BinaryName` = the built `skiff`: containerd's runc shim driving skiff |
 //! | `skiff-broken` | `io.containerd.skiff.v2` | a `BinaryName` that does not exist: every sandbox fails to start |
 //!
 //! The CNI config (`ptp` + `host-local`, its IPAM data in the instance dir) uses Debian's

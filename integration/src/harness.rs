@@ -26,16 +26,18 @@ pub const TAG_VAR: &str = "SKIFF_IT_TAG";
 /// Harnesses created by this test process, to make tags unique across test threads.
 static HARNESSES: AtomicUsize = AtomicUsize::new(0);
 
-/// The runtime under test: `$SKIFF_BIN`, else `<workspace>/target/debug/skiff`.
+/// The runtime under test: `$SKIFF_BIN`, else the `skiff` that cargo built beside this test binary
+/// (tests run from `<target dir>/<triple>/debug/deps/`; the binaries are in `debug/`).
 pub fn runtime_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("SKIFF_BIN") {
         return PathBuf::from(bin);
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace.join("target"));
-    target.join("debug").join("skiff")
+    let built = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.join("skiff")));
+    built.unwrap_or_else(|| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/x86_64-unknown-linux-gnu/debug/skiff")
+    })
 }
 
 /// The per-command timeout: `$SKIFF_IT_TIMEOUT` seconds, else 30.

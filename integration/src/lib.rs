@@ -12,7 +12,7 @@
 //! - [`caps`]: capability names to the bit masks shown in `/proc/<pid>/status`.
 //! - [`procfs`]: `/proc` text printed in a container: status fields, fd listings, id maps.
 //!
-//! The binary under test is `$SKIFF_BIN` when set, else `<workspace>/target/debug/skiff` (build it
+//! The binary under test is `$SKIFF_BIN` when set, else the `skiff` cargo built beside the test binary (`target/x86_64-unknown-linux-gnu/debug/skiff`) (build it
 //! first; the harness never builds it). Pointing `SKIFF_BIN` at `/usr/sbin/runc` runs the same tests
 //! against runc, which is how the tests themselves are validated:
 //!
