@@ -366,6 +366,14 @@ impl Entry {
         e
     }
 
+    /// Makes the child write `tasks` last among its own moves.
+    pub fn move_last(&mut self, tasks: &Path) {
+        if let Some(i) = self.self_move.iter().position(|(p, _)| p == tasks) {
+            let f = self.self_move.remove(i);
+            self.self_move.push(f);
+        }
+    }
+
     /// The directory for `clone3(CLONE_INTO_CGROUP)`, if any.
     pub fn clone_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         use std::os::fd::AsFd;
@@ -798,6 +806,21 @@ mod tests {
             Manager::from_record("v1", &dirs, &[]).controllers().len(),
             3
         );
+    }
+
+    #[test]
+    fn the_freezer_is_entered_last() {
+        let base = std::env::temp_dir().join(format!("skiff-entry-order-{}", std::process::id()));
+        let (freezer, memory) = (base.join("freezer"), base.join("memory"));
+        for d in [&freezer, &memory] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("tasks"), "").unwrap();
+        }
+        let mut e = Entry::new(&[freezer.clone(), memory.clone()], None);
+        e.move_last(&freezer.join("tasks"));
+        let order: Vec<PathBuf> = e.take_self_move().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(order, vec![memory.join("tasks"), freezer.join("tasks")]);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     /// Plain directories standing in for cgroup ones: the kind is told by the files in them.

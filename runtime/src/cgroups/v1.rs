@@ -120,7 +120,14 @@ impl V1 {
 
     /// How a new process enters these directories ([`super::Entry`]).
     pub fn entry(&self) -> super::Entry {
-        super::Entry::new(&self.dirs, self.layout().unified)
+        let mut e = super::Entry::new(&self.dirs, self.layout().unified);
+        // The freezer last: a child that joins a frozen cgroup (exec into a
+        // paused container) stops right after that write, and should be in
+        // every other hierarchy by then.
+        if let Some(f) = self.freezer() {
+            e.move_last(&f.join("tasks"));
+        }
+        e
     }
 }
 
