@@ -136,6 +136,15 @@ pub struct OciState<'a> {
 }
 
 impl Record {
+    /// The manager of the container's cgroup, as create recorded it.
+    pub fn cgroup(&self) -> crate::cgroups::Manager {
+        crate::cgroups::Manager::from_record(
+            &self.cgroup_mode,
+            &self.cgroup_dirs,
+            &self.cgroup_controllers,
+        )
+    }
+
     /// The OCI state for this record with the given status.
     pub fn oci_state(&self, status: Status) -> OciState<'_> {
         OciState {
@@ -359,11 +368,9 @@ impl Container {
         }
         // Frozen first: a created container that was paused is paused (as
         // runc reports it).
-        if crate::cgroups::is_frozen(
-            &self.record.cgroup_mode,
-            &self.record.cgroup_dirs,
-            &self.record.cgroup_controllers,
-        ) {
+        if !self.record.cgroup_dirs.is_empty()
+            && crate::cgroups::CgroupManager::is_frozen(&self.record.cgroup())
+        {
             return Status::Paused;
         }
         if self.exec_fifo().exists() {

@@ -560,17 +560,32 @@ mod tests {
         }
     }
 
-    #[test]
-    fn output_written_before_reader_attaches_is_kept() {
-        let dir = std::env::temp_dir().join(format!("skiff-io-test-{}", std::process::id()));
+    /// A fresh scratch dir with one fifo, `stdin` or `stdout` of the process naming it, and the
+    /// process's pipes served by a new I/O loop: (dir, fifo, the child's ends, the shim's side).
+    fn piped(tag: &str, stdin: bool) -> (PathBuf, PathBuf, ChildStdio, ProcessIo) {
+        let dir = std::env::temp_dir().join(format!("skiff-io-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let out = fifo(&dir, "out");
-        let paths = StdioPaths {
-            stdout: out.display().to_string(),
-            ..Default::default()
+        let path = fifo(&dir, if stdin { "in" } else { "out" });
+        let name = path.display().to_string();
+        let paths = if stdin {
+            StdioPaths {
+                stdin: name,
+                ..Default::default()
+            }
+        } else {
+            StdioPaths {
+                stdout: name,
+                ..Default::default()
+            }
         };
         let io = IoLoop::start(None).unwrap();
         let (child, pio) = ProcessIo::pipes(&paths, &owner(), &io).unwrap();
+        (dir, path, child, pio)
+    }
+
+    #[test]
+    fn output_written_before_reader_attaches_is_kept() {
+        let (dir, out, child, pio) = piped("early", false);
         let mut w = File::from(child.stdout.unwrap());
         w.write_all(b"early bytes").unwrap();
         drop(w);
@@ -588,15 +603,7 @@ mod tests {
 
     #[test]
     fn stdin_is_copied_and_close_io_closes_it_after_the_pending_bytes() {
-        let dir = std::env::temp_dir().join(format!("skiff-io-stdin-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let stdin = fifo(&dir, "in");
-        let paths = StdioPaths {
-            stdin: stdin.display().to_string(),
-            ..Default::default()
-        };
-        let io = IoLoop::start(None).unwrap();
-        let (child, pio) = ProcessIo::pipes(&paths, &owner(), &io).unwrap();
+        let (dir, stdin, child, pio) = piped("stdin", true);
         let mut process_stdin = File::from(child.stdin.unwrap());
         // containerd's side: the writer stays open; CloseIO ends the stream.
         let mut writer = OpenOptions::new().write(true).open(&stdin).unwrap();
@@ -616,15 +623,7 @@ mod tests {
 
     #[test]
     fn outputs_without_a_reader_are_discarded_after_shutdown() {
-        let dir = std::env::temp_dir().join(format!("skiff-io-noreader-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = fifo(&dir, "out");
-        let paths = StdioPaths {
-            stdout: out.display().to_string(),
-            ..Default::default()
-        };
-        let io = IoLoop::start(None).unwrap();
-        let (child, pio) = ProcessIo::pipes(&paths, &owner(), &io).unwrap();
+        let (dir, _out, child, pio) = piped("noreader", false);
         let waiter = pio.output_waiter();
         pio.shutdown();
         // Nobody ever reads the fifo, yet the process can write more than a pipe holds.

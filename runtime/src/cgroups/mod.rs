@@ -401,8 +401,8 @@ impl Entry {
 /// ([`Entry`]), then closes the files.
 pub fn move_self(files: Vec<(PathBuf, std::os::fd::OwnedFd)>) -> Result<(), CgroupError> {
     for (path, fd) in files {
-        let mut f = std::fs::File::from(fd);
-        std::io::Write::write_all(&mut f, b"0").map_err(|source| CgroupError::Write {
+        use crate::sys::AsFdBorrowed;
+        crate::sys::write_all(fd.as_fd_borrowed(), b"0").map_err(|source| CgroupError::Write {
             path,
             value: "0".into(),
             source,
@@ -544,11 +544,6 @@ impl CgroupManager for Manager {
     fn mode(&self) -> &'static str {
         self.inner().mode()
     }
-}
-
-/// Whether the container recorded with these dirs is frozen.
-pub fn is_frozen(mode: &str, dirs: &[PathBuf], controllers: &[Vec<String>]) -> bool {
-    !dirs.is_empty() && Manager::from_record(mode, dirs, controllers).is_frozen()
 }
 
 fn join_below(mount: &Path, rel: &Path) -> PathBuf {
@@ -808,6 +803,7 @@ mod tests {
         );
     }
 
+    /// The order a v1 manager gives the child: the freezer's `tasks` last, wherever it stands.
     #[test]
     fn the_freezer_is_entered_last() {
         let base = std::env::temp_dir().join(format!("skiff-entry-order-{}", std::process::id()));
@@ -816,9 +812,17 @@ mod tests {
             std::fs::create_dir_all(d).unwrap();
             std::fs::write(d.join("tasks"), "").unwrap();
         }
-        let mut e = Entry::new(&[freezer.clone(), memory.clone()], None);
-        e.move_last(&freezer.join("tasks"));
-        let order: Vec<PathBuf> = e.take_self_move().into_iter().map(|(p, _)| p).collect();
+        let v1 = v1::V1::with_layout(
+            vec![freezer.clone(), memory.clone()],
+            vec![vec!["freezer".into()], vec!["memory".into()]],
+            None,
+        );
+        let order: Vec<PathBuf> = v1
+            .entry()
+            .take_self_move()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
         assert_eq!(order, vec![memory.join("tasks"), freezer.join("tasks")]);
         std::fs::remove_dir_all(&base).unwrap();
     }

@@ -110,12 +110,7 @@ impl V1 {
 
     /// Per directory, its hierarchy's controllers (empty for the unified one).
     pub fn controllers(&self) -> Vec<Vec<String>> {
-        let l = self.layout();
-        let mut out = l.controllers.clone();
-        if let Some(c) = l.unified.and_then(|i| out.get_mut(i)) {
-            c.clear();
-        }
-        out
+        self.layout().controllers.clone()
     }
 
     /// How a new process enters these directories ([`super::Entry`]).

@@ -3,7 +3,7 @@
 
 use super::{io_err, CmdError};
 use crate::cgroups::stats::Event;
-use crate::cgroups::{CgroupManager, Manager};
+use crate::cgroups::CgroupManager;
 use crate::cli::Cli;
 use crate::state::{self, Container, Record, Status};
 use clap::Args;
@@ -179,10 +179,6 @@ fn peek(cli: &Cli, id: &str) -> Result<(Record, bool), CmdError> {
     Ok((r, alive))
 }
 
-fn manager(r: &Record) -> Manager {
-    Manager::from_record(&r.cgroup_mode, &r.cgroup_dirs, &r.cgroup_controllers)
-}
-
 /// `pause`: freezes a created or running container.
 pub fn pause(cli: &Cli, id: &str) -> Result<(), CmdError> {
     let c = Container::load(&cli.root, id)?;
@@ -197,7 +193,7 @@ pub fn pause(cli: &Cli, id: &str) -> Result<(), CmdError> {
         }
         _ => return Err(CmdError::NotRunning(id.to_string())),
     }
-    manager(&c.record).freeze()?;
+    c.record.cgroup().freeze()?;
     Ok(())
 }
 
@@ -207,7 +203,7 @@ pub fn resume(cli: &Cli, id: &str) -> Result<(), CmdError> {
     if !alive {
         return Err(CmdError::NotRunning(id.to_string()));
     }
-    let cg = manager(&record);
+    let cg = record.cgroup();
     if !cg.is_frozen() {
         let created = cli.root.join(id).join(state::EXEC_FIFO).exists();
         return Err(CmdError::BadStatus {
@@ -225,7 +221,7 @@ pub fn resume(cli: &Cli, id: &str) -> Result<(), CmdError> {
 pub fn ps(cli: &Cli, a: &PsArgs) -> Result<(), CmdError> {
     let (record, alive) = peek(cli, &a.id)?;
     let pids = if alive {
-        manager(&record).pids()?
+        record.cgroup().pids()?
     } else {
         Vec::new()
     };
@@ -300,7 +296,7 @@ pub fn events(cli: &Cli, a: &EventsArgs) -> Result<(), CmdError> {
     if !alive {
         return Err(CmdError::NotRunning(a.id.clone()));
     }
-    let cg = manager(&record);
+    let cg = record.cgroup();
     if a.stats {
         let s = cg.stats()?;
         return print_event(&Event {
@@ -424,7 +420,7 @@ pub fn update(cli: &Cli, a: &UpdateArgs) -> Result<(), CmdError> {
     if !c.status().can_kill() {
         return Err(CmdError::NotRunning(a.id.clone()));
     }
-    manager(&c.record).set(&res)?;
+    c.record.cgroup().set(&res)?;
     Ok(())
 }
 

@@ -2,7 +2,7 @@
 //! list and spec.
 
 use super::{io_err, CmdError};
-use crate::cgroups::{CgroupManager, Manager};
+use crate::cgroups::CgroupManager;
 use crate::cli::{Cli, CreateArgs};
 use crate::hooks;
 use crate::log::Logger;
@@ -131,11 +131,7 @@ pub(crate) fn kill(c: &Container, sig: libc::c_int, all: bool) -> Result<(), Cmd
 /// Signals every process of the container's cgroup (the init included):
 /// SIGKILL through `cgroup.kill` where the kernel has it.
 fn signal_all(c: &Container, sig: libc::c_int) -> Result<(), CmdError> {
-    let cg = Manager::from_record(
-        &c.record.cgroup_mode,
-        &c.record.cgroup_dirs,
-        &c.record.cgroup_controllers,
-    );
+    let cg = c.record.cgroup();
     crate::cgroups::signal_all(&cg, sig)?;
     Ok(())
 }
@@ -165,11 +161,7 @@ pub(crate) fn delete(c: Container, force: bool, log: &mut Logger) -> Result<(), 
             status: status.as_str(),
         });
     }
-    let cg = Manager::from_record(
-        &c.record.cgroup_mode,
-        &c.record.cgroup_dirs,
-        &c.record.cgroup_controllers,
-    );
+    let cg = c.record.cgroup();
     if status != Status::Stopped {
         // SAFETY: the init was just verified to be the container's.
         unsafe { libc::kill(c.record.pid, libc::SIGKILL) };

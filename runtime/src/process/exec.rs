@@ -14,7 +14,6 @@
 use super::channel::{Channel, ChannelError, Msg};
 use super::init::{self, InitError};
 use super::parent::{clone_child, init_error_or, CreateError};
-use crate::cgroups::Manager;
 use crate::namespaces::{self, NsKind};
 use crate::plan::ProcessPlan;
 use crate::seccomp::SeccompPlan;
@@ -87,11 +86,7 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
     if !req.container.init_alive() {
         return Err(CreateError::InitDied);
     }
-    let cg = Manager::from_record(
-        &req.container.record.cgroup_mode,
-        &req.container.record.cgroup_dirs,
-        &req.container.record.cgroup_controllers,
-    );
+    let cg = req.container.record.cgroup();
     // Into the cgroup without a migration by pid where possible
     // (`cgroups::Entry`).
     let mut entry = cg.entry();
