@@ -229,16 +229,22 @@ pub struct Harness {
     ids: Mutex<Vec<String>>,
     cgroups: Mutex<Vec<String>>,
     ns_files: Mutex<Vec<PathBuf>>,
+    host_ns: Option<HostMountNs>,
 }
 
 impl Harness {
     /// A fresh harness. Fails when not root or when the runtime binary is missing.
     pub fn new() -> Result<Harness> {
+        Harness::with_runtime(&runtime_binary())
+    }
+
+    /// A fresh harness driving `bin` (e.g. `/usr/sbin/runc` beside skiff in a differential test).
+    pub fn with_runtime(bin: &Path) -> Result<Harness> {
         // SAFETY: geteuid(2) cannot fail and touches no memory.
         if unsafe { libc::geteuid() } != 0 {
             bail!("the integration tests create real containers and must run as root");
         }
-        let bin = runtime_binary();
+        let bin = bin.to_path_buf();
         if !bin.is_file() {
             bail!(
                 "runtime binary {} not found: build it first (`cargo build -p skiff`) or point \
@@ -262,6 +268,7 @@ impl Harness {
             ids: Mutex::new(Vec::new()),
             cgroups: Mutex::new(Vec::new()),
             ns_files: Mutex::new(Vec::new()),
+            host_ns: None,
         })
     }
 
@@ -373,7 +380,45 @@ impl Harness {
         if let Some(cwd) = &opts.cwd {
             cmd.current_dir(cwd);
         }
+        if let Some(ns) = &self.host_ns {
+            ns.enter_in(&mut cmd, opts.cwd.as_deref());
+        }
         cmd
+    }
+
+    /// Run every later runtime command of this harness in a mount namespace of its own that stands
+    /// in for the host: every mount in it is shared, as systemd leaves a real host's, but in peer
+    /// groups of its own, so nothing a runtime does there can reach the real host (whose mounts may
+    /// be private, as on the development machines). [`Harness::host_mountinfo`] reads it.
+    pub fn use_shared_host_mount_ns(&mut self) -> Result<()> {
+        self.host_ns = Some(HostMountNs::start()?);
+        Ok(())
+    }
+
+    /// The mountinfo of the host's mount namespace as this harness's runtime commands see it: the
+    /// stand-in's ([`Harness::use_shared_host_mount_ns`]) or the test process's own.
+    pub fn host_mountinfo(&self) -> Result<String> {
+        let path = match &self.host_ns {
+            Some(ns) => format!("/proc/{}/mountinfo", ns.holder.id()),
+            None => "/proc/self/mountinfo".to_string(),
+        };
+        fs::read_to_string(&path).with_context(|| format!("reading {path}"))
+    }
+
+    /// Run `argv` to success in the host's mount namespace as this harness's runtime commands see it
+    /// (for mounts the test makes there, such as a rootfs that is a mount point of its own).
+    pub fn run_in_host_ns(&self, argv: &[&str]) -> Result<()> {
+        let (program, args) = argv.split_first().context("empty command")?;
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        if let Some(ns) = &self.host_ns {
+            ns.enter_in(&mut cmd, None);
+        }
+        let status = cmd.status().with_context(|| format!("running {argv:?}"))?;
+        if !status.success() {
+            bail!("{argv:?} failed: {status}");
+        }
+        Ok(())
     }
 
     /// Start `RUNTIME --root R <args>` in the background.
@@ -754,7 +799,71 @@ impl Drop for Harness {
                 let _ = fs::remove_dir(&dir);
             }
         }
-        // 5. The temp dir itself goes when `self.tmp` drops.
+        // 5. The stand-in host mount namespace, and what is mounted in it.
+        drop(self.host_ns.take());
+        // 6. The temp dir itself goes when `self.tmp` drops.
+    }
+}
+
+/// A mount namespace whose every mount is shared in peer groups of its own, kept alive by a `sleep`
+/// we start (and kill when the harness drops: the namespace and its mounts go with it).
+#[derive(Debug)]
+struct HostMountNs {
+    holder: Child,
+    ns: File,
+}
+
+impl HostMountNs {
+    fn start() -> Result<HostMountNs> {
+        // Private first, so the copy's peer groups are cut from the real host's; then shared.
+        let mut holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount --make-rshared / && echo ready && exec sleep 3600")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting a mount namespace with unshare (util-linux)")?;
+        let mut ready = String::new();
+        if let Some(out) = holder.stdout.take() {
+            use std::io::BufRead;
+            std::io::BufReader::new(out).read_line(&mut ready)?;
+        }
+        if ready.trim() != "ready" {
+            let _ = holder.kill();
+            let _ = holder.wait();
+            bail!("the stand-in host mount namespace did not come up");
+        }
+        let ns = File::open(format!("/proc/{}/ns/mnt", holder.id()))?;
+        Ok(HostMountNs { holder, ns })
+    }
+
+    /// Make `cmd` enter this namespace before it execs (and go to `cwd` again, which `setns`
+    /// resets to the namespace's root).
+    fn enter_in(&self, cmd: &mut Command, cwd: Option<&Path>) {
+        let fd = self.ns.as_raw_fd();
+        let cwd = cwd.and_then(|c| std::ffi::CString::new(c.as_os_str().as_encoded_bytes()).ok());
+        // SAFETY: the closure runs in the child between fork and exec and only calls setns(2) and
+        // chdir(2), which are async-signal-safe; the fd and string outlive the spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(dir) = &cwd {
+                    if libc::chdir(dir.as_ptr()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Drop for HostMountNs {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
     }
 }
 

@@ -337,3 +337,127 @@ fn rootfs_propagation_decides_whether_host_mounts_propagate_in() -> Result<()> {
     }
     Ok(())
 }
+
+/// The propagation of a mountinfo line, without the peer group numbers: `shared`, `master`,
+/// `shared master`, `unbindable`, or `private` when it has no tag.
+fn propagation_of(line: &str) -> String {
+    let tags: Vec<&str> = line
+        .split(' ')
+        .skip(6)
+        .take_while(|f| *f != "-")
+        .map(|f| f.split(':').next().unwrap_or(f))
+        .collect();
+    if tags.is_empty() {
+        "private".into()
+    } else {
+        tags.join(" ")
+    }
+}
+
+/// Lines of `now` that were not in `before` (a mountinfo line names the mount's id, so a new mount
+/// is a new line).
+fn new_lines(before: &str, now: &str) -> Vec<String> {
+    let old: std::collections::BTreeSet<&str> = before.lines().collect();
+    now.lines()
+        .filter(|l| !old.contains(l))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs a container with `linux.rootfsPropagation` = `mode` (unset for `None`) from a host whose
+/// mounts are all shared, optionally with the rootfs a mount point of its own (as containerd's
+/// overlay is). Asserts that none of the container's mounts appears on the host while it runs or
+/// after `delete`, and returns the propagation of the container's `/`, or the failure of `create`.
+fn propagation_case(h: &Harness, mode: Option<&str>, rootfs_is_mount: bool) -> Result<String> {
+    let mut b = h.bundle()?;
+    if let Some(mode) = mode {
+        b.edit(|c| c["linux"]["rootfsPropagation"] = json!(mode))?;
+    }
+    // The root's line: field 5 (the mount point) is "/".
+    b.sh("grep -E '^[0-9]+ [0-9]+ [0-9:]+ [^ ]+ / ' /proc/self/mountinfo; exec sleep 1000")?;
+    if rootfs_is_mount {
+        let rootfs = b.rootfs().display().to_string();
+        h.run_in_host_ns(&["mount", "--bind", &rootfs, &rootfs])?;
+    }
+    let what = format!("{} rootfsPropagation {mode:?}", h.bin().display());
+    let before = h.host_mountinfo()?;
+    let id = h.id("prop");
+    let created = h.try_create(&id, &b, &[])?;
+    let result = if created.success() {
+        h.start(&id)?.ok()?;
+        let line = skiff_integration::wait_for_content(&h.stdout_path(&id), h.timeout())?;
+        let leaked = new_lines(&before, &h.host_mountinfo()?);
+        assert!(
+            leaked.is_empty(),
+            "{what}: on the host while running:\n{}",
+            leaked.join("\n")
+        );
+        h.kill(&id, Some("KILL"))?.ok()?;
+        h.wait_status(&id, "stopped")?;
+        h.delete(&id)?.ok()?;
+        propagation_of(line.trim())
+    } else {
+        "create failed".to_string()
+    };
+    let leaked = new_lines(&before, &h.host_mountinfo()?);
+    assert!(
+        leaked.is_empty(),
+        "{what}: left on the host:\n{}",
+        leaked.join("\n")
+    );
+    Ok(result)
+}
+
+/// What runc 1.1.5 shows on `/` for each mode, from a host whose mounts are shared. runc applies
+/// the mode to `/` of the new namespace, makes the mount holding the rootfs private if it is still
+/// shared, binds the rootfs and pivots into it; it does not apply the mode again afterwards. So a
+/// `slave` root keeps its master only when the rootfs was not a shared mount of its own, and an
+/// `unbindable` `/` makes the rootfs bind fail when the rootfs is a plain directory on `/`.
+const PROPAGATION_MODES: [(Option<&str>, &str, &str); 9] = [
+    // (mode, rootfs a plain directory, rootfs a mount point of its own)
+    (None, "master", "master"),
+    (Some("rslave"), "master", "master"),
+    (Some("slave"), "master", "private"),
+    (Some("rprivate"), "private", "private"),
+    (Some("private"), "private", "private"),
+    (Some("rshared"), "private", "private"),
+    (Some("shared"), "private", "private"),
+    (Some("runbindable"), "create failed", "create failed"),
+    (Some("unbindable"), "create failed", "private"),
+];
+
+/// Each rootfsPropagation mode works as in runc, and never leaks a container's mounts (its cgroup
+/// binds, /proc, /dev...) into a host whose mounts are shared: checked against the table above
+/// and, when runc is installed, against runc itself on the same host.
+fn rootfs_propagation_modes(rootfs_is_mount: bool) -> Result<()> {
+    let mut h = Harness::new()?;
+    h.use_shared_host_mount_ns()?;
+    let runc_bin = std::path::Path::new("/usr/sbin/runc");
+    let mut runc = match runc_bin.is_file() && h.bin() != runc_bin {
+        true => Some(Harness::with_runtime(runc_bin)?),
+        false => None,
+    };
+    if let Some(r) = &mut runc {
+        r.use_shared_host_mount_ns()?;
+    }
+    for (mode, plain, own) in PROPAGATION_MODES {
+        let want = if rootfs_is_mount { own } else { plain };
+        let got = propagation_case(&h, mode, rootfs_is_mount)?;
+        if let Some(r) = &runc {
+            let oracle = propagation_case(r, mode, rootfs_is_mount)?;
+            assert_eq!(got, oracle, "rootfsPropagation {mode:?}: skiff vs runc");
+        }
+        assert_eq!(got, want, "rootfsPropagation {mode:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn rootfs_propagation_modes_with_a_plain_rootfs_directory() -> Result<()> {
+    rootfs_propagation_modes(false)
+}
+
+#[test]
+fn rootfs_propagation_modes_with_a_rootfs_mount_point() -> Result<()> {
+    rootfs_propagation_modes(true)
+}

@@ -45,8 +45,8 @@ pub struct Plan {
     pub rootfs: PathBuf,
     pub rootfs_readonly: bool,
     pub namespaces: NamespacePlan,
-    /// Propagation applied to `/` of the new mount namespace first, and to
-    /// the container's `/` after pivot_root.
+    /// Propagation applied to `/` of the new mount namespace before the
+    /// rootfs is bound (as runc does; not again after pivot_root).
     pub root_propagation: libc::c_ulong,
     pub mounts: Vec<MountOp>,
     /// Whether /dev is a tmpfs of ours to fill with device nodes and links.

@@ -101,8 +101,11 @@ pub fn prepare<E: From<RootfsError>>(
     // apply the spec's rootfsPropagation, which runc applies here too).
     sys::mount(None, Path::new("/"), None, plan.root_propagation, None)
         .map_err(mount_err("propagation", Path::new("/")))?;
-    // pivot_root needs the new root to be a mount point.
+    // Before the rootfs bind, which joins the peer group of the mount it is
+    // made from: see `make_parent_private`.
     let rootfs = &plan.rootfs;
+    make_parent_private(rootfs)?;
+    // pivot_root needs the new root to be a mount point.
     sys::mount(
         Some(rootfs),
         rootfs,
@@ -111,9 +114,6 @@ pub fn prepare<E: From<RootfsError>>(
         None,
     )
     .map_err(mount_err(rootfs.display().to_string(), rootfs))?;
-    if plan.root_propagation & libc::MS_SHARED != 0 {
-        make_parent_private(rootfs)?;
-    }
     let root = sys::open(rootfs, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(|source| {
         RootfsError::Rootfs {
             path: rootfs.clone(),
@@ -143,23 +143,46 @@ pub fn prepare<E: From<RootfsError>>(
     Ok(root)
 }
 
-/// pivot_root fails when the new root's parent mount is shared: make the
-/// mount that holds the rootfs directory private.
+/// A bind of a shared mount is a peer of it: if the mount holding the rootfs
+/// is still shared with the host (a `shared`, `private` or `slave` root
+/// propagation only changes `/`), the rootfs bind and every mount made under
+/// it would propagate to the host, and pivot_root would refuse the new root.
+/// Make that mount (in our namespace only) private first, as runc does.
 fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
-    let text = sys::read_text("/proc/self/mountinfo").map_err(|source| RootfsError::Rootfs {
-        path: "/proc/self/mountinfo".into(),
-        source,
-    })?;
-    let parent = rootfs.parent().unwrap_or(Path::new("/"));
-    let best = text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(cgroups::unescape))
-        .map(PathBuf::from)
-        .filter(|mp| parent.starts_with(mp))
-        .max_by_key(|mp| mp.as_os_str().len())
-        .unwrap_or_else(|| PathBuf::from("/"));
-    sys::mount(None, &best, None, libc::MS_PRIVATE, None)
-        .map_err(mount_err("private propagation", &best))
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RootfsError::Rootfs { path, source }
+    };
+    let dir = sys::open(rootfs, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(err(rootfs))?;
+    let id = sys::mount_id(dir.as_fd_borrowed()).map_err(err(rootfs))?;
+    let info = Path::new("/proc/self/mountinfo");
+    let text = sys::read_text(info).map_err(err(info))?;
+    match mount_of(&text, id) {
+        Some((point, true)) => sys::mount(None, &point, None, libc::MS_PRIVATE, None)
+            .map_err(mount_err("private propagation", &point)),
+        Some((_, false)) => Ok(()),
+        None => Err(err(info)(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("no mount {id} (holding the rootfs)"),
+        ))),
+    }
+}
+
+/// The mount point of mount `id` in a mountinfo text, and whether the mount
+/// is shared (has a `shared:N` tag).
+fn mount_of(mountinfo: &str, id: u64) -> Option<(PathBuf, bool)> {
+    mountinfo.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        if fields.next()?.parse::<u64>().ok()? != id {
+            return None;
+        }
+        let point = fields.nth(3)?;
+        let shared = fields
+            .skip(1)
+            .take_while(|f| *f != "-")
+            .any(|f| f.starts_with("shared:"));
+        Some((PathBuf::from(cgroups::unescape(point)), shared))
+    })
 }
 
 fn dest_err(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
@@ -531,8 +554,10 @@ pub fn pivot(plan: &Plan, root: &OwnedFd) -> Result<(), RootfsError> {
     sys::chdir(Path::new("/")).map_err(perr)
 }
 
-/// Steps after pivot_root: masked and read-only paths, a read-only root,
-/// and the root's final propagation.
+/// Steps after pivot_root: masked and read-only paths and a read-only root.
+/// (runc does not apply rootfsPropagation to the new root again: it keeps
+/// the propagation its bind got, private unless the rootfs came from a
+/// slave mount.)
 pub fn finalize(plan: &Plan) -> Result<(), RootfsError> {
     let root =
         sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0).map_err(|source| {
@@ -555,10 +580,6 @@ pub fn finalize(plan: &Plan) -> Result<(), RootfsError> {
         let fd = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0)
             .map_err(dest_err(Path::new("/")))?;
         remount_bind(fd.as_fd_borrowed(), libc::MS_RDONLY, Path::new("/"))?;
-    }
-    if plan.root_propagation != (libc::MS_SLAVE | libc::MS_REC) {
-        sys::mount(None, Path::new("/"), None, plan.root_propagation, None)
-            .map_err(mount_err("propagation", Path::new("/")))?;
     }
     Ok(())
 }
@@ -650,4 +671,28 @@ fn mask_path(root: BorrowedFd<'_>, null: BorrowedFd<'_>, p: &Path) -> Result<(),
         )
     }
     .map_err(mount_err("mask", p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "\
+27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+60 27 0:50 / /run/a\\040b rw shared:7 master:2 - tmpfs tmpfs rw
+61 27 0:51 / /var/x rw master:3 - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn mount_of_finds_the_point_and_sharing_by_id() {
+        assert_eq!(mount_of(INFO, 27), Some((PathBuf::from("/"), true)));
+        assert_eq!(
+            mount_of(INFO, 31),
+            Some((PathBuf::from("/sys/fs/cgroup"), false))
+        );
+        assert_eq!(mount_of(INFO, 60), Some((PathBuf::from("/run/a b"), true)));
+        assert_eq!(mount_of(INFO, 61), Some((PathBuf::from("/var/x"), false)));
+        assert_eq!(mount_of(INFO, 2), None);
+    }
 }
