@@ -461,3 +461,89 @@ fn rootfs_propagation_modes_with_a_plain_rootfs_directory() -> Result<()> {
 fn rootfs_propagation_modes_with_a_rootfs_mount_point() -> Result<()> {
     rootfs_propagation_modes(true)
 }
+
+/// A bind of a host directory `src` (with a tmpfs mounted at `src/sub`) at /data with `options`:
+/// the mount options of /data and /data/sub inside, and what a write to each says; or the
+/// failure of `run`.
+fn recursive_attr_case(h: &Harness, src: &std::path::Path, options: &[&str]) -> Result<String> {
+    let mut b = h.bundle()?;
+    b.add_mount(json!({
+        "destination": "/data", "type": "bind",
+        "source": src.display().to_string(), "options": options
+    }))?;
+    b.sh(
+        "for p in /data /data/sub; do awk -v p=$p '$5 == p { print p, $6 }' /proc/self/mountinfo; \
+         touch $p/w 2>&1 && echo $p writable && rm $p/w; done; true",
+    )?;
+    let id = h.id("rattr");
+    let out = h.run(&id, &b, &[])?;
+    Ok(if out.success() {
+        out.stdout
+    } else {
+        format!("run failed with {}", out.exit_code())
+    })
+}
+
+/// Recursive mount attributes reach the submounts of a bind (mount_setattr with AT_RECURSIVE),
+/// where a plain `ro` stops at the bind itself: as in runc 1.1.5, which the test also runs.
+#[test]
+fn recursive_mount_attributes_reach_submounts() -> Result<()> {
+    let h = Harness::new()?;
+    let src = h.dir("rsrc")?;
+    fs::create_dir(src.join("sub"))?;
+    h.mount_tmpfs(&src.join("sub"))?;
+    let runc_bin = std::path::Path::new("/usr/sbin/runc");
+    let runc = match runc_bin.is_file() && h.bin() != runc_bin {
+        true => Some(Harness::with_runtime(runc_bin)?),
+        false => None,
+    };
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["rbind", "rro"],
+            "/data ro,relatime\ntouch: /data/w: Read-only file system\n\
+             /data/sub ro,relatime\ntouch: /data/sub/w: Read-only file system\n",
+        ),
+        (
+            &["rbind", "ro"],
+            "/data ro,relatime\ntouch: /data/w: Read-only file system\n\
+             /data/sub rw,relatime\n/data/sub writable\n",
+        ),
+        (
+            &[
+                "rbind",
+                "rnosuid",
+                "rnodev",
+                "rnoexec",
+                "rnoatime",
+                "rnosymfollow",
+            ],
+            "/data rw,nosuid,nodev,noexec,noatime,nosymfollow\n/data writable\n\
+             /data/sub rw,nosuid,nodev,noexec,noatime,nosymfollow\n/data/sub writable\n",
+        ),
+        // rrw clears what `ro` set; a bit both set and cleared stays set.
+        (
+            &["rbind", "ro", "rrw"],
+            "/data rw,relatime\n/data writable\n/data/sub rw,relatime\n/data/sub writable\n",
+        ),
+        (
+            &["rbind", "rrw", "rro"],
+            "/data ro,relatime\ntouch: /data/w: Read-only file system\n\
+             /data/sub ro,relatime\ntouch: /data/sub/w: Read-only file system\n",
+        ),
+        (
+            &["rbind", "rstrictatime", "rnodiratime"],
+            "/data rw,nodiratime\n/data writable\n/data/sub rw,nodiratime\n/data/sub writable\n",
+        ),
+        // runc hands this to the kernel, which refuses it; skiff refuses it up front.
+        (&["rbind", "ratime"], "run failed with 1"),
+    ];
+    for (options, want) in cases {
+        let got = recursive_attr_case(&h, &src, options)?;
+        if let Some(r) = &runc {
+            let oracle = recursive_attr_case(r, &src, options)?;
+            assert_eq!(got, oracle, "{options:?}: skiff vs runc");
+        }
+        assert_eq!(got, want, "{options:?}");
+    }
+    Ok(())
+}

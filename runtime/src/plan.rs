@@ -129,6 +129,17 @@ pub struct MountOp {
     pub propagation: Vec<libc::c_ulong>,
     /// Filesystem-specific options (`mode=755,size=...`).
     pub data: String,
+    /// Recursive attributes (`rro`, `rnosuid`, ...) for `mount_setattr(2)`
+    /// on the mount and every mount below it; bind mounts only, as in runc
+    /// (which accepts and ignores them on other mounts).
+    pub rec_attr: Option<RecAttr>,
+}
+
+/// The `MOUNT_ATTR_*` bits `mount_setattr(2)` sets and clears.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecAttr {
+    pub set: u64,
+    pub clear: u64,
 }
 
 /// A device node to create in /dev.
@@ -497,18 +508,84 @@ pub fn propagation_flag(opt: &str) -> Option<libc::c_ulong> {
     })
 }
 
+/// Maps a recursive mount option to (whether it clears, its `MOUNT_ATTR_*`
+/// bit), as runc's table does.
+fn rec_attr_option(opt: &str) -> Option<(bool, u64)> {
+    use libc::*;
+    Some(match opt {
+        "rro" => (false, MOUNT_ATTR_RDONLY),
+        "rrw" => (true, MOUNT_ATTR_RDONLY),
+        "rnosuid" => (false, MOUNT_ATTR_NOSUID),
+        "rsuid" => (true, MOUNT_ATTR_NOSUID),
+        "rnodev" => (false, MOUNT_ATTR_NODEV),
+        "rdev" => (true, MOUNT_ATTR_NODEV),
+        "rnoexec" => (false, MOUNT_ATTR_NOEXEC),
+        "rexec" => (true, MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (false, MOUNT_ATTR_NODIRATIME),
+        "rdiratime" => (true, MOUNT_ATTR_NODIRATIME),
+        "rrelatime" => (false, MOUNT_ATTR_RELATIME),
+        "rnorelatime" => (true, MOUNT_ATTR_RELATIME),
+        "rnoatime" => (false, MOUNT_ATTR_NOATIME),
+        "ratime" => (true, MOUNT_ATTR_NOATIME),
+        "rstrictatime" => (false, MOUNT_ATTR_STRICTATIME),
+        "rnostrictatime" => (true, MOUNT_ATTR_STRICTATIME),
+        "rnosymfollow" => (false, MOUNT_ATTR_NOSYMFOLLOW),
+        "rsymfollow" => (true, MOUNT_ATTR_NOSYMFOLLOW),
+        _ => return None,
+    })
+}
+
+/// Adds one recursive option to `attr` as runc does: bits accumulate (a
+/// bit both set and cleared ends up set, since the kernel clears first),
+/// and an access-time mode to set also clears the whole access-time field,
+/// as `mount_setattr(2)` requires.
+fn add_rec_attr(attr: &mut RecAttr, (clear, bit): (bool, u64)) {
+    if clear {
+        attr.clear |= bit;
+    } else {
+        attr.set |= bit;
+        if bit & libc::MOUNT_ATTR__ATIME == bit {
+            attr.clear |= libc::MOUNT_ATTR__ATIME;
+        }
+    }
+}
+
+/// `mount_setattr(2)` refuses to clear one access-time mode alone
+/// (`ratime`, `rnostrictatime` without an access-time mode to set): runc
+/// hands that to the kernel and fails with EINVAL; refuse it here instead.
+fn check_rec_attr(i: usize, attr: &RecAttr, options: &[String]) -> Result<(), PlanError> {
+    let atime = attr.clear & libc::MOUNT_ATTR__ATIME;
+    if atime == 0 || atime == libc::MOUNT_ATTR__ATIME {
+        return Ok(());
+    }
+    let named: Vec<&str> = options
+        .iter()
+        .map(String::as_str)
+        .filter(|o| matches!(*o, "ratime" | "rnostrictatime"))
+        .collect();
+    Err(invalid(
+        format!("mounts[{i}].options"),
+        format!(
+            "{} clears one access-time mode without setting another, which mount_setattr(2) \
+             refuses: add rrelatime, rnoatime or rstrictatime",
+            named.join(", ")
+        ),
+    ))
+}
+
 /// Options runc accepts that change nothing for a kernel mount here.
 fn ignored_option(opt: &str) -> bool {
     matches!(opt, "tmpcopyup" | "private-bind" | "norbind")
 }
 
-fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp, PlanError> {
+pub(crate) fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp, PlanError> {
     let fstype = m.typ().clone().unwrap_or_default();
     let mut flags: libc::c_ulong = 0;
     let mut propagation = Vec::new();
     let mut data = Vec::new();
     let mut bind = fstype == "bind";
     let mut recursive = false;
+    let mut rec_attr = None;
     for opt in m.options().iter().flatten() {
         match opt.as_str() {
             "bind" => bind = true,
@@ -521,6 +598,8 @@ fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp, PlanError
                     flags = (flags & !clear) | set;
                 } else if let Some(p) = propagation_flag(o) {
                     propagation.push(p);
+                } else if let Some(r) = rec_attr_option(o) {
+                    add_rec_attr(rec_attr.get_or_insert_with(RecAttr::default), r);
                 } else if !ignored_option(o) {
                     data.push(o.to_string());
                 }
@@ -533,6 +612,9 @@ fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp, PlanError
                 format!("mounts[{i}].source"),
                 "a bind mount needs a source",
             ));
+        }
+        if let Some(attr) = &rec_attr {
+            check_rec_attr(i, attr, m.options().as_deref().unwrap_or_default())?;
         }
         MountKind::Bind { recursive }
     } else if fstype == "cgroup" || fstype == "cgroup2" {
@@ -552,6 +634,7 @@ fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp, PlanError
         flags,
         propagation,
         data: data.join(","),
+        rec_attr: rec_attr.filter(|_| bind),
     })
 }
 
@@ -1066,6 +1149,105 @@ mod tests {
         assert_eq!(b.flags, libc::MS_RDONLY);
         assert_eq!(b.propagation, vec![libc::MS_PRIVATE | libc::MS_REC]);
         assert!(p.setup_dev);
+    }
+
+    fn bind_with(options: &[&str]) -> Result<MountOp, PlanError> {
+        let m: oci_spec::runtime::Mount = serde_json::from_value(serde_json::json!({
+            "destination": "/data", "type": "bind", "source": "/src", "options": options
+        }))
+        .unwrap();
+        mount_op(3, &m)
+    }
+
+    #[test]
+    fn recursive_attributes_set_and_clear_as_runc() {
+        use libc::*;
+        let attr = |o: &[&str]| bind_with(o).unwrap().rec_attr;
+        assert_eq!(attr(&["rbind"]), None);
+        assert_eq!(
+            attr(&[
+                "rbind",
+                "rro",
+                "rnosuid",
+                "rnodev",
+                "rnoexec",
+                "rnosymfollow"
+            ]),
+            Some(RecAttr {
+                set: MOUNT_ATTR_RDONLY
+                    | MOUNT_ATTR_NOSUID
+                    | MOUNT_ATTR_NODEV
+                    | MOUNT_ATTR_NOEXEC
+                    | MOUNT_ATTR_NOSYMFOLLOW,
+                clear: 0
+            })
+        );
+        let clear = MOUNT_ATTR_RDONLY
+            | MOUNT_ATTR_NOSUID
+            | MOUNT_ATTR_NODEV
+            | MOUNT_ATTR_NOEXEC
+            | MOUNT_ATTR_NODIRATIME
+            | MOUNT_ATTR_NOSYMFOLLOW;
+        assert_eq!(
+            attr(&[
+                "rbind",
+                "rrw",
+                "rsuid",
+                "rdev",
+                "rexec",
+                "rdiratime",
+                "rsymfollow"
+            ]),
+            Some(RecAttr { set: 0, clear })
+        );
+        // Setting an access-time mode clears the whole field first.
+        for (opt, mode) in [
+            ("rnoatime", MOUNT_ATTR_NOATIME),
+            ("rstrictatime", MOUNT_ATTR_STRICTATIME),
+            ("rrelatime", MOUNT_ATTR_RELATIME),
+        ] {
+            assert_eq!(
+                attr(&[opt]),
+                Some(RecAttr {
+                    set: mode,
+                    clear: MOUNT_ATTR__ATIME
+                }),
+                "{opt}"
+            );
+        }
+        // No order: a bit both set and cleared stays set (the kernel clears first), as in runc.
+        assert_eq!(
+            attr(&["rro", "rrw"]),
+            Some(RecAttr {
+                set: MOUNT_ATTR_RDONLY,
+                clear: MOUNT_ATTR_RDONLY
+            })
+        );
+        // rnorelatime clears nothing (relatime is 0); with a mode to set, ratime is harmless.
+        assert_eq!(attr(&["rnorelatime"]), Some(RecAttr::default()));
+        assert_eq!(
+            attr(&["rnoatime", "ratime"]),
+            Some(RecAttr {
+                set: MOUNT_ATTR_NOATIME,
+                clear: MOUNT_ATTR__ATIME
+            })
+        );
+        // Recursive attributes are not mount data, and apply to binds only (as in runc).
+        let m: oci_spec::runtime::Mount = serde_json::from_value(serde_json::json!({
+            "destination": "/t", "type": "tmpfs", "source": "tmpfs", "options": ["rro", "size=1k"]
+        }))
+        .unwrap();
+        let t = mount_op(0, &m).unwrap();
+        assert_eq!((t.rec_attr, t.data.as_str()), (None, "size=1k"));
+    }
+
+    #[test]
+    fn clearing_one_access_time_mode_alone_is_refused() {
+        for opts in [&["rbind", "ratime"][..], &["rnostrictatime"][..]] {
+            let e = bind_with(opts).unwrap_err().to_string();
+            assert!(e.starts_with("mounts[3].options: r"), "{e}");
+            assert!(e.contains(opts[opts.len() - 1]), "{e}");
+        }
     }
 
     #[test]

@@ -255,6 +255,13 @@ fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), Root
                 .map_err(mount_err("propagation", dest))?;
         }
     }
+    // Last, as runc does: the recursive attributes reach every mount the
+    // steps above left under the destination.
+    if let Some(attr) = &op.rec_attr {
+        let fd = sys::open_path_in_root(root, dest).map_err(dest_err(dest))?;
+        sys::mount_setattr(fd.as_fd_borrowed(), attr.set, attr.clear)
+            .map_err(mount_err("recursive attributes", dest))?;
+    }
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 use crate::syscalls;
 use serde_json::{json, Value};
 
-/// The mount options `plan` understands.
+/// The mount options `plan` understands (the `r*` attributes apply to bind
+/// mounts, as in runc).
 const MOUNT_OPTIONS: &[&str] = &[
     "async",
     "atime",
@@ -28,13 +29,31 @@ const MOUNT_OPTIONS: &[&str] = &[
     "nostrictatime",
     "nosuid",
     "private",
+    "ratime",
     "rbind",
+    "rdev",
+    "rdiratime",
     "relatime",
     "remount",
+    "rexec",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
     "ro",
     "rprivate",
+    "rrelatime",
+    "rro",
+    "rrw",
     "rshared",
     "rslave",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
     "runbindable",
     "rw",
     "shared",
@@ -92,5 +111,44 @@ mod tests {
         let v = super::features();
         let f: oci_spec::runtime::Features = serde_json::from_value(v).unwrap();
         assert_eq!(f.oci_version_min(), "1.0.0");
+    }
+
+    #[test]
+    fn recursive_attributes_are_listed() {
+        for opt in [
+            "rro",
+            "rrw",
+            "rnosuid",
+            "rsuid",
+            "rnodev",
+            "rdev",
+            "rnoexec",
+            "rexec",
+            "rnoatime",
+            "ratime",
+            "rrelatime",
+            "rnorelatime",
+            "rstrictatime",
+            "rnostrictatime",
+            "rnodiratime",
+            "rdiratime",
+            "rnosymfollow",
+            "rsymfollow",
+        ] {
+            assert!(super::MOUNT_OPTIONS.contains(&opt), "{opt}");
+        }
+    }
+
+    #[test]
+    fn every_listed_mount_option_is_understood() {
+        // Each option must plan without becoming filesystem data.
+        for opt in super::MOUNT_OPTIONS {
+            let m: oci_spec::runtime::Mount = serde_json::from_value(serde_json::json!({
+                "destination": "/d", "type": "bind", "source": "/s", "options": ["rnoatime", opt]
+            }))
+            .unwrap();
+            let op = crate::plan::mount_op(0, &m).unwrap();
+            assert_eq!(op.data, "", "{opt}");
+        }
     }
 }
