@@ -405,6 +405,16 @@ impl Harness {
         fs::read_to_string(&path).with_context(|| format!("reading {path}"))
     }
 
+    /// `mnt:[N]`, the host's mount namespace as this harness's runtime commands see it.
+    pub fn host_mount_ns(&self) -> Result<String> {
+        let path = match &self.host_ns {
+            Some(ns) => format!("/proc/{}/ns/mnt", ns.holder.id()),
+            None => "/proc/self/ns/mnt".to_string(),
+        };
+        let link = fs::read_link(&path).with_context(|| format!("reading {path}"))?;
+        Ok(link.display().to_string())
+    }
+
     /// Run `argv` to success in the host's mount namespace as this harness's runtime commands see it
     /// (for mounts the test makes there, such as a rootfs that is a mount point of its own).
     pub fn run_in_host_ns(&self, argv: &[&str]) -> Result<()> {

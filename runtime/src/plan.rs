@@ -44,6 +44,10 @@ pub struct Plan {
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
     pub rootfs_readonly: bool,
+    /// No mount namespace of its own: the rootfs is built in the caller's
+    /// (as runc does) under one private bind of the rootfs, which `delete`
+    /// detaches, and entered with chroot instead of pivot_root.
+    pub rootfs_on_host: bool,
     pub namespaces: NamespacePlan,
     /// Propagation applied to `/` of the new mount namespace before the
     /// rootfs is bound (as runc does; not again after pivot_root).
@@ -254,15 +258,13 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
         oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
     });
     let sysctl = sysctl_plan(&linux, &namespaces)?;
-    // The rootfs is built with mounts and pivot_root: without a mount
-    // namespace of its own they would happen on the host.
-    if namespaces.clone_flags & libc::CLONE_NEWNS as u64 == 0
-        && !namespaces.joins.iter().any(|(k, _)| *k == NsKind::Mount)
-    {
-        return Err(invalid(
-            "linux.namespaces",
-            "a mount namespace is required: the rootfs is built in it",
-        ));
+    // Without a mount namespace of its own the container shares the
+    // caller's: runc builds the rootfs there and chroots into it, and so do
+    // we, but never in a way that changes the host's own mounts.
+    let rootfs_on_host = namespaces.clone_flags & libc::CLONE_NEWNS as u64 == 0
+        && !namespaces.joins.iter().any(|(k, _)| *k == NsKind::Mount);
+    if rootfs_on_host {
+        refuse_without_mount_ns(&linux)?;
     }
     // Without a UTS namespace of its own, sethostname would rename the host.
     let has_uts = namespaces.clone_flags & libc::CLONE_NEWUTS as u64 != 0
@@ -282,7 +284,10 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
         id: id.to_string(),
         bundle: bundle.to_path_buf(),
         rootfs,
-        rootfs_readonly: root.readonly().unwrap_or(false),
+        // runc finalizes the rootfs (the read-only remount) only in a mount
+        // namespace of its own: a shared one keeps a writable root.
+        rootfs_readonly: root.readonly().unwrap_or(false) && !rootfs_on_host,
+        rootfs_on_host,
         namespaces,
         root_propagation,
         mounts,
@@ -423,6 +428,31 @@ fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NamespacePlan, PlanErr
     }
     plan.time_offsets = offsets;
     Ok(plan)
+}
+
+/// What a container sharing the host's mount namespace cannot have: runc
+/// refuses masked and read-only paths there ("unable to restrict sys
+/// entries without a private MNT namespace"), and would apply
+/// rootfsPropagation to the host's `/`.
+fn refuse_without_mount_ns(linux: &oci_spec::runtime::Linux) -> Result<(), PlanError> {
+    for (field, paths) in [
+        ("linux.maskedPaths", linux.masked_paths()),
+        ("linux.readonlyPaths", linux.readonly_paths()),
+    ] {
+        if paths.as_ref().is_some_and(|p| !p.is_empty()) {
+            return Err(invalid(
+                field,
+                "needs a mount namespace in linux.namespaces (the paths would be covered on the host)",
+            ));
+        }
+    }
+    if linux.rootfs_propagation().is_some() {
+        return Err(invalid(
+            "linux.rootfsPropagation",
+            "needs a mount namespace in linux.namespaces (it would change the host's)",
+        ));
+    }
+    Ok(())
 }
 
 /// Lexically cleans an absolute container path (`..` cannot climb above `/`).
@@ -1080,11 +1110,30 @@ mod tests {
     }
 
     #[test]
-    fn mount_namespace_is_required() {
+    fn without_a_mount_namespace_the_rootfs_is_built_on_the_host() {
+        assert!(!plan(base()).unwrap().rootfs_on_host);
         let mut v = base();
         v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}]);
-        let e = plan(v).unwrap_err().to_string();
-        assert!(e.contains("mount namespace"), "{e}");
+        let p = plan(v.clone()).unwrap();
+        assert!(p.rootfs_on_host);
+        assert!(!p.rootfs_readonly, "runc leaves the root writable there");
+        // What would change the host's own mounts is refused, naming the field.
+        for (field, value) in [
+            ("maskedPaths", serde_json::json!(["/proc/kcore"])),
+            ("readonlyPaths", serde_json::json!(["/proc/sys"])),
+            ("rootfsPropagation", serde_json::json!("rprivate")),
+        ] {
+            let mut w = v.clone();
+            w["linux"][field] = value;
+            let e = plan(w).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("linux.{field}: ")), "{e}");
+            assert!(e.contains("mount namespace"), "{e}");
+        }
+        // Empty lists are fine; a joined mount namespace is the container's own.
+        v["linux"]["maskedPaths"] = serde_json::json!([]);
+        assert!(plan(v.clone()).unwrap().rootfs_on_host);
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "mount", "path": "/proc/1/ns/mnt"}]);
+        assert!(!plan(v).unwrap().rootfs_on_host);
     }
 
     #[test]

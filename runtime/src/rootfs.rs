@@ -97,23 +97,20 @@ pub fn prepare<E: From<RootfsError>>(
     plan: &Plan,
     cgroup_ready: &mut dyn FnMut() -> Result<(), E>,
 ) -> Result<OwnedFd, E> {
-    // Cut propagation to the host first, so nothing below leaks out (or
-    // apply the spec's rootfsPropagation, which runc applies here too).
-    sys::mount(None, Path::new("/"), None, plan.root_propagation, None)
-        .map_err(mount_err("propagation", Path::new("/")))?;
-    // Before the rootfs bind, which joins the peer group of the mount it is
-    // made from: see `make_parent_private`.
     let rootfs = &plan.rootfs;
-    make_parent_private(rootfs)?;
-    // pivot_root needs the new root to be a mount point.
-    sys::mount(
-        Some(rootfs),
-        rootfs,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .map_err(mount_err(rootfs.display().to_string(), rootfs))?;
+    if plan.rootfs_on_host {
+        bind_rootfs_on_host(rootfs)?;
+    } else {
+        // Cut propagation to the host first, so nothing below leaks out (or
+        // apply the spec's rootfsPropagation, which runc applies here too).
+        sys::mount(None, Path::new("/"), None, plan.root_propagation, None)
+            .map_err(mount_err("propagation", Path::new("/")))?;
+        // Before the rootfs bind, which joins the peer group of the mount it
+        // is made from: see `make_parent_private`.
+        make_parent_private(rootfs)?;
+        // pivot_root needs the new root to be a mount point.
+        bind_rootfs(rootfs)?;
+    }
     let root = sys::open(rootfs, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(|source| {
         RootfsError::Rootfs {
             path: rootfs.clone(),
@@ -141,6 +138,46 @@ pub fn prepare<E: From<RootfsError>>(
         setup_dev(root.as_fd_borrowed(), &plan.devices, in_userns)?;
     }
     Ok(root)
+}
+
+fn bind_rootfs(rootfs: &Path) -> Result<(), RootfsError> {
+    sys::mount(
+        Some(rootfs),
+        rootfs,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(mount_err(rootfs.display().to_string(), rootfs))
+}
+
+/// Without a mount namespace of its own, the container's mounts are made in
+/// the host's, as runc makes them, but the host's propagation is left alone:
+/// they all hang under one bind of the rootfs, made private at once so that
+/// nothing mounted under it propagates to the host's peers, and that
+/// `delete` detaches as a whole (see [`detach_host_rootfs`]).
+fn bind_rootfs_on_host(rootfs: &Path) -> Result<(), RootfsError> {
+    bind_rootfs(rootfs)?;
+    sys::mount(None, rootfs, None, libc::MS_PRIVATE, None)
+        .map_err(mount_err("private propagation", rootfs))
+}
+
+/// The id of the mount `rootfs` resolves to now (the container's own bind
+/// once `prepare` has made it), or None if it cannot be opened.
+pub fn rootfs_mount_id(rootfs: &Path) -> Option<u64> {
+    let dir = sys::open(rootfs, libc::O_PATH | libc::O_DIRECTORY, 0).ok()?;
+    sys::mount_id(dir.as_fd_borrowed()).ok()
+}
+
+/// Detaches the bind of a container without a mount namespace (with every
+/// mount made under it) if `rootfs` still resolves to mount `id`; a rootfs
+/// that resolves to another mount (the container's is gone, or was never
+/// made) is left alone.
+pub fn detach_host_rootfs(rootfs: &Path, id: u64) -> Result<(), RootfsError> {
+    if rootfs_mount_id(rootfs) != Some(id) {
+        return Ok(());
+    }
+    sys::umount2(rootfs, libc::MNT_DETACH).map_err(mount_err("detach", rootfs))
 }
 
 /// A bind of a shared mount is a peer of it: if the mount holding the rootfs
@@ -527,14 +564,19 @@ fn make_device(root: BorrowedFd<'_>, d: &Device) -> Result<(), RootfsError> {
 }
 
 /// Makes the rootfs the process's root: pivot_root and detach the old root,
-/// or with `--no-pivot` move the mount over `/` and chroot.
+/// or with `--no-pivot` move the mount over `/` and chroot, or without a
+/// mount namespace of its own only chroot.
 pub fn pivot(plan: &Plan, root: &OwnedFd) -> Result<(), RootfsError> {
     let perr = |source| RootfsError::Pivot {
         path: plan.rootfs.clone(),
         source,
     };
     sys::fchdir(root.as_fd_borrowed()).map_err(perr)?;
-    if plan.options.no_pivot {
+    if plan.rootfs_on_host {
+        // The host's mount namespace: pivot_root would swap the host's root
+        // (and --no-pivot's move would cover it); only chroot, as runc does.
+        sys::chroot(Path::new(".")).map_err(perr)?;
+    } else if plan.options.no_pivot {
         sys::mount(
             Some(Path::new(".")),
             Path::new("/"),

@@ -112,6 +112,10 @@ pub struct Record {
     pub cgroup_controllers: Vec<Vec<String>>,
     /// Whether the container has its own pid namespace.
     pub private_pid: bool,
+    /// Without a mount namespace of its own: the id of the rootfs bind,
+    /// made in the host's, that `delete` detaches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rootfs_mount: Option<u64>,
     /// Run by `start`, so it need not read the bundle's config again.
     #[serde(default)]
     pub poststart: Vec<Hook>,
@@ -510,6 +514,7 @@ mod tests {
             cgroup_mode: String::new(),
             cgroup_controllers: vec![],
             private_pid: true,
+            host_rootfs_mount: None,
             poststart: vec![],
             poststop: vec![],
         };

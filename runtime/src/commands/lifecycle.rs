@@ -186,11 +186,17 @@ pub(crate) fn delete(c: Container, force: bool, log: &mut Logger) -> Result<(), 
         let _ = cg.kill_all();
     }
     let cg_result = cg.remove();
+    // Without a mount namespace of its own, its mounts are in the host's.
+    let mount_result = match c.record.host_rootfs_mount {
+        Some(id) => crate::rootfs::detach_host_rootfs(&c.record.rootfs, id),
+        None => Ok(()),
+    };
     let state = serde_json::to_vec(&c.record.oci_state(Status::Stopped))
         .map_err(|e| io_err("state JSON")(std::io::Error::other(e)))?;
     let hook_result = hooks::run_all("poststop", &c.record.poststop, &state);
     c.destroy()?;
     cg_result?;
+    mount_result?;
     // runc reports a failing poststop hook but the container is gone.
     hook_result?;
     Ok(())

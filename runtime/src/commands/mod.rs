@@ -35,6 +35,8 @@ pub enum CmdError {
     Signal(#[from] SignalError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
     #[error("{what}: {source}")]
     Io {
         what: String,
