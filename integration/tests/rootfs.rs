@@ -547,3 +547,43 @@ fn recursive_mount_attributes_reach_submounts() -> Result<()> {
     }
     Ok(())
 }
+
+/// What a container shows of relative (and empty) maskedPaths and readonlyPaths, with
+/// `process.cwd` elsewhere than `/`.
+fn relative_paths_case(h: &Harness) -> Result<String> {
+    let mut b = h.bundle()?;
+    let rootfs = b.rootfs();
+    fs::write(rootfs.join("etc/secret"), "secret\n")?;
+    fs::write(rootfs.join("etc/other"), "other\n")?;
+    fs::create_dir_all(rootfs.join("data"))?;
+    fs::write(rootfs.join("data/near"), "near\n")?;
+    b.edit(|c| {
+        c["process"]["cwd"] = json!("/data");
+        c["linux"]["maskedPaths"] = json!(["etc/secret", "../etc/other", "", "near"]);
+        c["linux"]["readonlyPaths"] = json!(["./data", ""]);
+    })?;
+    b.sh(
+        "for f in /etc/secret /etc/other /data/near; do echo \"$f=[$(cat $f)]\"; done; \
+         awk '$5 == \"/data\" { print $5, $6 }' /proc/self/mountinfo",
+    )?;
+    h.run_ok(&b)
+}
+
+/// runc takes a relative maskedPaths or readonlyPaths entry from the container's `/` (its working
+/// directory when it applies them, whatever process.cwd is) and skips an empty one; so does skiff,
+/// compared with runc when it is installed.
+#[test]
+fn relative_masked_and_readonly_paths_start_at_the_root() -> Result<()> {
+    let h = Harness::new()?;
+    let got = relative_paths_case(&h)?;
+    assert_eq!(
+        got,
+        "/etc/secret=[]\n/etc/other=[]\n/data/near=[near]\n/data ro,relatime\n"
+    );
+    let runc_bin = std::path::Path::new("/usr/sbin/runc");
+    if runc_bin.is_file() && h.bin() != runc_bin {
+        let oracle = relative_paths_case(&Harness::with_runtime(runc_bin)?)?;
+        assert_eq!(got, oracle, "skiff vs runc");
+    }
+    Ok(())
+}

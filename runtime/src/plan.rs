@@ -293,8 +293,8 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
         mounts,
         setup_dev,
         devices: devices(&linux)?,
-        masked_paths: clean_paths("linux.maskedPaths", linux.masked_paths())?,
-        readonly_paths: clean_paths("linux.readonlyPaths", linux.readonly_paths())?,
+        masked_paths: clean_paths(linux.masked_paths()),
+        readonly_paths: clean_paths(linux.readonly_paths()),
         hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
         domainname: spec.domainname().clone().filter(|h| !h.is_empty()),
         sysctl,
@@ -470,20 +470,15 @@ pub fn clean_abs(p: &Path) -> PathBuf {
     out
 }
 
-fn clean_paths(field: &str, v: &Option<Vec<String>>) -> Result<Vec<PathBuf>, PlanError> {
+/// maskedPaths and readonlyPaths, cleaned. runc applies them from the new
+/// root with `/` as its working directory: a relative path is taken from
+/// `/` (whatever process.cwd is), and an empty one names nothing (ENOENT,
+/// which runc skips).
+fn clean_paths(v: &Option<Vec<String>>) -> Vec<PathBuf> {
     v.iter()
         .flatten()
-        .enumerate()
-        .map(|(i, p)| {
-            let path = Path::new(p);
-            if !path.is_absolute() {
-                return Err(invalid(
-                    format!("{field}[{i}]"),
-                    format!("{p:?} is not an absolute path"),
-                ));
-            }
-            Ok(clean_abs(path))
-        })
+        .filter(|p| !p.is_empty())
+        .map(|p| clean_abs(&Path::new("/").join(p)))
         .collect()
 }
 
@@ -1465,6 +1460,18 @@ mod tests {
     fn clean_paths_never_climb() {
         assert_eq!(clean_abs(Path::new("/../../etc")), PathBuf::from("/etc"));
         assert_eq!(clean_abs(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+    }
+
+    #[test]
+    fn relative_masked_and_readonly_paths_start_at_the_root() {
+        let mut v = base();
+        v["process"]["cwd"] = "/data".into();
+        v["linux"]["maskedPaths"] = serde_json::json!(["proc/kcore", "../etc/x", "", "/abs"]);
+        v["linux"]["readonlyPaths"] = serde_json::json!(["./proc/sys", ""]);
+        let p = plan(v).unwrap();
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(p.masked_paths, paths(&["/proc/kcore", "/etc/x", "/abs"]));
+        assert_eq!(p.readonly_paths, paths(&["/proc/sys"]));
     }
 
     #[test]
