@@ -826,11 +826,21 @@ struct HostMountNs {
 impl HostMountNs {
     fn start() -> Result<HostMountNs> {
         // Private first, so the copy's peer groups are cut from the real host's; then shared.
-        let mut holder = Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
             .arg("mount --make-rshared / && echo ready && exec sleep 3600")
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::piped());
+        // SAFETY: prctl(2) is async-signal-safe; the holder dies with the test if it is killed.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut holder = cmd
             .spawn()
             .context("starting a mount namespace with unshare (util-linux)")?;
         let mut ready = String::new();
