@@ -18,7 +18,18 @@ fn error_lines(out: &Output) -> Vec<&str> {
 /// `create` must fail with status 1 and a single stderr line mentioning one of `words`
 /// (case-insensitive), and leave nothing behind.
 fn assert_rejected(h: &Harness, b: &Bundle, id: &str, words: &[&str]) -> Result<()> {
-    let out = h.try_create(id, b, &[])?;
+    assert_rejected_with(h, b, id, &[], words)
+}
+
+/// [`assert_rejected`] for `create` with `extra` flags.
+fn assert_rejected_with(
+    h: &Harness,
+    b: &Bundle,
+    id: &str,
+    extra: &[&str],
+    words: &[&str],
+) -> Result<()> {
+    let out = h.try_create(id, b, extra)?;
     assert_eq!(out.exit_code(), 1, "{out}");
     let lines = error_lines(&out);
     assert_eq!(lines.len(), 1, "want a one-line error: {out}");
@@ -145,5 +156,17 @@ fn hostname_without_a_uts_namespace_is_refused() -> Result<()> {
     let host = fs::read_to_string("/proc/sys/kernel/hostname")?;
     assert_rejected(&h, &b, &h.id("nouts"), &["hostname"])?;
     assert_eq!(fs::read_to_string("/proc/sys/kernel/hostname")?, host);
+    Ok(())
+}
+
+/// runc refuses rootfsPropagation [r]private with --no-pivot ("not safe without pivot_root").
+#[test]
+fn private_root_propagation_without_pivot_root_is_refused() -> Result<()> {
+    let h = Harness::new()?;
+    for mode in ["rprivate", "private"] {
+        let mut b = h.bundle()?;
+        b.edit(|c| c["linux"]["rootfsPropagation"] = json!(mode))?;
+        assert_rejected_with(&h, &b, &h.id("nopivot"), &["--no-pivot"], &["pivot_root"])?;
+    }
     Ok(())
 }

@@ -251,6 +251,13 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
             )
         })?,
     };
+    // runc refuses this pair up front, before anything is made.
+    if opts.no_pivot && root_propagation & libc::MS_PRIVATE != 0 {
+        return Err(invalid(
+            "linux.rootfsPropagation",
+            "[r]private is not safe without pivot_root (--no-pivot)",
+        ));
+    }
     refuse_unsupported(spec, &linux)?;
     let mut process = process_plan(spec, &opts)?;
     process.personality = linux.personality().as_ref().map(|p| match p.domain() {
@@ -1449,6 +1456,15 @@ mod tests {
         );
         v["linux"]["rootfsPropagation"] = "shared".into();
         assert_eq!(plan(v.clone()).unwrap().root_propagation, libc::MS_SHARED);
+        let no_pivot = LaunchOptions {
+            no_pivot: true,
+            ..LaunchOptions::default()
+        };
+        for (mode, ok) in [("rprivate", false), ("private", false), ("rslave", true)] {
+            v["linux"]["rootfsPropagation"] = mode.into();
+            let r = build("c1", Path::new("/b"), &spec(v.clone()), no_pivot.clone());
+            assert_eq!(r.is_ok(), ok, "{mode}");
+        }
         v["linux"]["rootfsPropagation"] = "bogus".into();
         assert!(plan(v)
             .unwrap_err()
