@@ -233,12 +233,8 @@ fn without_mount_ns(h: &Harness) -> Result<NoMountNs> {
         inside = h.stdout_of(&id)?;
     }
     let while_running = added(h)?.len();
-    let now = h.host_mountinfo()?;
-    let changed = old
-        .iter()
-        .filter(|l| !now.lines().any(|n| n == l.as_str()))
-        .cloned()
-        .collect();
+    let old_text: String = old.iter().map(|l| format!("{l}\n")).collect();
+    let changed = skiff_integration::host::mountinfo_lost(&old_text, &h.host_mountinfo()?);
     h.kill(&id, Some("KILL"))?.ok()?;
     h.wait_status(&id, "stopped")?;
     h.delete(&id)?.ok()?;

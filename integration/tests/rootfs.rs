@@ -338,21 +338,25 @@ fn rootfs_propagation_decides_whether_host_mounts_propagate_in() -> Result<()> {
     Ok(())
 }
 
-/// The propagation of a mountinfo line, without the peer group numbers: `shared`, `master`,
-/// `shared master`, `unbindable`, or `private` when it has no tag.
-fn propagation_of(line: &str) -> String {
-    let tags: Vec<&str> = line
-        .split(' ')
-        .skip(6)
-        .take_while(|f| *f != "-")
-        .map(|f| f.split(':').next().unwrap_or(f))
-        .collect();
-    if tags.is_empty() {
-        "private".into()
-    } else {
-        tags.join(" ")
-    }
+/// Mount point to propagation, without the peer group numbers (`shared`, `master`, `shared
+/// master`, `unbindable`, or `private` when there is no tag), from the lines a container printed
+/// with [`PROPAGATION_SCRIPT`].
+fn propagation_by_mount_point(out: &str) -> std::collections::BTreeMap<String, String> {
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split_once(' ').unwrap_or((l, "")))
+        .map(|(point, tags)| {
+            let tags = tags.trim();
+            let tags = if tags.is_empty() { "private" } else { tags };
+            (point.to_string(), tags.to_string())
+        })
+        .collect()
 }
+
+/// Prints each mount point of the container with its propagation tags, then `end`.
+const PROPAGATION_SCRIPT: &str = "awk '{ t = \"\"; for (i = 7; $i != \"-\"; i++) \
+     { split($i, a, \":\"); t = t \" \" a[1] }; print $5 t }' /proc/self/mountinfo; \
+     echo end; exec sleep 1000";
 
 /// Lines of `now` that were not in `before` (a mountinfo line names the mount's id, so a new mount
 /// is a new line).
@@ -364,17 +368,47 @@ fn new_lines(before: &str, now: &str) -> Vec<String> {
         .collect()
 }
 
-/// Runs a container with `linux.rootfsPropagation` = `mode` (unset for `None`) from a host whose
-/// mounts are all shared, optionally with the rootfs a mount point of its own (as containerd's
-/// overlay is). Asserts that none of the container's mounts appears on the host while it runs or
-/// after `delete`, and returns the propagation of the container's `/`, or the failure of `create`.
-fn propagation_case(h: &Harness, mode: Option<&str>, rootfs_is_mount: bool) -> Result<String> {
+/// The host's mountinfo `now` has no line that `before` lacks (no mount of the container reached
+/// it) and kept every line (none of its mounts went or changed propagation).
+fn assert_host_untouched(before: &str, now: &str, what: &str) {
+    let leaked = new_lines(before, now);
+    assert!(
+        leaked.is_empty(),
+        "{what}: on the host:\n{}",
+        leaked.join("\n")
+    );
+    let lost = skiff_integration::host::mountinfo_lost(before, now);
+    assert!(
+        lost.is_empty(),
+        "{what}: host mounts gone or changed:\n{}",
+        lost.join("\n")
+    );
+}
+
+/// Runs a container with `linux.rootfsPropagation` = `mode` (unset for `None`) and an `rshared`
+/// bind of a host mount at /shared-bind, from a host whose mounts are all shared, optionally with the rootfs a
+/// mount point of its own (as containerd's overlay is). Asserts that none of the container's
+/// mounts appears on the host while it runs or after `delete` and that the host's own mounts are
+/// untouched, and returns the propagation of each of the container's mounts, or None when
+/// `create` failed.
+fn propagation_case(
+    h: &Harness,
+    mode: Option<&str>,
+    rootfs_is_mount: bool,
+) -> Result<Option<std::collections::BTreeMap<String, String>>> {
     let mut b = h.bundle()?;
     if let Some(mode) = mode {
         b.edit(|c| c["linux"]["rootfsPropagation"] = json!(mode))?;
     }
-    // The root's line: field 5 (the mount point) is "/".
-    b.sh("grep -E '^[0-9]+ [0-9]+ [0-9:]+ [^ ]+ / ' /proc/self/mountinfo; exec sleep 1000")?;
+    // A mount of its own, so that a non-recursive `unbindable` `/` does not refuse the bind.
+    let src = h.dir("shared-src")?;
+    let src_path = src.display().to_string();
+    h.run_in_host_ns(&["mount", "--bind", &src_path, &src_path])?;
+    b.add_mount(json!({
+        "destination": "/shared-bind", "type": "bind",
+        "source": src.display().to_string(), "options": ["rbind", "rshared"]
+    }))?;
+    b.sh(PROPAGATION_SCRIPT)?;
     if rootfs_is_mount {
         let rootfs = b.rootfs().display().to_string();
         h.run_in_host_ns(&["mount", "--bind", &rootfs, &rootfs])?;
@@ -385,25 +419,28 @@ fn propagation_case(h: &Harness, mode: Option<&str>, rootfs_is_mount: bool) -> R
     let created = h.try_create(&id, &b, &[])?;
     let result = if created.success() {
         h.start(&id)?.ok()?;
-        let line = skiff_integration::wait_for_content(&h.stdout_path(&id), h.timeout())?;
-        let leaked = new_lines(&before, &h.host_mountinfo()?);
-        assert!(
-            leaked.is_empty(),
-            "{what}: on the host while running:\n{}",
-            leaked.join("\n")
+        let deadline = std::time::Instant::now() + h.timeout();
+        let mut out = String::new();
+        while !out.ends_with("\nend\n") && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            out = fs::read_to_string(h.stdout_path(&id)).unwrap_or_default();
+        }
+        assert_host_untouched(
+            &before,
+            &h.host_mountinfo()?,
+            &format!("{what} while running"),
         );
         h.kill(&id, Some("KILL"))?.ok()?;
         h.wait_status(&id, "stopped")?;
         h.delete(&id)?.ok()?;
-        propagation_of(line.trim())
+        Some(propagation_by_mount_point(out.trim_end_matches("end\n")))
     } else {
-        "create failed".to_string()
+        None
     };
-    let leaked = new_lines(&before, &h.host_mountinfo()?);
-    assert!(
-        leaked.is_empty(),
-        "{what}: left on the host:\n{}",
-        leaked.join("\n")
+    assert_host_untouched(
+        &before,
+        &h.host_mountinfo()?,
+        &format!("{what} after delete"),
     );
     Ok(result)
 }
@@ -443,11 +480,35 @@ fn rootfs_propagation_modes(rootfs_is_mount: bool) -> Result<()> {
     for (mode, plain, own) in PROPAGATION_MODES {
         let want = if rootfs_is_mount { own } else { plain };
         let got = propagation_case(&h, mode, rootfs_is_mount)?;
+        let root = |seen: &Option<std::collections::BTreeMap<String, String>>| match seen {
+            Some(m) => m.get("/").cloned().unwrap_or_default(),
+            None => "create failed".to_string(),
+        };
+        assert_eq!(root(&got), want, "rootfsPropagation {mode:?}: /");
+        if let Some(m) = &got {
+            // A mount's own propagation option survives pivot_root.
+            let bind = m.get("/shared-bind").map(String::as_str).unwrap_or("");
+            assert!(
+                bind.starts_with("shared"),
+                "{mode:?}: /shared-bind is {bind}"
+            );
+        }
         if let Some(r) = &runc {
             let oracle = propagation_case(r, mode, rootfs_is_mount)?;
-            assert_eq!(got, oracle, "rootfsPropagation {mode:?}: skiff vs runc");
+            assert_eq!(
+                root(&got),
+                root(&oracle),
+                "{mode:?}: / under skiff and runc"
+            );
+            // Every mount both have (skiff also mounts a hybrid host's cgroup2) propagates alike.
+            if let (Some(g), Some(o)) = (&got, &oracle) {
+                for (point, tags) in g {
+                    if let Some(theirs) = o.get(point) {
+                        assert_eq!(tags, theirs, "{mode:?}: {point} under skiff and runc");
+                    }
+                }
+            }
         }
-        assert_eq!(got, want, "rootfsPropagation {mode:?}");
     }
     Ok(())
 }

@@ -587,8 +587,14 @@ pub fn pivot(plan: &Plan, root: &OwnedFd) -> Result<(), RootfsError> {
         .map_err(perr)?;
         sys::chroot(Path::new(".")).map_err(perr)?;
     } else {
+        // Held across pivot_root to act on the old root afterwards: "." is
+        // still the new root's mount, with the old one stacked on it.
+        let old_root =
+            sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0).map_err(perr)?;
         sys::pivot_root_here().map_err(perr)?;
-        // The old root is now stacked on "."; make it a slave so that
+        sys::fchdir(old_root.as_fd_borrowed()).map_err(perr)?;
+        // The old root's tree (only: the container's mounts keep their
+        // propagation, e.g. an rshared bind) becomes a slave, so that
         // detaching it cannot propagate an unmount to the host.
         sys::mount(
             None,
