@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `-namespace NS -address A -publish-binary B -id ID [-debug] start` | run in the bundle directory: start (or reuse) the server, write `address` in the bundle, print the address |
 //! | `-namespace NS -address A -id ID [-bundle DIR] delete` | clean up after a dead shim: force-delete the container, unmount the rootfs, print a `DeleteResponse` |
+//! | `-info` | print a `RuntimeInfo` (name, version, the runtime's features) for the options on stdin ([`info`]) |
 //! | `-v` | print the version |
 //! | `... -socket PATH serve` | (internal) the server itself, started by `start` |
 //!
@@ -21,6 +22,7 @@
 
 mod cgroup;
 mod events;
+mod info;
 mod io;
 mod ioloop;
 mod memory;
@@ -83,6 +85,8 @@ enum MainError {
     Loop(#[from] ioloop::LoopError),
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Info(#[from] info::InfoError),
 }
 
 fn file_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MainError {
@@ -101,6 +105,7 @@ struct Args {
     socket: Option<PathBuf>,
     debug: bool,
     version: bool,
+    info: bool,
     action: Option<String>,
 }
 
@@ -122,6 +127,7 @@ fn parse_args(argv: &[String]) -> Result<Args, MainError> {
         match name {
             "debug" => args.debug = inline.as_deref() != Some("false"),
             "v" | "version" => args.version = true,
+            "info" => args.info = inline.as_deref() != Some("false"),
             "namespace" | "address" | "publish-binary" | "id" | "bundle" | "socket" => {
                 let value = match inline {
                     Some(v) => v,
@@ -151,10 +157,14 @@ fn main() -> ExitCode {
     let result = parse_args(&argv).and_then(|args| {
         if args.version {
             println!(
-                "containerd-shim-skiff-v2:\n  Version: {}\n  Revision: skiff",
-                skiff_proto::VERSION
+                "containerd-shim-skiff-v2:\n  Version: {}\n  Revision: {}",
+                skiff_proto::VERSION,
+                info::REVISION
             );
             return Ok(());
+        }
+        if args.info {
+            return Ok(info::run(shim_dir().as_deref())?);
         }
         match args.action.as_deref() {
             Some("start") => start(&args),
@@ -170,6 +180,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The shim binary's directory, where the default runtime binary is looked for first.
+fn shim_dir() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
 /// FNV-1a: a stable, dependency-free hash for socket names.
@@ -425,6 +442,7 @@ mod tests {
         assert_eq!(b.bundle, Some(PathBuf::from("/b")));
         assert_eq!(b.action.as_deref(), Some("delete"));
         assert!(parse_args(&argv("-v")).unwrap().version);
+        assert!(parse_args(&argv("-info")).unwrap().info);
         assert!(parse_args(&argv("-id")).is_err());
     }
 
