@@ -3,6 +3,8 @@
 //! skips (with a message) when the containerd 2.4 tarball is absent.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::time::Duration;
+
 use anyhow::Result;
 use skiff_integration::containerd::{Containerd, IMAGE, SKIFF_RUNTIME};
 
@@ -81,5 +83,194 @@ fn info_reports_the_runtimes_features_to_containerd() -> Result<()> {
     let skiff_path = skiff.display().to_string();
     let runc_shim = inspect_runtime(&c, "io.containerd.runc.v2", &["--runc-binary", &skiff_path])?;
     assert_eq!(runc_shim["Features"], features_of(&skiff)?);
+    Ok(())
+}
+
+/// A ttrpc client on the shim serving container `id` (ours or containerd's runc shim).
+fn task_client(c: &Containerd, id: &str) -> Result<skiff_proto::protos::shim_sync::TaskClient> {
+    // containerd 2.x records the shim's answer in bootstrap.json; our shim also writes `address`.
+    let bundle = c.bundle(id);
+    let address = match std::fs::read_to_string(bundle.join("bootstrap.json")) {
+        Ok(json) => serde_json::from_str::<serde_json::Value>(&json)?["address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        Err(_) => std::fs::read_to_string(bundle.join("address"))?,
+    };
+    let client = skiff_proto::ttrpc::Client::connect(address.trim())?;
+    Ok(skiff_proto::protos::shim_sync::TaskClient::new(client))
+}
+
+fn ctx() -> skiff_proto::ttrpc::context::Context {
+    skiff_proto::ttrpc::context::with_timeout(20_000_000_000)
+}
+
+/// A fifo in the instance dir, opened for reading without blocking.
+struct FifoReader {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+}
+
+impl FifoReader {
+    fn new(c: &Containerd, name: &str) -> Result<FifoReader> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = c.dir().join(name);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)?;
+        Ok(FifoReader { path, file })
+    }
+
+    fn path(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// What arrives within `time` (or until `done` holds for it).
+    fn read_for(&mut self, time: Duration, done: impl Fn(&str) -> bool) -> String {
+        use std::io::Read;
+        let deadline = std::time::Instant::now() + time;
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        while std::time::Instant::now() < deadline && !done(&String::from_utf8_lossy(&text)) {
+            match self.file.read(&mut buf) {
+                Ok(n) if n > 0 => text.extend_from_slice(&buf[..n]),
+                _ => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    }
+}
+
+/// An `ExecProcessRequest` for `args` whose process spec says `spec_terminal`.
+fn exec_request(
+    id: &str,
+    exec_id: &str,
+    args: &[&str],
+    spec_terminal: bool,
+) -> skiff_proto::api::ExecProcessRequest {
+    let spec = serde_json::json!({
+        "terminal": spec_terminal,
+        "user": {"uid": 0, "gid": 0},
+        "args": args,
+        "env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        "cwd": "/",
+    });
+    let mut any = skiff_proto::protobuf::well_known_types::any::Any::new();
+    any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+    any.value = serde_json::to_vec(&spec).unwrap();
+    let mut req = skiff_proto::api::ExecProcessRequest::new();
+    req.id = id.into();
+    req.exec_id = exec_id.into();
+    req.spec = Some(any).into();
+    req
+}
+
+/// Start exec `exec_id` and, when it started, wait for it and delete it.
+fn start_exec(
+    client: &skiff_proto::protos::shim_sync::TaskClient,
+    id: &str,
+    exec_id: &str,
+) -> std::result::Result<(), String> {
+    use skiff_proto::api::{DeleteRequest, StartRequest, WaitRequest};
+    let mut req = StartRequest::new();
+    req.id = id.into();
+    req.exec_id = exec_id.into();
+    let started = client.start(ctx(), &req).map_err(|e| format!("{e:?}"));
+    if started.is_ok() {
+        let mut req = WaitRequest::new();
+        req.id = id.into();
+        req.exec_id = exec_id.into();
+        client.wait(ctx(), &req).map_err(|e| format!("{e:?}"))?;
+    }
+    let mut req = DeleteRequest::new();
+    req.id = id.into();
+    req.exec_id = exec_id.into();
+    let _ = client.delete(ctx(), &req);
+    started.map(|_| ())
+}
+
+/// Run a long-lived container `id` with `runtime` (our shim, or containerd's runc shim driving runc).
+fn run_sleeper(c: &Containerd, runtime: &str, id: &str, extra: &[&str]) -> Result<()> {
+    let mut args = vec!["run", "-d", "--runtime", runtime];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[IMAGE, id, "sleep", "300"]);
+    c.ctr_ok(&args)?;
+    Ok(())
+}
+
+/// Kill and delete task and container `id`.
+fn remove(c: &Containerd, id: &str) -> Result<()> {
+    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", id]);
+    c.wait_until(Duration::from_secs(10), || {
+        c.task_status(id).ok().flatten().as_deref() != Some("RUNNING")
+    });
+    c.ctr(&["task", "delete", id])?;
+    c.ctr(&["container", "delete", id])?;
+    Ok(())
+}
+
+const RUNC_SHIM: &str = "io.containerd.runc.v2";
+
+#[test]
+fn exec_with_a_terminal_request_gets_a_terminal_whatever_the_spec_says() -> Result<()> {
+    let Some(c) = containerd2()? else {
+        return Ok(());
+    };
+    for runtime in [RUNC_SHIM, SKIFF_RUNTIME] {
+        let id = format!("tty-{}", runtime.split('.').nth(2).unwrap_or("x"));
+        run_sleeper(&c, runtime, &id, &[])?;
+        let client = task_client(&c, &id)?;
+        let mut out = FifoReader::new(&c, &format!("{id}.out"))?;
+        let mut req = exec_request(
+            &id,
+            "e1",
+            &["sh", "-c", "[ -t 1 ] && echo IS-A-TTY || echo NOT-A-TTY"],
+            false,
+        );
+        req.terminal = true;
+        req.stdout = out.path();
+        client.exec(ctx(), &req)?;
+        let started = start_exec(&client, &id, "e1");
+        let text = out.read_for(Duration::from_secs(10), |t| t.contains("A-TTY"));
+        assert!(started.is_ok(), "{runtime}: {started:?}");
+        assert!(text.contains("IS-A-TTY"), "{runtime}: {text:?}");
+        drop(client);
+        remove(&c, &id)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn a_failed_exec_writes_nothing_into_the_process_streams() -> Result<()> {
+    let Some(c) = containerd2()? else {
+        return Ok(());
+    };
+    for runtime in [RUNC_SHIM, SKIFF_RUNTIME] {
+        let id = format!("bad-{}", runtime.split('.').nth(2).unwrap_or("x"));
+        run_sleeper(&c, runtime, &id, &[])?;
+        let client = task_client(&c, &id)?;
+        let mut out = FifoReader::new(&c, &format!("{id}.out"))?;
+        let mut err = FifoReader::new(&c, &format!("{id}.err"))?;
+        let mut req = exec_request(&id, "e1", &["/no/such/binary"], false);
+        req.stdout = out.path();
+        req.stderr = err.path();
+        client.exec(ctx(), &req)?;
+        let started = start_exec(&client, &id, "e1");
+        let failure = started.expect_err("exec of a missing binary must fail");
+        assert!(failure.contains("/no/such/binary"), "{runtime}: {failure}");
+        let streams = format!(
+            "{}{}",
+            out.read_for(Duration::from_secs(2), |_| false),
+            err.read_for(Duration::from_millis(500), |_| false)
+        );
+        assert_eq!(
+            streams, "",
+            "{runtime}: the runtime's error reached the streams"
+        );
+        drop(client);
+        remove(&c, &id)?;
+    }
     Ok(())
 }

@@ -77,6 +77,8 @@ pub enum ServiceError {
     NotImplemented(&'static str),
     #[error("missing {0} in the request")]
     Missing(&'static str),
+    #[error("the exec's process spec: {0}")]
+    ProcessSpec(serde_json::Error),
     #[error(transparent)]
     Options(#[from] OptionsError),
     #[error(transparent)]
@@ -108,7 +110,9 @@ impl ServiceError {
                 Code::FAILED_PRECONDITION
             }
             ServiceError::NotImplemented(_) => Code::UNIMPLEMENTED,
-            ServiceError::Missing(_) | ServiceError::Options(_) => Code::INVALID_ARGUMENT,
+            ServiceError::Missing(_) | ServiceError::Options(_) | ServiceError::ProcessSpec(_) => {
+                Code::INVALID_ARGUMENT
+            }
             ServiceError::Runtime(_) => Code::UNKNOWN,
             ServiceError::Io(_)
             | ServiceError::Mount(_)
@@ -135,6 +139,19 @@ fn kill_error(id: &str, e: RuntimeError) -> ServiceError {
     } else {
         ServiceError::Runtime(e)
     }
+}
+
+/// An exec's process spec with `terminal` set from the request, as containerd's runc shim does:
+/// the request's IO decides whether the runtime gets a console socket, and the runtime refuses a
+/// console socket for a process without a terminal (and the reverse).
+fn with_terminal(spec: &[u8], terminal: bool) -> Result<Vec<u8>> {
+    let mut process: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(spec).map_err(ServiceError::ProcessSpec)?;
+    if process.get("terminal").and_then(serde_json::Value::as_bool) == Some(terminal) {
+        return Ok(spec.to_vec());
+    }
+    process.insert("terminal".into(), terminal.into());
+    serde_json::to_vec(&process).map_err(ServiceError::ProcessSpec)
 }
 
 /// What the service needs from `main`.
@@ -691,12 +708,8 @@ impl Service {
                 state: c.init.state,
             });
         }
-        let spec = req
-            .spec
-            .as_ref()
-            .ok_or(ServiceError::Missing("spec"))?
-            .value
-            .clone();
+        let spec = req.spec.as_ref().ok_or(ServiceError::Missing("spec"))?;
+        let spec = with_terminal(&spec.value, req.terminal)?;
         let mut p = Process::new(
             &req.exec_id,
             StdioPaths {
@@ -1032,6 +1045,25 @@ mod tests {
             kill_error("c", failed("permission denied")).code(),
             Code::UNKNOWN
         );
+    }
+
+    #[test]
+    fn exec_spec_terminal_follows_the_request() {
+        let spec = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+        let got = with_terminal(br#"{"terminal":false,"args":["sh"]}"#, true).unwrap();
+        assert_eq!(
+            spec(&got),
+            serde_json::json!({"terminal": true, "args": ["sh"]})
+        );
+        let got = with_terminal(br#"{"args":["sh"]}"#, false).unwrap();
+        assert_eq!(spec(&got)["terminal"], false);
+        let unchanged = br#"{"terminal":true}"#;
+        assert_eq!(with_terminal(unchanged, true).unwrap(), unchanged.to_vec());
+        assert_eq!(
+            with_terminal(b"[1]", true).unwrap_err().code(),
+            Code::INVALID_ARGUMENT
+        );
+        assert!(with_terminal(b"not json", true).is_err());
     }
 
     #[test]
