@@ -279,14 +279,13 @@ impl Service {
             Ok((read_pid(pid_file)?, io))
         } else {
             args.push(id.into());
-            let (child, io) = ProcessIo::pipes(stdio, &owner, &self.shared.config.io)?;
-            let result = runtime
+            let (child, mut io) = ProcessIo::pipes(stdio, &owner, &self.shared.config.io)?;
+            // On failure `io` is dropped uncopied: the runtime's error is returned, not written
+            // into the process's streams.
+            runtime
                 .spawn(&args, child)
-                .and_then(|running| running.wait(runtime));
-            if let Err(e) = result {
-                io.shutdown();
-                return Err(e.into());
-            }
+                .and_then(|running| running.wait(runtime))?;
+            io.start_copying();
             match read_pid(pid_file) {
                 Ok(pid) => Ok((pid, io)),
                 Err(e) => {
