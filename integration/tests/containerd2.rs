@@ -274,3 +274,74 @@ fn a_failed_exec_writes_nothing_into_the_process_streams() -> Result<()> {
     }
     Ok(())
 }
+
+/// containerd 1.6 (imported busybox), and 2.4 when the tools tarball is there.
+fn both_containerds() -> Result<Vec<Containerd>> {
+    let old = Containerd::start()?;
+    old.import_busybox()?;
+    let mut all = vec![old];
+    all.extend(containerd2()?);
+    Ok(all)
+}
+
+/// The pids in the container's cgroup (`/<namespace>/<id>`, v1 pids/memory or v2).
+fn cgroup_procs(c: &Containerd, id: &str) -> Vec<String> {
+    ["pids", "memory", ""]
+        .iter()
+        .find_map(|ctl| {
+            skiff_integration::containerd::cgroup_file(c.namespace(), id, ctl, "cgroup.procs")
+        })
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn without_its_own_pid_namespace_a_containers_processes_die_with_its_init() -> Result<()> {
+    for c in both_containerds()? {
+        for runtime in [RUNC_SHIM, SKIFF_RUNTIME] {
+            // As in a pod that shares its pid namespace: the container joins the sandbox's.
+            let name = runtime.split('.').nth(2).unwrap_or("x");
+            let sandbox = format!("sandbox-{name}");
+            run_sleeper(&c, runtime, &sandbox, &[])?;
+            let sandbox_pid = c
+                .tasks()?
+                .into_iter()
+                .find(|t| t.0 == sandbox)
+                .map(|t| t.1)
+                .unwrap_or_default();
+            let pid_ns = format!("pid:/proc/{sandbox_pid}/ns/pid");
+            let id = format!("sharedpid-{name}");
+            let what = format!("{:?} {runtime}", c.version());
+            c.ctr_ok(&[
+                "run",
+                "-d",
+                "--runtime",
+                runtime,
+                "--with-ns",
+                &pid_ns,
+                IMAGE,
+                &id,
+                "sh",
+                "-c",
+                "sleep 600 & sleep 1",
+            ])?;
+            assert!(
+                c.wait_until(Duration::from_secs(15), || {
+                    c.task_status(&id).ok().flatten().as_deref() == Some("STOPPED")
+                }),
+                "{what}: the init did not exit"
+            );
+            let emptied = c.wait_until(Duration::from_secs(5), || cgroup_procs(&c, &id).is_empty());
+            let left = cgroup_procs(&c, &id);
+            remove(&c, &id)?;
+            remove(&c, &sandbox)?;
+            assert!(
+                emptied,
+                "{what}: processes left after the init exited: {left:?}"
+            );
+        }
+    }
+    Ok(())
+}

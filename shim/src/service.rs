@@ -154,6 +154,38 @@ fn with_terminal(spec: &[u8], terminal: bool) -> Result<Vec<u8>> {
     serde_json::to_vec(&process).map_err(ServiceError::ProcessSpec)
 }
 
+/// Whether a container's other processes must be killed when its init exits: unless the config
+/// gives it a pid namespace of its own (which dies with the init), they would live on
+/// (containerd's runc shim decides the same way, and also when the config cannot be read).
+fn kills_all_on_exit(config_json: &str) -> bool {
+    let Ok(config) = serde_json::from_str::<serde_json::Value>(config_json) else {
+        return true;
+    };
+    let own_pid_ns = config["linux"]["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|ns| ns["type"] == "pid" && ns["path"].as_str().is_none_or(str::is_empty));
+    !own_pid_ns
+}
+
+/// On an init's exit: `runtime kill --all <id> SIGKILL` when the container shares a pid namespace.
+fn kill_all_without_own_pid_namespace(c: &Container) {
+    let config = std::fs::read_to_string(c.bundle.join("config.json")).unwrap_or_default();
+    if !kills_all_on_exit(&config) {
+        return;
+    }
+    let signal = libc::SIGKILL.to_string();
+    if let Err(e) = c.runtime.run(&["kill", "--all", &c.id, &signal]) {
+        if !(e.is_already_finished() || e.is_not_found()) {
+            eprintln!(
+                "skiff-shim: {}: killing what is left after the init: {e}",
+                c.id
+            );
+        }
+    }
+}
+
 /// What the service needs from `main`.
 #[derive(Debug)]
 pub struct Config {
@@ -308,6 +340,7 @@ impl Service {
         let mut found: Option<(String, String)> = None;
         for c in table.values_mut() {
             if c.init.pid == pid && !matches!(c.init.state, ProcState::Stopped { .. }) {
+                kill_all_without_own_pid_namespace(c);
                 if c.has_live_execs() {
                     // The init's exit is reported after its execs'; they die with its pid
                     // namespace, and are killed here when they share the host's.
@@ -1063,6 +1096,21 @@ mod tests {
             Code::INVALID_ARGUMENT
         );
         assert!(with_terminal(b"not json", true).is_err());
+    }
+
+    #[test]
+    fn only_an_own_pid_namespace_spares_the_kill_all() {
+        let own = r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}}"#;
+        assert!(!kills_all_on_exit(own));
+        let own_empty_path = r#"{"linux":{"namespaces":[{"type":"pid","path":""}]}}"#;
+        assert!(!kills_all_on_exit(own_empty_path));
+        let joined = r#"{"linux":{"namespaces":[{"type":"pid","path":"/proc/1/ns/pid"}]}}"#;
+        assert!(kills_all_on_exit(joined));
+        assert!(kills_all_on_exit(
+            r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#
+        ));
+        assert!(kills_all_on_exit("{}"));
+        assert!(kills_all_on_exit("not json"));
     }
 
     #[test]
