@@ -345,3 +345,64 @@ fn without_its_own_pid_namespace_a_containers_processes_die_with_its_init() -> R
     }
     Ok(())
 }
+
+/// A runtime wrapper that appends its working directory to `cwds` and runs `binary`.
+fn cwd_recording_wrapper(
+    c: &Containerd,
+    name: &str,
+    binary: &str,
+) -> Result<(String, std::path::PathBuf)> {
+    use std::os::unix::fs::PermissionsExt;
+    let log = c.dir().join(format!("{name}.cwds"));
+    let script = c.dir().join(format!("{name}.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\npwd >> {}\nexec {binary} \"$@\"\n",
+            log.display()
+        ),
+    )?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    Ok((script.display().to_string(), log))
+}
+
+#[test]
+fn the_runtime_runs_in_the_bundle_directory() -> Result<()> {
+    let skiff = skiff_integration::harness::runtime_binary();
+    for c in both_containerds()? {
+        for runtime in [RUNC_SHIM, SKIFF_RUNTIME] {
+            let name = runtime.split('.').nth(2).unwrap_or("x");
+            let id = format!("cwd-{name}");
+            let what = format!("{:?} {runtime}", c.version());
+            let (flags, log) = if runtime == RUNC_SHIM {
+                let (script, log) = cwd_recording_wrapper(&c, name, "/usr/sbin/runc")?;
+                (vec!["--runc-binary".to_string(), script], log)
+            } else {
+                let (script, log) = cwd_recording_wrapper(&c, name, &skiff.display().to_string())?;
+                let toml = c.dir().join(format!("{name}.toml"));
+                std::fs::write(&toml, format!("BinaryName = \"{script}\"\n"))?;
+                (
+                    vec![
+                        "--runtime-config-path".to_string(),
+                        toml.display().to_string(),
+                    ],
+                    log,
+                )
+            };
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            run_sleeper(&c, runtime, &id, &flags)?;
+            let bundle = c.bundle(&id).canonicalize()?;
+            remove(&c, &id)?;
+            let cwds = std::fs::read_to_string(&log)?;
+            assert!(cwds.lines().count() >= 3, "{what}: {cwds}");
+            for cwd in cwds.lines() {
+                assert_eq!(
+                    std::path::Path::new(cwd),
+                    bundle,
+                    "{what}: the runtime ran in {cwd}:\n{cwds}"
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -395,6 +395,7 @@ fn delete(args: &Args) -> Result<(), MainError> {
             .unwrap_or_else(|| runtime_root(&defaults, &args.namespace)),
         systemd_cgroup: recorded["systemd_cgroup"].as_bool().unwrap_or(false),
         log: bundle.join("log.json"),
+        bundle: bundle.clone(),
         reaper,
     };
     if let Err(e) = runtime.run(&["delete", "--force", &args.id]) {

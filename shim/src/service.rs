@@ -280,6 +280,7 @@ impl Service {
             root: runtime_root(opts, &cfg.namespace),
             systemd_cgroup: opts.systemd_cgroup,
             log: bundle.join("log.json"),
+            bundle: bundle.to_path_buf(),
             reaper: cfg.reaper.clone(),
         }
     }
