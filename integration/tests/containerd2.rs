@@ -406,3 +406,82 @@ fn the_runtime_runs_in_the_bundle_directory() -> Result<()> {
     }
     Ok(())
 }
+
+/// A cgroup `/<name>` made in every hierarchy for the test, removed (once empty) on drop.
+struct TestCgroup {
+    dirs: Vec<std::path::PathBuf>,
+}
+
+impl TestCgroup {
+    fn new(name: &str) -> Result<TestCgroup> {
+        let unified = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let hierarchies: Vec<std::path::PathBuf> = if unified {
+            vec!["/sys/fs/cgroup".into()]
+        } else {
+            ["pids", "memory", "cpu"]
+                .iter()
+                .map(|h| std::path::Path::new("/sys/fs/cgroup").join(h))
+                .filter(|h| h.is_dir())
+                .collect()
+        };
+        let mut dirs = Vec::new();
+        for h in hierarchies {
+            let dir = h.join(name);
+            std::fs::create_dir_all(&dir)?;
+            dirs.push(dir);
+        }
+        Ok(TestCgroup { dirs })
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_shim_moves_into_its_shim_cgroup() -> Result<()> {
+    for c in both_containerds()? {
+        let name = format!("skiff-shimcg-{}", std::process::id());
+        let cgroup = TestCgroup::new(&name)?;
+        let toml = c.dir().join("shimcg.toml");
+        std::fs::write(&toml, format!("ShimCgroup = \"/{name}\"\n"))?;
+        let toml = toml.display().to_string();
+        run_sleeper(
+            &c,
+            SKIFF_RUNTIME,
+            "shimcg",
+            &["--runtime-config-path", &toml],
+        )?;
+        let shims = c.skiff_shim_pids();
+        let membership: Vec<String> = shims
+            .iter()
+            .map(|pid| std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default())
+            .collect();
+        remove(&c, "shimcg")?;
+        assert_eq!(shims.len(), 1, "{shims:?}");
+        let suffix = format!("/{name}");
+        let joined: Vec<&str> = membership[0]
+            .lines()
+            .filter(|l| l.ends_with(&suffix))
+            .collect();
+        assert_eq!(
+            joined.len(),
+            cgroup.dirs.len(),
+            "{:?}: the shim is not in {name} in every hierarchy:\n{}",
+            c.version(),
+            membership[0]
+        );
+        drop(c);
+        drop(cgroup);
+    }
+    Ok(())
+}

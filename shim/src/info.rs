@@ -20,9 +20,11 @@ use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use skiff_proto::options::{OptionsError, RuntimeOptions};
+use skiff_proto::convert::type_name;
+use skiff_proto::options::{OptionsError, RuntimeOptions, RUNC_OPTIONS, RUNTIME_OPTIONS};
 use skiff_proto::protobuf::well_known_types::any::Any;
 use skiff_proto::protobuf::{Message, MessageField};
+use skiff_proto::protos::bootstrap_api::BootstrapParams;
 use skiff_proto::protos::types::introspection::{RuntimeInfo, RuntimeVersion};
 
 use crate::service::default_binary;
@@ -72,20 +74,41 @@ pub fn run(shim_dir: Option<&Path>) -> Result<(), InfoError> {
         .map_err(InfoError::Write)
 }
 
-/// The options `Any` on stdin; none when stdin is empty (or a terminal: a person asking).
-fn read_options() -> Result<Option<Any>, InfoError> {
+/// The runtime options containerd writes on stdin (for `-info` and `start`); none when stdin is
+/// empty (or a terminal: a person asking). See [`options_in`] for the two shapes.
+pub fn read_options() -> Result<Option<Any>, InfoError> {
     let mut stdin = std::io::stdin();
     if stdin.is_terminal() {
         return Ok(None);
     }
     let mut bytes = Vec::new();
     stdin.read_to_end(&mut bytes).map_err(InfoError::Stdin)?;
+    options_in(&bytes)
+}
+
+/// The runtime options in what containerd wrote on stdin, which comes in two shapes:
+///
+/// | sent by | stdin holds |
+/// | --- | --- |
+/// | containerd 1.x–2.2, and 2.4 for `-info` | the options `Any` itself (fields 1 and 2 only) |
+/// | containerd 2.4 for `start` | a `containerd.runtime.bootstrap.v1.BootstrapParams` (id, namespace, addresses, ...) whose `extensions` carry the options `Any` among others |
+///
+/// An `Any` has no field beyond 2, so a message that has one is the bootstrap form; from it the
+/// first extension of one of the option types is taken.
+pub fn options_in(bytes: &[u8]) -> Result<Option<Any>, InfoError> {
     if bytes.is_empty() {
         return Ok(None);
     }
-    Any::parse_from_bytes(&bytes)
-        .map(Some)
-        .map_err(InfoError::Decode)
+    let any = Any::parse_from_bytes(bytes).map_err(InfoError::Decode)?;
+    if any.special_fields.unknown_fields().iter().next().is_none() {
+        return Ok(Some(any));
+    }
+    let params = BootstrapParams::parse_from_bytes(bytes).map_err(InfoError::Decode)?;
+    Ok(params
+        .extensions
+        .into_iter()
+        .filter_map(|e| e.value.into_option())
+        .find(|v| matches!(type_name(v), RUNC_OPTIONS | RUNTIME_OPTIONS)))
 }
 
 /// `BINARY features` as one line of JSON; `None` when the binary fails or prints something else
@@ -161,6 +184,33 @@ mod tests {
         assert_eq!(back.features.type_url, FEATURES_TYPE);
         assert_eq!(back.features.value, json.as_bytes());
         assert!(back.annotations.is_empty());
+    }
+
+    #[test]
+    fn options_come_bare_or_inside_bootstrap_params() {
+        use skiff_proto::protos::bootstrap_api::Extension;
+        let mut opts = Any::new();
+        opts.type_url = "runtimeoptions.v1.Options".into();
+        opts.value = vec![0x12, 2, b'/', b'x'];
+        let bare = opts.write_to_bytes().unwrap();
+        assert_eq!(options_in(&bare).unwrap(), Some(opts.clone()));
+        assert_eq!(options_in(&[]).unwrap(), None);
+
+        let mut other = Any::new();
+        other.type_url = "containerd.runtime.boot.v1.RuncV2Extensions".into();
+        let mut params = BootstrapParams::new();
+        params.instance_id = "c1".into();
+        params.namespace = "default".into();
+        params.containerd_version = "v2.4.0".into();
+        for value in [other, opts.clone()] {
+            let mut e = Extension::new();
+            e.value = MessageField::some(value);
+            params.extensions.push(e);
+        }
+        let boot = params.write_to_bytes().unwrap();
+        assert_eq!(options_in(&boot).unwrap(), Some(opts));
+        params.extensions.clear();
+        assert_eq!(options_in(&params.write_to_bytes().unwrap()).unwrap(), None);
     }
 
     #[test]

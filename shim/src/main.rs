@@ -87,6 +87,8 @@ enum MainError {
     Server(#[from] server::ServerError),
     #[error(transparent)]
     Info(#[from] info::InfoError),
+    #[error(transparent)]
+    ShimCgroup(#[from] cgroup::JoinError),
 }
 
 fn file_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MainError {
@@ -261,8 +263,31 @@ fn start(args: &Args) -> Result<(), MainError> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(MainError::Spawn)?;
+    let mut child = cmd.spawn().map_err(MainError::Spawn)?;
+    // Before containerd learns the address, as containerd's runc shim does: the server (and the
+    // runtime commands it starts) are accounted to the ShimCgroup from the first request on.
+    if let Err(e) = enter_shim_cgroup(child.id()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     announce(&bundle, &address, Some(child.id()))
+}
+
+/// Move the new server into the `ShimCgroup` of the runtime options containerd wrote on stdin.
+/// Options that cannot be read are left to `Create` to report.
+fn enter_shim_cgroup(pid: u32) -> Result<(), MainError> {
+    let Ok(options) = info::read_options() else {
+        return Ok(());
+    };
+    let Ok(opts) = RuntimeOptions::from_any(options.as_ref()) else {
+        return Ok(());
+    };
+    match opts.shim_cgroup {
+        Some(path) => Ok(cgroup::join_cgroup(pid, &path)?),
+        None => Ok(()),
+    }
 }
 
 /// The bundle's `log` fifo (containerd reads the shim's log from it), else `/dev/null`.
