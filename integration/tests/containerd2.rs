@@ -485,3 +485,97 @@ fn the_shim_moves_into_its_shim_cgroup() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn kill_and_delete_cope_with_a_container_removed_behind_containerds_back() -> Result<()> {
+    let skiff = skiff_integration::harness::runtime_binary();
+    for c in both_containerds()? {
+        for (runtime, binary, root) in [
+            (
+                RUNC_SHIM,
+                std::path::PathBuf::from("/usr/sbin/runc"),
+                "/run/containerd/runc",
+            ),
+            (SKIFF_RUNTIME, skiff.clone(), "/run/containerd/skiff"),
+        ] {
+            let id = format!("gone-{}", runtime.split('.').nth(2).unwrap_or("x"));
+            let what = format!("{:?} {runtime}", c.version());
+            run_sleeper(&c, runtime, &id, &[])?;
+            let root = std::path::Path::new(root).join(c.namespace());
+            let out = std::process::Command::new(&binary)
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "--force", &id])
+                .output()?;
+            assert!(out.status.success(), "{what}: {out:?}");
+            assert!(
+                c.wait_until(Duration::from_secs(10), || {
+                    c.task_status(&id).ok().flatten().as_deref() == Some("STOPPED")
+                }),
+                "{what}: containerd did not see the exit"
+            );
+            // Both shims answer that the process is gone (NotFound; containerd 2.4 prints the
+            // shim's message without the code), and delete the task.
+            for kill in [
+                c.ctr(&["task", "kill", "-s", "SIGKILL", &id])?,
+                c.ctr(&["task", "kill", "--all", "-s", "SIGKILL", &id])?,
+            ] {
+                let said = kill.stderr.to_lowercase();
+                assert!(
+                    !kill.success() && (said.contains("not found") || said.contains("finished")),
+                    "{what}: {kill}"
+                );
+            }
+            let delete = c.ctr(&["task", "delete", &id])?;
+            let _ = c.ctr(&["container", "delete", &id]);
+            assert!(delete.success(), "{what}: {delete}\n{}", c.log_tail());
+            assert!(
+                c.task_status(&id)?.is_none(),
+                "{what}: the task is still listed"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn kill_stops_a_container_whose_runtime_record_was_removed() -> Result<()> {
+    for c in both_containerds()? {
+        let what = format!("{:?}", c.version());
+        for all in [false, true] {
+            let id = format!("unrecorded-{all}");
+            run_sleeper(&c, SKIFF_RUNTIME, &id, &[])?;
+            let pid: i32 = c
+                .tasks()?
+                .into_iter()
+                .find(|t| t.0 == id)
+                .and_then(|t| t.1.parse().ok())
+                .unwrap_or_default();
+            // The record goes, the processes stay (as when a tool that cannot read skiff's state,
+            // or a wiped /run, removed it).
+            let record = std::path::Path::new("/run/containerd/skiff")
+                .join(c.namespace())
+                .join(&id);
+            std::fs::remove_dir_all(&record)?;
+            let mut kill = vec!["task", "kill", "-s", "SIGKILL"];
+            if all {
+                kill.push("--all");
+            }
+            kill.push(&id);
+            let out = c.ctr(&kill)?;
+            let stopped = c.wait_until(Duration::from_secs(10), || {
+                c.task_status(&id).ok().flatten().as_deref() == Some("STOPPED")
+            });
+            let delete = c.ctr(&["task", "delete", &id])?;
+            let _ = c.ctr(&["container", "delete", &id]);
+            if skiff_integration::host::process_alive(pid) {
+                // SAFETY: kill takes plain integers; the pid is the container's sleep.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            assert!(out.success(), "{what} all={all}: {out}");
+            assert!(stopped, "{what} all={all}: the task did not stop");
+            assert!(delete.success(), "{what} all={all}: {delete}");
+        }
+    }
+    Ok(())
+}

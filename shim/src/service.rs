@@ -186,6 +186,24 @@ fn kill_all_without_own_pid_namespace(c: &Container) {
     }
 }
 
+/// A `runtime kill` that failed: when the runtime no longer has the container's record (removed
+/// outside the shim: a `delete` behind containerd's back that left processes, a wiped state
+/// directory) while the shim has not yet reaped the init, the shim signals the processes itself,
+/// so that containerd can still stop the task. The init's pid cannot have been reused: it is the
+/// shim's unreaped child. Anything else is [`kill_error`].
+fn kill_unrecorded(c: &Container, signal: i32, all: bool, e: RuntimeError) -> Result<()> {
+    if !e.is_not_found() || !c.init.state.is_alive() {
+        return Err(kill_error(&c.id, e));
+    }
+    if all {
+        for pid in c.cgroup.as_ref().map(Cgroup::pids).unwrap_or_default() {
+            let _ = crate::reaper::signal(pid, signal);
+        }
+    }
+    crate::reaper::signal(c.init.pid, signal)
+        .map_err(|_| ServiceError::Finished { id: c.id.clone() })
+}
+
 /// What the service needs from `main`.
 #[derive(Debug)]
 pub struct Config {
@@ -720,7 +738,9 @@ impl Service {
         }
         args.push(&req.id);
         args.push(&signal);
-        c.runtime.run(&args).map_err(|e| kill_error(&req.id, e))
+        c.runtime
+            .run(&args)
+            .or_else(|e| kill_unrecorded(c, req.signal as i32, req.all, e))
     }
 
     fn do_exec(&self, req: &ExecProcessRequest) -> Result<()> {
