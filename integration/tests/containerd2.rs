@@ -579,3 +579,231 @@ fn kill_stops_a_container_whose_runtime_record_was_removed() -> Result<()> {
     }
     Ok(())
 }
+
+/// `major:minor` of the whole disk holding `path` (throttle rules take disks, not partitions).
+fn disk_of(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata(path).ok()?.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let sys = std::path::PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    if sys.join("partition").exists() {
+        let parent = std::fs::read_to_string(sys.join("../dev")).ok()?;
+        return Some(parent.trim().to_string());
+    }
+    sys.exists().then(|| format!("{major}:{minor}"))
+}
+
+/// The value at `path` (`a.b.c`) of a JSON document, absent (omitted zero) as 0.
+fn at(v: &serde_json::Value, path: &str) -> u64 {
+    path.split('.').fold(v, |v, k| &v[k]).as_u64().unwrap_or(0)
+}
+
+/// A `memory.stat` key's name in containerd's v1 `MemoryStat` (JSON), if it has one.
+fn v1_memory_field(key: &str) -> Option<String> {
+    let (total, base) = match key.strip_prefix("total_") {
+        Some(rest) => ("total_", rest),
+        None => ("", key),
+    };
+    let name = match base {
+        "cache" | "rss" | "rss_huge" | "mapped_file" | "dirty" | "writeback" | "inactive_anon"
+        | "active_anon" | "inactive_file" | "active_file" | "unevictable" => base,
+        "pgpgin" => "pg_pg_in",
+        "pgpgout" => "pg_pg_out",
+        "pgfault" => "pg_fault",
+        "pgmajfault" => "pg_maj_fault",
+        "hierarchical_memory_limit" if total.is_empty() => base,
+        "hierarchical_memsw_limit" if total.is_empty() => "hierarchical_swap_limit",
+        _ => return None,
+    };
+    Some(format!("{total}{name}"))
+}
+
+#[test]
+fn stats_carry_every_field_the_cgroup_files_have() -> Result<()> {
+    let Some(c) = containerd2()? else {
+        return Ok(());
+    };
+    let id = "stats";
+    run_sleeper(&c, SKIFF_RUNTIME, id, &[])?;
+    let ns = c.namespace().to_string();
+    let file = |ctl: &str, f: &str| skiff_integration::containerd::cgroup_file(&ns, id, ctl, f);
+    let v1 = file("memory", "memory.stat").is_some();
+    // The throttle policy counts I/O only for cgroups with a limit: give the container one.
+    let disk = disk_of(&c.bundle(id).join("rootfs"));
+    let throttled = v1
+        && disk.as_ref().is_some_and(|d| {
+            let dir = std::path::Path::new("/sys/fs/cgroup/blkio")
+                .join(&ns)
+                .join(id);
+            std::fs::write(
+                dir.join("blkio.throttle.write_bps_device"),
+                format!("{d} 1000000000"),
+            )
+            .is_ok()
+        });
+    // Some system time, some user time, and a synced write.
+    c.ctr_ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "work",
+        id,
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=1 count=200000 2>/dev/null; \
+         i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; \
+         dd if=/dev/zero of=/written bs=64k count=16 conv=fsync 2>/dev/null",
+    ])?;
+    let out = c.ctr_ok(&["task", "metrics", "--format", "json", id])?;
+    let m: serde_json::Value = serde_json::from_str(&out.stdout)?;
+    if v1 {
+        let total = at(&m, "cpu.usage.total");
+        let (user, kernel) = (at(&m, "cpu.usage.user"), at(&m, "cpu.usage.kernel"));
+        let times = file("cpuacct", "cpuacct.stat").unwrap_or_default();
+        let ticks = |k: &str| {
+            times
+                .lines()
+                .find_map(|l| l.strip_prefix(k)?.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        assert!(total > 0 && kernel > 0 && user > 0, "{m:#}");
+        assert!(
+            kernel + user <= total,
+            "kernel {kernel} + user {user} > total {total}"
+        );
+        assert_eq!(kernel, ticks("system ") * 10_000_000, "{times}");
+        assert_eq!(user, ticks("user ") * 10_000_000, "{times}");
+        let usage: u64 = file("cpuacct", "cpuacct.usage")
+            .unwrap_or_default()
+            .trim()
+            .parse()?;
+        assert_eq!(total, usage);
+
+        let stat = file("memory", "memory.stat").unwrap_or_default();
+        let mut checked = 0;
+        for line in stat.lines() {
+            let Some((key, value)) = line.split_once(' ') else {
+                continue;
+            };
+            let Some(field) = v1_memory_field(key) else {
+                continue;
+            };
+            let value: u64 = value.trim().parse()?;
+            assert_eq!(
+                at(&m["memory"], &field),
+                value,
+                "memory.stat {key} as {field}"
+            );
+            checked += 1;
+        }
+        assert!(
+            checked >= 30,
+            "only {checked} memory.stat keys checked:\n{stat}"
+        );
+        assert!(at(&m, "memory.pg_pg_in") > 0 && at(&m, "memory.total_pg_pg_out") > 0);
+        for (entry, prefix) in [
+            ("usage", "memory."),
+            ("swap", "memory.memsw."),
+            ("kernel", "memory.kmem."),
+        ] {
+            for (field, name) in [
+                ("limit", "limit_in_bytes"),
+                ("max", "max_usage_in_bytes"),
+                ("failcnt", "failcnt"),
+            ] {
+                if let Some(text) = file("memory", &format!("{prefix}{name}")) {
+                    assert_eq!(
+                        at(&m, &format!("memory.{entry}.{field}")),
+                        text.trim().parse::<u64>()?,
+                        "{prefix}{name}"
+                    );
+                }
+            }
+        }
+        if throttled {
+            let bytes =
+                file("blkio", "blkio.throttle.io_service_bytes_recursive").unwrap_or_default();
+            let written: u64 = bytes
+                .lines()
+                .find_map(
+                    |l| match l.split_whitespace().collect::<Vec<_>>().as_slice() {
+                        [_, "Write", n] => n.parse().ok(),
+                        _ => None,
+                    },
+                )
+                .unwrap_or(0);
+            assert!(written >= 1024 * 1024, "{bytes}");
+            let entries = m["blkio"]["io_service_bytes_recursive"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let write = entries
+                .iter()
+                .find(|e| e["op"] == "Write")
+                .unwrap_or_else(|| panic!("no Write entry in {:#}", m["blkio"]));
+            assert_eq!(write["value"].as_u64(), Some(written));
+            assert!(
+                write["device"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .starts_with("/dev/"),
+                "{write}"
+            );
+            assert!(!m["blkio"]["io_serviced_recursive"]
+                .as_array()
+                .is_none_or(Vec::is_empty));
+        } else {
+            eprintln!("no block device limit could be set: blkio not checked");
+        }
+    } else {
+        let stat = file("", "cpu.stat").unwrap_or_default();
+        for (key, field) in [
+            ("usage_usec", "usage_usec"),
+            ("user_usec", "user_usec"),
+            ("system_usec", "system_usec"),
+        ] {
+            let want = stat
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!("{key} "))?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0);
+            assert_eq!(at(&m, &format!("cpu.{field}")), want, "cpu.stat {key}");
+        }
+        let mstat = file("", "memory.stat").unwrap_or_default();
+        for key in [
+            "anon",
+            "file",
+            "kernel_stack",
+            "slab",
+            "sock",
+            "shmem",
+            "pgfault",
+            "pgmajfault",
+            "slab_reclaimable",
+            "slab_unreclaimable",
+        ] {
+            let want = mstat
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!("{key} "))?
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0);
+            assert_eq!(at(&m, &format!("memory.{key}")), want, "memory.stat {key}");
+        }
+        let io = file("", "io.stat").unwrap_or_default();
+        assert_eq!(
+            m["io"]["usage"].as_array().map_or(0, Vec::len),
+            io.lines().count(),
+            "{io}"
+        );
+    }
+    remove(&c, id)?;
+    Ok(())
+}

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use skiff_proto::metrics::{keyed, v1_metrics, v2_metrics};
+use skiff_proto::metrics::{hugetlb_sizes, keyed, v1_metrics, v2_metrics};
 use skiff_proto::protobuf::well_known_types::any::Any;
 
 /// A container's cgroup directories.
@@ -187,14 +187,44 @@ impl Cgroup {
                     dirs.get(controller)
                         .and_then(|d| std::fs::read_to_string(d.join(file)).ok())
                 };
-                skiff_proto::convert::to_any(&v1_metrics(&read))
+                let sizes = dirs
+                    .get("hugetlb")
+                    .map(|d| page_sizes(d))
+                    .unwrap_or_default();
+                skiff_proto::convert::to_any(&v1_metrics(&read, &sizes, &device_name))
             }
             Cgroup::V2(dir) => {
                 let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
-                skiff_proto::convert::to_any(&v2_metrics(&read))
+                skiff_proto::convert::to_any(&v2_metrics(&read, &page_sizes(dir)))
             }
         }
     }
+}
+
+/// The hugetlb page sizes a cgroup directory has files for.
+fn page_sizes(dir: &Path) -> Vec<String> {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    hugetlb_sizes(names.iter().map(String::as_str))
+}
+
+/// `/dev/<name>` of block device `major:minor` (from its uevent), as containerd names blkio
+/// entries; empty when the kernel does not say.
+fn device_name(major: u64, minor: u64) -> String {
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("DEVNAME="))
+                .map(|name| format!("/dev/{name}"))
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
