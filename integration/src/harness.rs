@@ -234,11 +234,15 @@ pub struct Harness {
 impl Harness {
     /// A fresh harness. Fails when not root or when the runtime binary is missing.
     pub fn new() -> Result<Harness> {
+        Harness::with_runtime(runtime_binary())
+    }
+
+    /// A fresh harness driving `bin` (e.g. `/usr/sbin/runc`, to compare with it).
+    pub fn with_runtime(bin: PathBuf) -> Result<Harness> {
         // SAFETY: geteuid(2) cannot fail and touches no memory.
         if unsafe { libc::geteuid() } != 0 {
             bail!("the integration tests create real containers and must run as root");
         }
-        let bin = runtime_binary();
         if !bin.is_file() {
             bail!(
                 "runtime binary {} not found: build it first (`cargo build -p skiff`) or point \

@@ -192,8 +192,10 @@ pub struct Rlimit {
 /// The hooks by the point of the lifecycle at which they run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HookPlan {
-    /// prestart and createRuntime: in the runtime's namespaces, after the
-    /// container's namespaces exist, before pivot_root.
+    /// prestart (deprecated) then createRuntime: in the runtime's
+    /// namespaces, after the container's namespaces exist, before
+    /// pivot_root.
+    pub prestart: Vec<Hook>,
     pub create_runtime: Vec<Hook>,
     /// In the container's namespaces, before pivot_root.
     pub create_container: Vec<Hook>,
@@ -930,10 +932,9 @@ fn hook_plan(spec: &Spec) -> HookPlan {
     let conv = |v: &Option<Vec<oci_spec::runtime::Hook>>| -> Vec<Hook> {
         v.iter().flatten().map(Hook::from_oci).collect()
     };
-    let mut create_runtime = conv(h.prestart());
-    create_runtime.extend(conv(h.create_runtime()));
     HookPlan {
-        create_runtime,
+        prestart: conv(h.prestart()),
+        create_runtime: conv(h.create_runtime()),
         create_container: conv(h.create_container()),
         start_container: conv(h.start_container()),
         poststart: conv(h.poststart()),
@@ -1237,28 +1238,23 @@ mod tests {
     }
 
     #[test]
-    fn hooks_prestart_runs_with_create_runtime() {
+    fn hooks_keep_their_stage_and_whether_env_was_given() {
         let mut v = base();
         v["hooks"] = serde_json::json!({
             "prestart": [{"path": "/bin/a"}],
-            "createRuntime": [{"path": "/bin/b", "timeout": 3}],
-            "poststop": [{"path": "/bin/c", "args": ["c", "x"]}]
+            "createRuntime": [{"path": "/bin/b", "timeout": 3, "env": []}],
+            "poststop": [{"path": "/bin/c", "args": ["c", "x"], "env": ["A=1"]}]
         });
         let p = plan(v).unwrap();
-        let names: Vec<_> = p
-            .hooks
-            .create_runtime
-            .iter()
-            .map(|h| h.path.clone())
-            .collect();
-        assert_eq!(
-            names,
-            vec![PathBuf::from("/bin/a"), PathBuf::from("/bin/b")]
-        );
+        assert_eq!(p.hooks.prestart[0].path, PathBuf::from("/bin/a"));
+        assert_eq!(p.hooks.prestart[0].env, None);
+        assert_eq!(p.hooks.create_runtime[0].path, PathBuf::from("/bin/b"));
+        assert_eq!(p.hooks.create_runtime[0].env, Some(vec![]));
         assert_eq!(
             p.hooks.poststop[0].args,
             vec!["c".to_string(), "x".to_string()]
         );
+        assert_eq!(p.hooks.poststop[0].env, Some(vec!["A=1".to_string()]));
     }
 }
 

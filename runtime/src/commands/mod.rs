@@ -74,7 +74,7 @@ pub fn dispatch(cli: &Cli, cmd: &Command, log: &mut Logger) -> Result<i32, CmdEr
             Ok(0)
         }
         Command::Create(a) => {
-            lifecycle::create(cli, a, false)?;
+            lifecycle::create(cli, a, false, log)?;
             Ok(0)
         }
         Command::Start { id } => {

@@ -222,11 +222,15 @@ fn drive(plan: &Plan, ch: &Channel, state_json: &str) -> Result<(), CreateError>
     loop {
         match ch.recv() {
             Ok(Msg::RunHooks) => {
-                if let Err(e) = hooks::run_all(
-                    "createRuntime",
-                    &plan.hooks.create_runtime,
-                    state_json.as_bytes(),
-                ) {
+                // In the bundle, as runc (which chdirs there for create).
+                let state = state_json.as_bytes();
+                let run = |name, list| {
+                    let stage = hooks::Stage::new(name).in_dir(&plan.bundle);
+                    hooks::run_all(&stage, list, state)
+                };
+                let result = run("prestart", &plan.hooks.prestart)
+                    .and_then(|()| run("createRuntime", &plan.hooks.create_runtime));
+                if let Err(e) = result {
                     let _ = ch.send(&Msg::Error {
                         message: e.to_string(),
                     });
