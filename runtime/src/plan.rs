@@ -19,6 +19,8 @@ pub enum PlanError {
     Invalid { field: String, reason: String },
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
+    Numa(#[from] crate::numa::NumaError),
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> PlanError {
@@ -69,6 +71,8 @@ pub struct Plan {
     pub options: LaunchOptions,
     /// The compiled seccomp filters, if the spec has a profile.
     pub seccomp: Option<crate::seccomp::SeccompPlan>,
+    /// `linux.memoryPolicy`, checked: set by the init before execve.
+    pub mem_policy: Option<crate::numa::MemPolicy>,
 }
 
 /// Which namespaces the init gets.
@@ -299,6 +303,11 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
             .seccomp()
             .as_ref()
             .map(crate::seccomp::compile)
+            .transpose()?,
+        mem_policy: linux
+            .memory_policy()
+            .as_ref()
+            .map(crate::numa::mem_policy)
             .transpose()?,
     })
 }
@@ -839,9 +848,6 @@ fn refuse_unsupported(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<(
     }
     if linux.intel_rdt().is_some() {
         return refuse("linux.intelRdt", "Intel RDT (resctrl)");
-    }
-    if linux.memory_policy().is_some() {
-        return refuse("linux.memoryPolicy", "a NUMA memory policy");
     }
     if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
         return refuse("linux.netDevices", "moving network devices");

@@ -42,6 +42,8 @@ pub enum InitError {
     Seccomp(#[from] SeccompError),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
+    Numa(#[from] crate::numa::NumaError),
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -234,6 +236,11 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
     }
     if !plan.options.no_new_keyring {
         join_session_keyring(&plan.id)?;
+    }
+    // The memory policy is the process's: set after the runtime's own setup
+    // (so that is never constrained by it), kept across execve.
+    if let Some(p) = &plan.mem_policy {
+        crate::numa::apply_mem_policy(p)?;
     }
     let prepared = become_process(
         &plan.process,
