@@ -66,3 +66,57 @@ fn a_bad_memory_policy_fails_create_naming_the_field() -> Result<()> {
     }
     Ok(())
 }
+
+fn cpus_allowed(status: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// `final` pins an exec'd process once it is in the container's cgroup; `initial` pins the
+/// runtime's side before that; the container's init is left alone (the spec keeps the field off
+/// it).
+#[test]
+fn exec_cpu_affinity_pins_exec_not_the_init() -> Result<()> {
+    let h = Harness::new()?;
+    let all = cpus_allowed(&std::fs::read_to_string("/proc/self/status")?);
+    if all == "0" {
+        eprintln!("skipped: one CPU");
+        return Ok(());
+    }
+    let mut b = h.bundle()?;
+    b.edit(|c| c["process"]["execCPUAffinity"] = json!({"initial": "0", "final": "1"}))?;
+    b.args(&["sleep", "600"])?;
+    let id = h.create_and_start("execaff", &b)?;
+    let init = std::fs::read_to_string(format!("/proc/{}/status", h.pid(&id)?))?;
+    assert_eq!(cpus_allowed(&init), all, "the init must not be pinned");
+    let out = h.exec_in(&id, &[], &["cat", "/proc/self/status"])?.ok()?;
+    assert_eq!(cpus_allowed(&out.stdout), "1", "final");
+    // The runtime's side: `skiff exec` itself, relaying a running process.
+    let running = h.spawn(
+        &skiff_integration::exec_args(&id, &[], &["sleep", "5"]),
+        skiff_integration::Opts::default(),
+    )?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let parent = std::fs::read_to_string(format!("/proc/{}/status", running.pid()))?;
+    assert_eq!(cpus_allowed(&parent), "0", "initial");
+    drop(running);
+    // Given with --process too, and checked.
+    let proc_file = h.path("process.json");
+    let mut p = b.config()["process"].clone();
+    p["args"] = json!(["cat", "/proc/self/status"]);
+    p["execCPUAffinity"] = json!({"final": "0"});
+    std::fs::write(&proc_file, p.to_string())?;
+    let path = proc_file.display().to_string();
+    let out = h.exec_in(&id, &["--process", &path], &[])?.ok()?;
+    assert_eq!(cpus_allowed(&out.stdout), "0");
+    p["execCPUAffinity"] = json!({"final": "7000"});
+    std::fs::write(&proc_file, p.to_string())?;
+    let out = h.exec_in(&id, &["--process", &path], &[])?;
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("execCPUAffinity"), "{out}");
+    Ok(())
+}

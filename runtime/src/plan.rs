@@ -169,6 +169,9 @@ pub struct ProcessPlan {
     /// `ioprio_set(2)` value (`process.ioPriority`).
     pub io_priority: Option<i32>,
     pub scheduler: Option<SchedAttr>,
+    /// `process.execCPUAffinity` (`exec` only: the spec keeps it off the
+    /// container's init).
+    pub exec_affinity: crate::numa::ExecAffinity,
 }
 
 /// `struct sched_attr` of `sched_setattr(2)` (`process.scheduler`).
@@ -242,7 +245,7 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
             )
         })?,
     };
-    refuse_unsupported(spec, &linux)?;
+    refuse_unsupported(&linux)?;
     let mut process = process_plan(spec, &opts)?;
     process.personality = linux.personality().as_ref().map(|p| match p.domain() {
         oci_spec::runtime::LinuxPersonalityDomain::PerLinux => 0x0000,
@@ -730,6 +733,12 @@ pub fn process_from_oci(
         personality: None,
         io_priority: io_priority(p)?,
         scheduler: scheduler(p)?,
+        exec_affinity: p
+            .exec_cpu_affinity()
+            .as_ref()
+            .map(crate::numa::exec_affinity)
+            .transpose()?
+            .unwrap_or_default(),
         console_size: p.console_size().map(|b| {
             (
                 b.height().min(u16::MAX as u64) as u16,
@@ -836,7 +845,7 @@ fn lsm_refusal(field: &str, lsm: &str, value: &str) -> PlanError {
 
 /// Fields of the spec skiff does not implement: refused by name rather
 /// than silently ignored.
-fn refuse_unsupported(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<(), PlanError> {
+fn refuse_unsupported(linux: &oci_spec::runtime::Linux) -> Result<(), PlanError> {
     let refuse = |field: &str, what: &str| {
         Err(PlanError::Unsupported {
             field: field.into(),
@@ -851,13 +860,6 @@ fn refuse_unsupported(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<(
     }
     if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
         return refuse("linux.netDevices", "moving network devices");
-    }
-    if spec
-        .process()
-        .as_ref()
-        .is_some_and(|p| p.exec_cpu_affinity().is_some())
-    {
-        return refuse("process.execCPUAffinity", "a CPU affinity for exec");
     }
     if linux
         .personality()

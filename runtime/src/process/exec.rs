@@ -97,6 +97,11 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
     // which would block resume, kill and delete; a delete racing with us
     // now makes the exec fail, which is the right outcome.
     drop(req.container);
+    // execCPUAffinity.initial is for the runtime's side, before the cgroup
+    // is joined: set on ourselves, the child inherits it.
+    if let Some(mask) = &req.process.exec_affinity.initial {
+        crate::numa::set_affinity(mask, "sched_setaffinity (process.execCPUAffinity.initial)")?;
+    }
     let (parent_end, child_end) = Channel::pair()?;
     let process = req.process;
     let seccomp = req.seccomp;
@@ -179,6 +184,11 @@ fn child(
                 got,
             })
         }
+    }
+    // In the container's cgroup now (whose cpuset may have reset our
+    // affinity): execCPUAffinity.final is the process's.
+    if let Some(mask) = &process.exec_affinity.last {
+        crate::numa::set_affinity(mask, "sched_setaffinity (process.execCPUAffinity.final)")?;
     }
     // User namespace first (it grants the rights for the rest), mount last
     // (it also moves our root and cwd into the container).

@@ -33,6 +33,8 @@ pub enum CreateError {
     #[error(transparent)]
     Hook(#[from] HookError),
     #[error(transparent)]
+    Numa(#[from] crate::numa::NumaError),
+    #[error(transparent)]
     Channel(#[from] ChannelError),
     #[error("{what}: {source}")]
     Sys {
