@@ -120,3 +120,48 @@ fn exec_cpu_affinity_pins_exec_not_the_init() -> Result<()> {
     assert!(out.stderr.contains("execCPUAffinity"), "{out}");
     Ok(())
 }
+
+/// `exec --cgroup` puts the process in an existing sub-cgroup of the container (`PATH` on cgroup
+/// v2, `CONTROLLER:PATH` on v1); a missing one fails the exec; `delete` removes the sub-cgroup with
+/// the container's. runc 1.1.5 has the flag too: this test passes with `SKIFF_BIN=/usr/sbin/runc`.
+#[test]
+fn exec_cgroup_joins_a_sub_cgroup() -> Result<()> {
+    use skiff_integration::cgroup_helpers::{controller_dir, is_v2};
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.args(&["sleep", "600"])?;
+    let cg = b.cgroups_path().unwrap();
+    let id = h.create_and_start("execcg", &b)?;
+    let dir = controller_dir(&cg, "pids")?.unwrap();
+    std::fs::create_dir(dir.join("sub"))?;
+    let (arg, missing, bad) = if is_v2()? {
+        ("sub", "nope", "pids:sub,memory:other")
+    } else {
+        ("pids:sub", "pids:nope", "sub")
+    };
+    let out = h
+        .exec_in(&id, &["--cgroup", arg], &["cat", "/proc/self/cgroup"])?
+        .ok()?;
+    let pids_line = out
+        .stdout
+        .lines()
+        .find(|l| l.contains(":pids:") || l.starts_with("0::"))
+        .unwrap_or_default()
+        .to_string();
+    assert!(pids_line.ends_with("/sub"), "{}", out.stdout);
+    let pid = h.exec_detached(&id, &["--cgroup", arg], &["sleep", "600"])?;
+    let procs = std::fs::read_to_string(dir.join("sub/cgroup.procs"))?;
+    assert!(procs.lines().any(|l| l == pid.to_string()), "{procs}");
+    for wrong in [missing, bad] {
+        let out = h.exec_in(&id, &["--cgroup", wrong], &["true"])?;
+        assert!(!out.success(), "--cgroup {wrong}: {out}");
+        assert!(out.stderr.contains("cgroup"), "--cgroup {wrong}: {out}");
+    }
+    h.delete_force(&id)?;
+    assert!(
+        !dir.exists(),
+        "the container's cgroup (and its sub-cgroup) must go"
+    );
+    h.check_no_trace(&id, &b)?;
+    Ok(())
+}

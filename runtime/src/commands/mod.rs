@@ -35,6 +35,8 @@ pub enum CmdError {
     Signal(#[from] SignalError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error(transparent)]
+    SubCgroup(#[from] crate::cgroups::sub::SubCgroupError),
     #[error("{what}: {source}")]
     Io {
         what: String,

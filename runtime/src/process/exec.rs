@@ -34,6 +34,9 @@ pub struct ExecRequest<'a> {
     /// A connected console socket when the process has a terminal.
     pub console: Option<OwnedFd>,
     pub preserve_fds: u32,
+    /// The cgroup directories to join instead of the container's
+    /// (`exec --cgroup`), in the record's layout.
+    pub cgroup_dirs: Option<Vec<PathBuf>>,
 }
 
 /// The order in which an exec'd process enters the container's namespaces
@@ -86,7 +89,15 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
     if !req.container.init_alive() {
         return Err(CreateError::InitDied);
     }
-    let cg = req.container.record.cgroup();
+    let record = &req.container.record;
+    let cg = match &req.cgroup_dirs {
+        Some(dirs) => crate::cgroups::Manager::from_record(
+            &record.cgroup_mode,
+            dirs,
+            &record.cgroup_controllers,
+        ),
+        None => record.cgroup(),
+    };
     // Into the cgroup without a migration by pid where possible
     // (`cgroups::Entry`).
     let mut entry = cg.entry();
