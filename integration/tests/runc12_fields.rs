@@ -165,3 +165,88 @@ fn exec_cgroup_joins_a_sub_cgroup() -> Result<()> {
     h.check_no_trace(&id, &b)?;
     Ok(())
 }
+
+/// A veth pair made for a test, removed on drop if the container did not take it away.
+struct Veth(String, String);
+
+impl Veth {
+    fn new(tag: &str) -> Result<Veth> {
+        let v = Veth(format!("sk{tag}a"), format!("sk{tag}b"));
+        let ip = |args: &[&str]| -> Result<()> {
+            let st = std::process::Command::new("ip").args(args).status()?;
+            anyhow::ensure!(st.success(), "ip {args:?} failed");
+            Ok(())
+        };
+        ip(&["link", "add", &v.0, "type", "veth", "peer", "name", &v.1])?;
+        ip(&["addr", "add", "10.77.0.5/24", "dev", &v.0])?;
+        ip(&["link", "set", &v.0, "up"])?;
+        Ok(v)
+    }
+
+    fn on_host(name: &str) -> bool {
+        std::path::Path::new("/sys/class/net").join(name).exists()
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        if Veth::on_host(&self.0) {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", &self.0])
+                .status();
+        }
+    }
+}
+
+/// `linux.netDevices` moves a host device into the container's network namespace under its new
+/// name, up, with its permanent global address (runc 1.3); the namespace takes it away when the
+/// container goes (a veth dies with it).
+#[test]
+fn net_devices_are_moved_into_the_container() -> Result<()> {
+    let h = Harness::new()?;
+    let tag = format!("{:x}", std::process::id() % 0xffff);
+    let veth = Veth::new(&tag)?;
+    let mut b = h.bundle()?;
+    let host_name = veth.0.clone();
+    b.edit(|c| c["linux"]["netDevices"] = json!({host_name.clone(): {"name": "eth7"}}))?;
+    b.sh("ip -o link show eth7; ip -o -4 addr show eth7")?;
+    let out = h.run_ok(&b)?;
+    assert!(out.contains("eth7") && out.contains(",UP"), "{out}");
+    assert!(out.contains("inet 10.77.0.5/24"), "{out}");
+    assert!(!Veth::on_host(&veth.0), "the device is still on the host");
+    // The peer goes with the container's namespace (asynchronously).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Veth::on_host(&veth.1) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(
+        !Veth::on_host(&veth.1),
+        "the veth pair outlived the container"
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_net_devices_fail_create_and_leave_nothing() -> Result<()> {
+    let h = Harness::new()?;
+    let cases = [
+        (json!({"sknosuchdev0": {}}), false),
+        (json!({"lo": {"name": "a/b"}}), false),
+        (json!({"lo": {"name": "eth0"}}), true),
+    ];
+    for (devices, drop_netns) in cases {
+        let mut b = h.bundle()?;
+        b.edit(|c| c["linux"]["netDevices"] = devices.clone())?;
+        if drop_netns {
+            b.remove_namespace("network")?;
+        }
+        b.args(&["true"])?;
+        let id = h.id("badnetdev");
+        let out = h.try_create(&id, &b, &[])?;
+        assert_eq!(out.exit_code(), 1, "{devices}: {out}");
+        assert!(out.stderr.contains("netDevices"), "{devices}: {out}");
+        h.check_no_trace(&id, &b)?;
+    }
+    assert!(Veth::on_host("lo"));
+    Ok(())
+}

@@ -73,6 +73,9 @@ pub struct Plan {
     pub seccomp: Option<crate::seccomp::SeccompPlan>,
     /// `linux.memoryPolicy`, checked: set by the init before execve.
     pub mem_policy: Option<crate::numa::MemPolicy>,
+    /// `linux.netDevices`: (host name, name in the container), moved by the
+    /// parent once the container's network namespace exists.
+    pub net_devices: Vec<(String, String)>,
 }
 
 /// Which namespaces the init gets.
@@ -276,6 +279,7 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
             ));
         }
     }
+    let net_devices = net_devices(&linux, &namespaces)?;
     Ok(Plan {
         id: id.to_string(),
         bundle: bundle.to_path_buf(),
@@ -312,7 +316,53 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
             .as_ref()
             .map(crate::numa::mem_policy)
             .transpose()?,
+        net_devices,
     })
+}
+
+/// `linux.netDevices` checked: valid names, no two devices with one name in
+/// the container, and a network namespace that is not the runtime's.
+fn net_devices(
+    linux: &oci_spec::runtime::Linux,
+    ns: &NamespacePlan,
+) -> Result<Vec<(String, String)>, PlanError> {
+    let Some(devices) = linux.net_devices().as_ref().filter(|d| !d.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let own_net = ns.clone_flags & libc::CLONE_NEWNET as u64 != 0
+        || ns.joins.iter().any(|(k, _)| *k == NsKind::Net);
+    if !own_net {
+        return Err(invalid(
+            "linux.netDevices",
+            "needs a network namespace in linux.namespaces (the devices would stay on the host)",
+        ));
+    }
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (host, dev) in devices {
+        let inside = dev
+            .name()
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(host.clone());
+        for (what, name) in [("", host), (".name", &inside)] {
+            if !crate::netdev::valid_name(name) {
+                return Err(invalid(
+                    format!("linux.netDevices[{host:?}]{what}"),
+                    format!("{name:?} is not a valid interface name"),
+                ));
+            }
+        }
+        if out.iter().any(|(_, n)| *n == inside) {
+            return Err(invalid(
+                format!("linux.netDevices[{host:?}].name"),
+                format!("{inside:?} is given to two devices"),
+            ));
+        }
+        out.push((host.clone(), inside));
+    }
+    // Host names first in a stable order, whatever the JSON map's.
+    out.sort();
+    Ok(out)
 }
 
 /// The resources for the cgroup: validated, with an `rwm` device rule for
@@ -857,9 +907,6 @@ fn refuse_unsupported(linux: &oci_spec::runtime::Linux) -> Result<(), PlanError>
     }
     if linux.intel_rdt().is_some() {
         return refuse("linux.intelRdt", "Intel RDT (resctrl)");
-    }
-    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return refuse("linux.netDevices", "moving network devices");
     }
     if linux
         .personality()

@@ -84,7 +84,8 @@ pub fn features() -> Value {
                           "MPOL_PREFERRED_MANY", "MPOL_WEIGHTED_INTERLEAVE"],
                 "flags": ["MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"]
             },
-            "mountExtensions": {"idmap": {"enabled": false}}
+            "mountExtensions": {"idmap": {"enabled": false}},
+            "netDevices": {"enabled": true}
         },
         "annotations": {"io.github.skiff.version": env!("CARGO_PKG_VERSION")}
     })
@@ -106,5 +107,7 @@ mod tests {
             .clone()
             .unwrap();
         assert!(modes.contains(&"MPOL_BIND".to_string()));
+        let net = linux.net_devices().as_ref().unwrap();
+        assert_eq!(net.enabled(), &Some(true));
     }
 }

@@ -35,6 +35,8 @@ pub enum CreateError {
     #[error(transparent)]
     Numa(#[from] crate::numa::NumaError),
     #[error(transparent)]
+    NetDev(#[from] crate::netdev::NetDevError),
+    #[error(transparent)]
     Channel(#[from] ChannelError),
     #[error("{what}: {source}")]
     Sys {
@@ -162,6 +164,18 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     // A new user namespace has no ids until we map them; the init waits.
     if plan.namespaces.new_user {
         write_id_maps(pid, &plan.namespaces)?;
+    }
+    // The container's network namespace exists (created by the clone, or
+    // named by path): move the host's devices into it before any hook runs.
+    if !plan.net_devices.is_empty() {
+        let ns = plan
+            .namespaces
+            .joins
+            .iter()
+            .find(|(k, _)| *k == NsKind::Net)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| PathBuf::from(format!("/proc/{pid}/ns/net")));
+        crate::netdev::move_devices(&plan.net_devices, &ns)?;
     }
     let start_time = state::proc_stat(pid)
         .map(|s| s.start_time)
