@@ -338,7 +338,10 @@ fn observe_hooks(bin: &str) -> Result<Seen> {
     let host_dir = out.display().to_string();
     let mut b = h.bundle()?;
     b.bind(&out, "/hookout", false)?;
-    b.edit(|c| c["process"]["cwd"] = json!("/etc"))?;
+    b.edit(|c| {
+        c["process"]["cwd"] = json!("/etc");
+        c["annotations"] = json!({"org.example.hook": "seen"});
+    })?;
     // HOME is the HOME item's business (runc adds it to the process's env); keep it out of here.
     b.add_env("HOME=/root")?;
     b.add_env("PROC_ONLY=1")?;
