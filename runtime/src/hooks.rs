@@ -141,6 +141,7 @@ impl<'a> Stage<'a> {
         }
     }
 
+    /// The same stage, its hooks run in `cwd`.
     pub fn in_dir(self, cwd: &'a Path) -> Self {
         Stage {
             cwd: Some(cwd),
@@ -148,6 +149,7 @@ impl<'a> Stage<'a> {
         }
     }
 
+    /// The same stage, a hook without `env` getting `env` (`KEY=VALUE`).
     pub fn inheriting(self, env: &'a [OsString]) -> Self {
         Stage {
             inherited_env: Some(env),

@@ -291,8 +291,8 @@ impl Address {
     }
 }
 
-/// Runs `f` with a netlink socket opened in the network namespace `ns`
-/// (we enter it for the socket(2) call only and return to our own).
+/// A netlink socket of the network namespace `ns`: we enter it for the
+/// socket(2) call only and return to our own.
 fn netlink_in(ns: &OwnedFd) -> std::io::Result<Netlink> {
     let own = sys::open(
         Path::new("/proc/thread-self/ns/net"),

@@ -8,8 +8,10 @@ use oci_spec::runtime::MemoryPolicyModeType as Mode;
 use oci_spec::runtime::{ExecCPUAffinity, LinuxMemoryPolicy, MemoryPolicyFlagType as Flag};
 use serde::{Deserialize, Serialize};
 
-/// The largest CPU or node number accepted, as runc (a 1024-bit set).
-const MAX_ID: u32 = 1023;
+/// The largest node number accepted, as runc.
+const MAX_NODE: u32 = 4095;
+/// The largest CPU number accepted (the kernel's largest NR_CPUS).
+const MAX_CPU: u32 = 8191;
 
 const BITS: u32 = u64::BITS;
 
@@ -32,18 +34,18 @@ fn invalid(field: &str, reason: impl Into<String>) -> NumaError {
     }
 }
 
-/// Parses `0-3,7` (the kernel's list format) into a bit mask of u64 words;
-/// `field` names the spec field in errors.
-pub fn parse_list(field: &str, list: &str) -> Result<Vec<u64>, NumaError> {
+/// Parses `0-3,7` (the kernel's list format) into a bit mask of u64 words,
+/// each number at most `max`; `field` names the spec field in errors.
+pub fn parse_list(field: &str, list: &str, max: u32) -> Result<Vec<u64>, NumaError> {
     let mut mask: Vec<u64> = Vec::new();
     for part in list.split(',').map(str::trim) {
         if part.is_empty() {
             return Err(invalid(field, format!("empty entry in {list:?}")));
         }
         let (lo, hi) = match part.split_once('-') {
-            Some((a, b)) => (number(field, a.trim())?, number(field, b.trim())?),
+            Some((a, b)) => (number(field, a.trim(), max)?, number(field, b.trim(), max)?),
             None => {
-                let n = number(field, part)?;
+                let n = number(field, part, max)?;
                 (n, n)
             }
         };
@@ -61,12 +63,12 @@ pub fn parse_list(field: &str, list: &str) -> Result<Vec<u64>, NumaError> {
     Ok(mask)
 }
 
-fn number(field: &str, s: &str) -> Result<u32, NumaError> {
+fn number(field: &str, s: &str, max: u32) -> Result<u32, NumaError> {
     let n: u32 = s
         .parse()
         .map_err(|_| invalid(field, format!("{s:?} is not a number")))?;
-    if n > MAX_ID {
-        return Err(invalid(field, format!("{n} is above {MAX_ID}")));
+    if n > max {
+        return Err(invalid(field, format!("{n} is above {max}")));
     }
     Ok(n)
 }
@@ -126,7 +128,7 @@ pub fn mem_policy(p: &LinuxMemoryPolicy) -> Result<MemPolicy, NumaError> {
     }
     let nodes = match p.nodes().as_deref().map(str::trim) {
         None | Some("") => Vec::new(),
-        Some(list) => parse_list(&format!("{FIELD}.nodes"), list)?,
+        Some(list) => parse_list(&format!("{FIELD}.nodes"), list, MAX_NODE)?,
     };
     let has_nodes = nodes.iter().any(|w| *w != 0);
     match mode {
@@ -187,7 +189,7 @@ pub struct ExecAffinity {
 pub fn exec_affinity(a: &ExecCPUAffinity) -> Result<ExecAffinity, NumaError> {
     let list = |field: &str, v: &Option<String>| match v.as_deref().map(str::trim) {
         None | Some("") => Ok(None),
-        Some(s) => parse_list(field, s).map(Some),
+        Some(s) => parse_list(field, s, MAX_CPU).map(Some),
     };
     Ok(ExecAffinity {
         initial: list("process.execCPUAffinity.initial", a.initial())?,
@@ -225,10 +227,10 @@ mod tests {
 
     #[test]
     fn lists_become_masks() {
-        assert_eq!(parse_list("f", "0-3,7").unwrap(), vec![0b1000_1111]);
-        assert_eq!(parse_list("f", " 1 , 64").unwrap(), vec![2, 1]);
-        for bad in ["", "a", "3-1", "0,,1", "1024", "-1"] {
-            let e = parse_list("x.y", bad).unwrap_err().to_string();
+        assert_eq!(parse_list("f", "0-3,7", 9).unwrap(), vec![0b1000_1111]);
+        assert_eq!(parse_list("f", " 1 , 64", 64).unwrap(), vec![2, 1]);
+        for bad in ["", "a", "3-1", "0,,1", "65", "-1"] {
+            let e = parse_list("x.y", bad, 64).unwrap_err().to_string();
             assert!(e.starts_with("x.y: "), "{bad:?}: {e}");
         }
     }
