@@ -16,7 +16,7 @@ packages=(
     containerd     # end-to-end tests through the shim and ctr
     containernetworking-plugins docker.io # CRI pods' ptp/host-local networks; dockerd (tests/cri.rs, tests/docker.rs)
     hyperfine      # scripts/bench.sh
-    iproute2       # ip: looking inside network namespaces
+    iproute2       # ip: looking inside network namespaces; the veth pairs of the netDevices tests
     util-linux     # nsenter, unshare, mount, flock, setpriv
     procps         # ps, pgrep: finding container processes
     jq             # editing and reading config.json and state JSON
