@@ -196,5 +196,6 @@ fn child(
     drop(console);
     let prepared = init::become_process(process, seccomp, preserve_fds)?;
     sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).map_err(init::sys_err("prctl(PR_SET_PDEATHSIG)"))?;
-    init::final_exec(process, seccomp, &prepared)
+    init::lock_down(process, seccomp, &prepared)?;
+    init::exec_prepared(&prepared)
 }

@@ -12,6 +12,7 @@ use crate::seccomp::{self, SeccompError, SeccompPlan};
 use crate::sys::{self, AsFdBorrowed};
 use crate::tty::{self, TtyError};
 use crate::user::{self, UserError};
+use caps::CapsHashSet;
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -244,24 +245,35 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
     a.channel.send(&Msg::Ready)?;
     // Block until `skiff start` writes into the fifo.
     wait_for_start(&a.fifo)?;
+    // The filter after the wait, which it would otherwise have to allow.
+    lock_down(&plan.process, plan.seccomp.as_ref(), &prepared)?;
+    // startContainer hooks under the process's filter and identity, as
+    // runc runs them.
     hooks::run_all(
         "startContainer",
         &plan.hooks.start_container,
         created_state.as_bytes(),
     )?;
-    final_exec(&plan.process, plan.seccomp.as_ref(), &prepared)
+    exec_prepared(&prepared)
 }
 
-/// The user's program, resolved and encoded before privileges go.
+/// The user's program, resolved and encoded before privileges go, and
+/// what [`lock_down`] still has to do.
 pub struct Prepared {
     exe: PathBuf,
     argv: Vec<CString>,
     envp: Vec<CString>,
+    /// The process's capability sets wait for the filter: CAP_SYS_ADMIN
+    /// stays effective to load it without no_new_privs; this is the
+    /// effective set to restore when the spec names none.
+    caps_after_filter: Option<CapsHashSet>,
 }
 
 /// The steps shared by the container's init and `exec`, from limits to the
-/// last capability set; they run as root inside the container's
-/// namespaces, in this order.
+/// cwd; they run as root inside the container's namespaces, in this order.
+/// Everything the runtime itself needs happens here, before the seccomp
+/// filter ([`lock_down`]), so a profile only has to allow what runc needs
+/// after its own filter.
 pub fn become_process(
     p: &ProcessPlan,
     seccomp: Option<&SeccompPlan>,
@@ -274,19 +286,12 @@ pub fn become_process(
     user::set_persona_and_scheduling(p)?;
     // Resolve the program now, so a missing binary fails `create`, not
     // `start`.
-    let prepared = Prepared {
+    let mut prepared = Prepared {
         exe: find_executable(&p.args[0], &p.env)?,
         argv: cstrings(&p.args)?,
         envp: cstrings(&p.env)?,
+        caps_after_filter: None,
     };
-    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
-    // before capabilities are dropped (runc does the same); the profile
-    // must then allow what follows.
-    if !p.no_new_privileges {
-        if let Some(s) = seccomp {
-            seccomp::install(s)?;
-        }
-    }
     // Bounding set while CAP_SETPCAP is still ours; then the identity
     // change, keeping the permitted set across it.
     p.caps.apply_bounding()?;
@@ -298,7 +303,14 @@ pub fn become_process(
     // the host still open here (CVE-2024-21626).
     enter_cwd(&p.cwd)?;
     user::keep_caps(false)?;
-    p.caps.apply_process_sets()?;
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN (runc
+    // loads it before dropping capabilities): keep it effective, and set
+    // the process's sets right after the filter.
+    if seccomp.is_some() && !p.no_new_privileges {
+        prepared.caps_after_filter = Some(crate::capabilities::raise_sys_admin()?);
+    } else {
+        p.caps.apply_process_sets()?;
+    }
     user::set_umask(p.umask);
     // Nothing of the runtime's may cross execve: every descriptor above the
     // preserved ones becomes close-on-exec.
@@ -306,19 +318,32 @@ pub fn become_process(
     Ok(prepared)
 }
 
-/// no_new_privs and seccomp as late as possible (hooks before may need
-/// setuid binaries; few syscalls run under the filter), then execve.
-pub fn final_exec(
+/// no_new_privs and the seccomp filter, as late as possible (hooks before
+/// may need setuid binaries; few syscalls run under the filter): after it
+/// only the capability sets (when they waited for it), startContainer
+/// hooks and execve, as in runc.
+pub fn lock_down(
     p: &ProcessPlan,
     seccomp: Option<&SeccompPlan>,
     prepared: &Prepared,
-) -> Result<Infallible, InitError> {
+) -> Result<(), InitError> {
     if p.no_new_privileges {
         user::no_new_privs()?;
-        if let Some(s) = seccomp {
-            seccomp::install(s)?;
+    }
+    if let Some(s) = seccomp {
+        seccomp::install(s)?;
+    }
+    if let Some(effective) = &prepared.caps_after_filter {
+        p.caps.apply_process_sets()?;
+        if p.caps.effective.is_none() {
+            crate::capabilities::set_effective(effective)?;
         }
     }
+    Ok(())
+}
+
+/// Replaces this image with the user's program.
+pub fn exec_prepared(prepared: &Prepared) -> Result<Infallible, InitError> {
     exec(&prepared.exe, &prepared.argv, &prepared.envp)
 }
 
