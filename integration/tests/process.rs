@@ -65,6 +65,76 @@ fn env_is_exactly_the_configured_environment() -> Result<()> {
     Ok(())
 }
 
+const ECHO_HOME: &str = "echo \"HOME=${HOME-unset}\"";
+
+/// What `HOME` the process sees in each case, for run and for exec.
+fn homes(h: &Harness) -> Result<Vec<String>> {
+    let mut seen = Vec::new();
+    let cases: [(u32, bool, Option<&str>); 5] = [
+        (0, true, None),
+        (65534, true, None),
+        (1000, true, None),
+        (0, false, None),
+        (0, true, Some("HOME=/custom")),
+    ];
+    for (uid, passwd, env) in cases {
+        let mut b = h.bundle()?;
+        b.sh(ECHO_HOME)?;
+        b.edit(|c| c["process"]["user"] = json!({"uid": uid, "gid": uid}))?;
+        if let Some(var) = env {
+            b.add_env(var)?;
+        }
+        if !passwd {
+            fs::remove_file(b.rootfs().join("etc/passwd"))?;
+        }
+        let out = h.run_ok(&b)?;
+        seen.push(format!(
+            "run uid {uid} passwd {passwd} env {env:?}: {}",
+            out.trim()
+        ));
+    }
+    let mut b = h.bundle()?;
+    b.args(&["sleep", "600"])?;
+    let id = h.create_and_start("home", &b)?;
+    for flags in [
+        &[][..],
+        &["-u", "65534"],
+        &["-u", "1000"],
+        &["--env", "HOME=/x"],
+    ] {
+        let out = h.exec_in(&id, flags, &["sh", "-c", ECHO_HOME])?.ok()?;
+        seen.push(format!("exec {flags:?}: {}", out.stdout.trim()));
+    }
+    Ok(seen)
+}
+
+#[test]
+fn home_comes_from_the_containers_passwd_as_in_runc() -> Result<()> {
+    let ours = homes(&Harness::new()?)?;
+    let runc = homes(&Harness::runc()?)?;
+    assert_eq!(ours, runc);
+    let values: Vec<&str> = ours
+        .iter()
+        .filter_map(|l| l.rsplit_once(": "))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        values,
+        [
+            "HOME=/root",
+            "HOME=/nonexistent",
+            "HOME=/",
+            "HOME=/",
+            "HOME=/custom",
+            "HOME=/root",
+            "HOME=/nonexistent",
+            "HOME=/",
+            "HOME=/x"
+        ]
+    );
+    Ok(())
+}
+
 #[test]
 fn user_uid_gid_and_additional_gids_apply() -> Result<()> {
     let h = Harness::new()?;

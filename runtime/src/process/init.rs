@@ -289,7 +289,9 @@ pub fn become_process(
     let mut prepared = Prepared {
         exe: find_executable(&p.args[0], &p.env)?,
         argv: cstrings(&p.args)?,
-        envp: cstrings(&p.env)?,
+        // HOME from the container's /etc/passwd when the spec sets none,
+        // read as root before the identity changes, as runc does.
+        envp: cstrings(&user::with_home(&p.env, p.uid))?,
         caps_after_filter: None,
     };
     // Bounding set while CAP_SETPCAP is still ours; then the identity
