@@ -114,8 +114,9 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
     // Into the cgroup before anything else, so everything the init does is
     // accounted and limited there (the parent set the limits already).
     crate::cgroups::move_self(cgroup_tasks)?;
-    // A signal mask blocked by our caller must not reach the container.
-    reset_signals();
+    // Signals blocked or ignored by our caller must not reach the
+    // container; first, so nothing we start (hooks) inherits them either.
+    reset_signals()?;
     // Non-dumpable first: until execve replaces this image, no process in
     // the container can ptrace it or open /proc/1/exe (the runtime binary,
     // CVE-2019-5736).
@@ -522,19 +523,71 @@ fn exec(exe: &Path, argv: &[CString], envp: &[CString]) -> Result<Infallible, In
     ))
 }
 
-/// Unblocks every signal (a mask blocked by the runtime's caller must not
-/// be inherited by the container's process) and restores SIGPIPE, which
-/// Rust's runtime ignores at startup: an ignored signal survives execve, and
-/// `yes | head` would then spin forever in the container.
-pub(crate) fn reset_signals() {
-    // SAFETY: sigset operations on a local set, then sigprocmask; SIG_DFL
-    // for SIGPIPE installs no handler.
-    unsafe {
+/// Gives the container's process the signal state of a fresh one: every
+/// signal unblocked (a mask blocked by the runtime's caller must not be
+/// inherited) and every disposition back to the default. An ignored signal
+/// survives execve: one our caller ignores (a containerd under `nohup`, a
+/// shell's `trap '' INT`) would stay ignored in the container, and Rust's
+/// runtime ignores SIGPIPE (`yes | head` would spin). runc resets them all
+/// but 32, which its Go runtime leaves alone; a caller spawned with
+/// posix_spawn(3) from a threaded program gets 32 and 33 ignored.
+pub(crate) fn reset_signals() -> Result<(), InitError> {
+    // SAFETY: sigset operations on a local set, then sigprocmask.
+    let r = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut())
+    };
+    if r < 0 {
+        return Err(sys_err("unblock signals")(std::io::Error::last_os_error()));
     }
+    for sig in 1..=NSIG {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        set_default_disposition(sig)
+            .map_err(sys_err(format!("reset the disposition of signal {sig}")))?;
+    }
+    Ok(())
+}
+
+/// The highest signal number (the last real-time signal).
+const NSIG: libc::c_int = 64;
+
+/// The kernel's `struct sigaction` (rt_sigaction(2)), which differs from
+/// the C library's.
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// `SIG_DFL` for `sig`, with the raw syscall: the C library refuses the
+/// signals it reserves for itself (32 and 33), which a caller can still
+/// have ignored.
+fn set_default_disposition(sig: libc::c_int) -> std::io::Result<()> {
+    let act = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: a valid kernel sigaction and its mask's size; no old action.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            &act as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            std::mem::size_of::<u64>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
