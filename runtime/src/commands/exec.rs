@@ -9,7 +9,7 @@ use crate::plan::{self, ExecOverrides, LaunchOptions, PlanError};
 use crate::process::exec::{self, ExecRequest};
 use crate::process::parent;
 use crate::state::{Container, Status};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 fn refuse(field: &str, reason: &str) -> CmdError {
     CmdError::Plan(PlanError::Unsupported {
@@ -118,9 +118,11 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, _log: &mut Logger) -> Result<i32, Cm
             ))
         }
         (true, None, false) => {
+            // Our terminal first: without one, fail before the process exists.
+            let host = crate::tty::host_console().map_err(io_err("open /dev/tty"))?;
             let (x, y) =
                 std::os::unix::net::UnixStream::pair().map_err(io_err("console socketpair"))?;
-            (Some(OwnedFd::from(x)), Some(OwnedFd::from(y)))
+            (Some((OwnedFd::from(x), host)), Some(OwnedFd::from(y)))
         }
     };
     let seccomp = spec
@@ -150,20 +152,22 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, _log: &mut Logger) -> Result<i32, Cm
     let Some(signals) = signals else {
         return Ok(0);
     };
-    let master = match ours {
-        Some(sock) => Some(
+    let tty = match ours {
+        Some((sock, host)) => Some((
             crate::sys::recv_fd(std::os::fd::AsFd::as_fd(&sock))
                 .map_err(io_err("receive the pty master"))?,
-        ),
+            host,
+        )),
         None => None,
     };
-    let code = match master {
-        Some(m) => {
-            let _raw = crate::tty::RawMode::enter(0);
-            signals.relay_with_console(pid, &m)
+    let code = match tty {
+        Some((master, host)) => {
+            let _raw = crate::tty::RawMode::enter(host.as_raw_fd());
+            signals.relay_with_console(pid, &master, host.as_raw_fd())
         }
         None => signals.relay_until_exit(pid),
     }
     .map_err(io_err("wait for the process"))?;
     Ok(code)
 }
+
