@@ -19,7 +19,7 @@ fn refuse(field: &str, reason: &str) -> CmdError {
 }
 
 /// Runs `skiff exec`; Ok carries the exit status.
-pub(crate) fn exec(cli: &Cli, a: &ExecArgs, _log: &mut Logger) -> Result<i32, CmdError> {
+pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, CmdError> {
     let c = Container::load(&cli.root, &a.id)?;
     match c.status() {
         Status::Stopped => {
@@ -91,7 +91,7 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, _log: &mut Logger) -> Result<i32, Cm
                 cwd: a.cwd.clone(),
                 user: a.user.clone(),
                 additional_gids: a.additional_gids.clone(),
-                caps: a.cap.clone(),
+                caps: known_caps(&a.cap, log),
                 no_new_privs: a.no_new_privs,
                 tty: a.tty,
             };
@@ -171,3 +171,18 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, _log: &mut Logger) -> Result<i32, Cm
     Ok(code)
 }
 
+/// The `--cap` values without those runc ignores with a warning.
+fn known_caps(caps: &[String], log: &mut Logger) -> Vec<String> {
+    let unknown = plan::unknown_exec_caps(caps);
+    if unknown.is_empty() {
+        return caps.to_vec();
+    }
+    log.warn(&format!(
+        "ignoring unknown or unavailable capabilities: [{}]",
+        unknown.join(" ")
+    ));
+    caps.iter()
+        .filter(|c| !unknown.contains(c))
+        .cloned()
+        .collect()
+}

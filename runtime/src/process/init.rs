@@ -100,7 +100,7 @@ pub(crate) fn report_and_exit(ch: &Channel, r: Result<Infallible, InitError>) ->
         .is_err()
     {
         // After Ready the channel is closed: the caller's stderr is ours.
-        eprintln!("skiff init: {message}");
+        eprintln!("skiff init: {}", crate::log::go_style(&message));
     }
     // SAFETY: exit without running the parent's atexit handlers or
     // destructors, which belong to the runtime process we were cloned from.
@@ -476,7 +476,7 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, InitError> {
     if name.starts_with('/') {
         // As runc's LookPath: a missing absolute path fails `create` too. (A relative one names
         // a file under the cwd, not entered yet: execve finds out.)
-        check_executable(Path::new(name)).map_err(sys_err(format!("exec: {name:?}: {name}")))?;
+        check_executable(name)?;
         return Ok(PathBuf::from(name));
     }
     if name.contains('/') {
@@ -498,13 +498,16 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, InitError> {
     Err(InitError::NotFound(name.to_string()))
 }
 
-/// `p` is a file with an execute bit (Go's `exec.LookPath` gives EACCES for a directory or a
-/// file without one).
-fn check_executable(p: &Path) -> std::io::Result<()> {
+/// `name` is a file with an execute bit; the errors read as runc's (Go's
+/// `exec.LookPath`: `stat` fails, or EACCES for a directory or a file
+/// without one).
+fn check_executable(name: &str) -> Result<(), InitError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(p)?;
+    let meta = std::fs::metadata(name).map_err(sys_err(format!("exec: {name:?}: stat {name}")))?;
     if meta.is_dir() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(std::io::Error::from_raw_os_error(libc::EACCES));
+        return Err(sys_err(format!("exec: {name:?}"))(
+            std::io::Error::from_raw_os_error(libc::EACCES),
+        ));
     }
     Ok(())
 }
@@ -600,7 +603,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("/no/such/binary") && err.contains("No such file"),
+            err.contains("stat /no/such/binary") && err.contains("No such file"),
             "{err}"
         );
         let err = find_executable("/", &[]).unwrap_err().to_string();
