@@ -277,3 +277,31 @@ fn with_a_log_file_stderr_has_the_bare_message_as_in_runc() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn run_with_a_missing_or_non_executable_program_fails_as_in_runc() -> Result<()> {
+    let cases: [(&str, &str); 3] = [
+        ("nonexistent", "executable file not found in $PATH"),
+        ("/nonexistent", "no such file or directory"),
+        ("/etc/passwd", "permission denied"),
+    ];
+    for h in [Harness::runc()?, Harness::new()?] {
+        let who = h.bin().display().to_string();
+        for (program, words) in cases {
+            let mut b = h.bundle()?;
+            b.args(&[program])?;
+            let id = h.id("noexe");
+            let out = h.run(&id, &b, &[])?;
+            assert_eq!(out.exit_code(), 1, "{who}: {out}");
+            let lines = error_lines(&out);
+            assert_eq!(
+                lines.iter().map(|l| form(l)).collect::<Vec<_>>(),
+                [Form::Text],
+                "{who}: {out}"
+            );
+            assert!(lines[0].contains(words), "{who}: {out}");
+            h.check_no_trace(&id, &b)?;
+        }
+    }
+    Ok(())
+}
