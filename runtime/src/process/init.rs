@@ -321,10 +321,10 @@ pub fn become_process(
     Ok(prepared)
 }
 
-/// no_new_privs and the seccomp filter, as late as possible (hooks before
-/// may need setuid binaries; few syscalls run under the filter): after it
-/// only the capability sets (when they waited for it), startContainer
-/// hooks and execve, as in runc.
+/// no_new_privs and the seccomp filter, as late as possible so that few
+/// syscalls run under the filter: after it only the capability sets (when
+/// they waited for it), the startContainer hooks and execve, all of which
+/// runc also runs under its filter.
 pub fn lock_down(
     p: &ProcessPlan,
     seccomp: Option<&SeccompPlan>,
