@@ -23,6 +23,9 @@ use crate::host;
 /// starts, so that leftovers can be found (and only ours are ever killed).
 pub const TAG_VAR: &str = "SKIFF_IT_TAG";
 
+/// runc, the reference the runtime is compared with.
+pub const RUNC: &str = "/usr/sbin/runc";
+
 /// Harnesses created by this test process, to make tags unique across test threads.
 static HARNESSES: AtomicUsize = AtomicUsize::new(0);
 
@@ -234,11 +237,16 @@ pub struct Harness {
 impl Harness {
     /// A fresh harness. Fails when not root or when the runtime binary is missing.
     pub fn new() -> Result<Harness> {
-        Harness::with_runtime(runtime_binary())
+        Harness::with_binary(runtime_binary())
     }
 
-    /// A fresh harness driving `bin` (e.g. `/usr/sbin/runc`, to compare with it).
-    pub fn with_runtime(bin: PathBuf) -> Result<Harness> {
+    /// A harness driving runc ([`RUNC`]), the oracle a test compares the runtime under test with.
+    pub fn runc() -> Result<Harness> {
+        Harness::with_binary(PathBuf::from(RUNC))
+    }
+
+    /// A fresh harness driving `bin`.
+    pub fn with_binary(bin: PathBuf) -> Result<Harness> {
         // SAFETY: geteuid(2) cannot fail and touches no memory.
         if unsafe { libc::geteuid() } != 0 {
             bail!("the integration tests create real containers and must run as root");

@@ -1329,6 +1329,9 @@ pub struct ExecOverrides {
 
 /// Builds the process of `skiff exec` without `--process`: the container's
 /// configured process with the command line's changes.
+///
+/// An unknown `--cap` is an error here; `exec` first drops those runc
+/// would ignore ([`unknown_exec_caps`]).
 pub fn exec_process(
     base: &oci_spec::runtime::Process,
     o: &ExecOverrides,
@@ -1370,14 +1373,8 @@ pub fn exec_process(
         plan.additional_gids = o.additional_gids.clone();
     }
     for c in &o.caps {
-        let name = if c.to_ascii_uppercase().starts_with("CAP_") {
-            c.to_ascii_uppercase()
-        } else {
-            format!("CAP_{}", c.to_ascii_uppercase())
-        };
-        let cap: caps::Capability = name
-            .parse()
-            .map_err(|_| invalid("--cap", format!("unknown capability {c:?}")))?;
+        let cap =
+            exec_cap(c).ok_or_else(|| invalid("--cap", format!("unknown capability {c:?}")))?;
         for set in [
             &mut plan.caps.bounding,
             &mut plan.caps.effective,
@@ -1387,6 +1384,26 @@ pub fn exec_process(
         }
     }
     Ok(plan)
+}
+
+/// A `--cap` value (with or without `CAP_`, any case) as a capability.
+fn exec_cap(c: &str) -> Option<caps::Capability> {
+    let upper = c.to_ascii_uppercase();
+    let name = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    name.parse().ok()
+}
+
+/// The `--cap` values that name no capability: runc warns ("ignoring
+/// unknown or unavailable capabilities") and runs the process without them.
+pub fn unknown_exec_caps(caps: &[String]) -> Vec<String> {
+    caps.iter()
+        .filter(|c| exec_cap(c).is_none())
+        .cloned()
+        .collect()
 }
 
 /// Parses `UID[:GID]` (numeric, as the runtime cannot trust the image's
