@@ -23,6 +23,9 @@ use crate::host;
 /// starts, so that leftovers can be found (and only ours are ever killed).
 pub const TAG_VAR: &str = "SKIFF_IT_TAG";
 
+/// runc, the reference the runtime is compared with.
+pub const RUNC: &str = "/usr/sbin/runc";
+
 /// Harnesses created by this test process, to make tags unique across test threads.
 static HARNESSES: AtomicUsize = AtomicUsize::new(0);
 
@@ -235,16 +238,20 @@ pub struct Harness {
 impl Harness {
     /// A fresh harness. Fails when not root or when the runtime binary is missing.
     pub fn new() -> Result<Harness> {
-        Harness::with_runtime(&runtime_binary())
+        Harness::with_binary(runtime_binary())
     }
 
-    /// A fresh harness driving `bin` (e.g. `/usr/sbin/runc` beside skiff in a differential test).
-    pub fn with_runtime(bin: &Path) -> Result<Harness> {
+    /// A harness driving runc ([`RUNC`]), the oracle a test compares the runtime under test with.
+    pub fn runc() -> Result<Harness> {
+        Harness::with_binary(PathBuf::from(RUNC))
+    }
+
+    /// A fresh harness driving `bin`.
+    pub fn with_binary(bin: PathBuf) -> Result<Harness> {
         // SAFETY: geteuid(2) cannot fail and touches no memory.
         if unsafe { libc::geteuid() } != 0 {
             bail!("the integration tests create real containers and must run as root");
         }
-        let bin = bin.to_path_buf();
         if !bin.is_file() {
             bail!(
                 "runtime binary {} not found: build it first (`cargo build -p skiff`) or point \
@@ -772,6 +779,19 @@ impl Harness {
     }
 }
 
+/// Removes a cgroup directory and the sub-cgroups a test made in it (e.g. for `exec --cgroup`),
+/// deepest first; errors are ignored (this is cleanup).
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
 impl Drop for Harness {
     fn drop(&mut self) {
         // 1. Ask the runtime to remove every container we created (killing running ones).
@@ -806,7 +826,7 @@ impl Drop for Harness {
         let cgroups = self.cgroups.lock().map(|l| l.clone()).unwrap_or_default();
         for cgroup in cgroups {
             for dir in host::existing_cgroup_dirs(&cgroup).unwrap_or_default() {
-                let _ = fs::remove_dir(&dir);
+                remove_cgroup_tree(&dir);
             }
         }
         // 5. The stand-in host mount namespace, and what is mounted in it.

@@ -293,9 +293,9 @@ fn without_a_mount_namespace_the_container_shares_the_hosts() -> Result<()> {
         "left after a failed create:\n{}",
         left.join("\n")
     );
-    let runc_bin = std::path::Path::new("/usr/sbin/runc");
+    let runc_bin = std::path::Path::new(skiff_integration::harness::RUNC);
     if runc_bin.is_file() && h.bin() != runc_bin {
-        let mut r = Harness::with_runtime(runc_bin)?;
+        let mut r = Harness::runc()?;
         r.use_shared_host_mount_ns()?;
         let oracle = without_mount_ns(&r)?;
         let runc_ns = r.host_mount_ns()?;

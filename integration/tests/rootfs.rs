@@ -469,9 +469,9 @@ const PROPAGATION_MODES: [(Option<&str>, &str, &str); 9] = [
 fn rootfs_propagation_modes(rootfs_is_mount: bool) -> Result<()> {
     let mut h = Harness::new()?;
     h.use_shared_host_mount_ns()?;
-    let runc_bin = std::path::Path::new("/usr/sbin/runc");
+    let runc_bin = std::path::Path::new(skiff_integration::harness::RUNC);
     let mut runc = match runc_bin.is_file() && h.bin() != runc_bin {
-        true => Some(Harness::with_runtime(runc_bin)?),
+        true => Some(Harness::runc()?),
         false => None,
     };
     if let Some(r) = &mut runc {
@@ -553,9 +553,9 @@ fn recursive_mount_attributes_reach_submounts() -> Result<()> {
     let src = h.dir("rsrc")?;
     fs::create_dir(src.join("sub"))?;
     h.mount_tmpfs(&src.join("sub"))?;
-    let runc_bin = std::path::Path::new("/usr/sbin/runc");
+    let runc_bin = std::path::Path::new(skiff_integration::harness::RUNC);
     let runc = match runc_bin.is_file() && h.bin() != runc_bin {
-        true => Some(Harness::with_runtime(runc_bin)?),
+        true => Some(Harness::runc()?),
         false => None,
     };
     let cases: [(&[&str], &str); 7] = [
@@ -641,9 +641,9 @@ fn relative_masked_and_readonly_paths_start_at_the_root() -> Result<()> {
         got,
         "/etc/secret=[]\n/etc/other=[]\n/data/near=[near]\n/data ro,relatime\n"
     );
-    let runc_bin = std::path::Path::new("/usr/sbin/runc");
+    let runc_bin = std::path::Path::new(skiff_integration::harness::RUNC);
     if runc_bin.is_file() && h.bin() != runc_bin {
-        let oracle = relative_paths_case(&Harness::with_runtime(runc_bin)?)?;
+        let oracle = relative_paths_case(&Harness::runc()?)?;
         assert_eq!(got, oracle, "skiff vs runc");
     }
     Ok(())

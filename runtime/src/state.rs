@@ -213,7 +213,12 @@ pub struct NewDir {
 impl NewDir {
     /// Makes `<root>/<id>`; fails with `AlreadyExists` if it is there.
     pub fn make(root: &Path, id: &str) -> Result<NewDir, StateError> {
-        std::fs::create_dir_all(root).map_err(|source| StateError::Root {
+        // The root (and any missing parent) is private, 0700 as runc
+        // makes it: the records hold pids and bundle paths.
+        let mut r = std::fs::DirBuilder::new();
+        r.recursive(true);
+        std::os::unix::fs::DirBuilderExt::mode(&mut r, 0o700);
+        r.create(root).map_err(|source| StateError::Root {
             path: root.to_path_buf(),
             source,
         })?;
@@ -525,6 +530,20 @@ mod tests {
         assert!(v.get("annotations").is_none());
         let v = serde_json::to_value(r.oci_state(Status::Stopped)).unwrap();
         assert_eq!(v["pid"], 0);
+    }
+
+    #[test]
+    fn the_root_and_its_missing_parents_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = std::env::temp_dir().join(format!("skiff-root-{}", std::process::id()));
+        let root = top.join("a/b");
+        let d = NewDir::make(&root, "c1").unwrap();
+        for dir in [&top, &top.join("a"), &root] {
+            let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+        drop(d);
+        std::fs::remove_dir_all(&top).unwrap();
     }
 
     #[test]
