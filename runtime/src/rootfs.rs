@@ -191,18 +191,40 @@ fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
         move |source| RootfsError::Rootfs { path, source }
     };
     let dir = sys::open(rootfs, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(err(rootfs))?;
-    let id = sys::mount_id(dir.as_fd_borrowed()).map_err(err(rootfs))?;
     let info = Path::new("/proc/self/mountinfo");
     let text = sys::read_text(info).map_err(err(info))?;
-    match mount_of(&text, id) {
+    let found = match sys::mount_id(dir.as_fd_borrowed()) {
+        Ok(id) => mount_of(&text, id),
+        // Kernels before 5.8 have no mount id in statx: the longest mount
+        // point above the (resolved) rootfs path, as runc finds it.
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            let real = std::fs::canonicalize(rootfs).map_err(err(rootfs))?;
+            mount_above(&text, &real)
+        }
+        Err(e) => return Err(err(rootfs)(e)),
+    };
+    match found {
         Some((point, true)) => sys::mount(None, &point, None, libc::MS_PRIVATE, None)
             .map_err(mount_err("private propagation", &point)),
         Some((_, false)) => Ok(()),
         None => Err(err(info)(std::io::Error::new(
             std::io::ErrorKind::NotFound,
-            format!("no mount {id} (holding the rootfs)"),
+            "no mount holds the rootfs",
         ))),
     }
+}
+
+/// The mount whose mount point is the longest one at or above `path` (the
+/// last mounted of those on the same point), and whether it is shared.
+fn mount_above(mountinfo: &str, path: &Path) -> Option<(PathBuf, bool)> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            let id = line.split(' ').next()?.parse::<u64>().ok()?;
+            mount_of(line, id)
+        })
+        .filter(|(point, _)| path.starts_with(point))
+        .max_by_key(|(point, _)| point.components().count())
 }
 
 /// The mount point of mount `id` in a mountinfo text, and whether the mount
@@ -749,5 +771,18 @@ mod tests {
         assert_eq!(mount_of(INFO, 60), Some((PathBuf::from("/run/a b"), true)));
         assert_eq!(mount_of(INFO, 61), Some((PathBuf::from("/var/x"), false)));
         assert_eq!(mount_of(INFO, 2), None);
+    }
+
+    #[test]
+    fn mount_above_takes_the_longest_point_and_the_last_on_it() {
+        let info = format!("{INFO}62 60 0:52 / /run/a\\040b rw - tmpfs tmpfs rw\n");
+        let above = |p: &str| mount_above(&info, Path::new(p));
+        assert_eq!(above("/srv/x"), Some((PathBuf::from("/"), true)));
+        assert_eq!(above("/var/x"), Some((PathBuf::from("/var/x"), false)));
+        assert_eq!(above("/var/xy"), Some((PathBuf::from("/"), true)));
+        assert_eq!(
+            above("/run/a b/c"),
+            Some((PathBuf::from("/run/a b"), false))
+        );
     }
 }
