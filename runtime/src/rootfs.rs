@@ -8,6 +8,7 @@
 //! to the host, and nothing is resolved twice.
 
 use crate::cgroups;
+use crate::mountfd;
 use crate::plan::{Device, MountKind, MountOp, Plan};
 use crate::sys::{self, AsFdBorrowed};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -554,7 +555,8 @@ pub fn finalize(plan: &Plan) -> Result<(), RootfsError> {
     if plan.rootfs_readonly {
         let fd = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0)
             .map_err(dest_err(Path::new("/")))?;
-        remount_bind(fd.as_fd_borrowed(), libc::MS_RDONLY, Path::new("/"))?;
+        mountfd::set_attrs(fd.as_fd_borrowed(), mountfd::MOUNT_ATTR_RDONLY, false)
+            .map_err(mount_err("remount read-only", Path::new("/")))?;
     }
     if plan.root_propagation != (libc::MS_SLAVE | libc::MS_REC) {
         sys::mount(None, Path::new("/"), None, plan.root_propagation, None)
@@ -579,19 +581,14 @@ fn readonly_path(root: BorrowedFd<'_>, p: &Path) -> Result<(), RootfsError> {
     let Some(fd) = open_optional(root, p)? else {
         return Ok(());
     };
-    let target = sys::fd_path(fd.as_fd_borrowed());
-    sys::mount(
-        Some(&target),
-        &target,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .map_err(mount_err("read-only bind", p))?;
-    // Re-open to act on the new mount rather than the one below it.
-    let fd = sys::open_path_in_root(root, p).map_err(dest_err(p))?;
-    let keep = preserved_flags(fd.as_fd_borrowed());
-    remount_bind(fd.as_fd_borrowed(), libc::MS_RDONLY | keep, p)
+    // A read-only copy of the tree at `p` stacked onto it: made and moved by
+    // descriptor, never through the container's /proc.
+    let tree =
+        mountfd::clone_tree(fd.as_fd_borrowed(), true).map_err(mount_err("read-only bind", p))?;
+    mountfd::set_attrs(tree.as_fd_borrowed(), mountfd::MOUNT_ATTR_RDONLY, false)
+        .map_err(mount_err("read-only", p))?;
+    mountfd::move_onto(tree.as_fd_borrowed(), fd.as_fd_borrowed())
+        .map_err(mount_err("read-only bind", p))
 }
 
 /// Opens /dev/null of the container without following symlinks and checks
@@ -631,23 +628,13 @@ fn mask_path(root: BorrowedFd<'_>, null: BorrowedFd<'_>, p: &Path) -> Result<(),
         path: p.to_path_buf(),
         source,
     })?;
-    let target = sys::fd_path(fd.as_fd_borrowed());
-    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        sys::mount(
-            Some(Path::new("tmpfs")),
-            &target,
-            Some("tmpfs"),
-            libc::MS_RDONLY,
-            Some("size=0k"),
-        )
+    // The mask is made and attached by descriptor, never through the
+    // container's /proc (CVE-2025-52881).
+    let tree = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        mountfd::new_fs(c"tmpfs", &[(c"size", c"0k")], mountfd::MOUNT_ATTR_RDONLY)
     } else {
-        sys::mount(
-            Some(&sys::fd_path(null)),
-            &target,
-            None,
-            libc::MS_BIND,
-            None,
-        )
+        mountfd::clone_tree(null, false)
     }
-    .map_err(mount_err("mask", p))
+    .map_err(mount_err("mask", p))?;
+    mountfd::move_onto(tree.as_fd_borrowed(), fd.as_fd_borrowed()).map_err(mount_err("mask", p))
 }

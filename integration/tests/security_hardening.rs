@@ -1,0 +1,165 @@
+//! Attacks from a hostile image or spec on what the runtime does inside the container's root,
+//! after runc's hardening since 2024: writes redirected through a fake `/proc` (CVE-2025-52881),
+//! a fake `/dev/ptmx` or `/dev/pts` for the console, mounts over `/proc`, an image whose `/dev`
+//! is a symlink to the host (CVE-2026-41579), and descriptors of the runtime reaching the
+//! container or its hooks.
+//!
+//! Each test names the attack; each fails against a runtime without the defence.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use skiff_integration::{Bundle, Harness};
+
+/// Removes the spec's `proc` mount, so the container's `/proc` is the image's own directory.
+fn without_proc_mount(b: &mut Bundle) -> Result<()> {
+    b.edit(|c| {
+        if let Some(m) = c["mounts"].as_array_mut() {
+            m.retain(|m| m["destination"] != "/proc");
+        }
+    })?;
+    Ok(())
+}
+
+/// Fills the image's `/proc` with a fake `self/fd/N` for every plausible descriptor number,
+/// each a symlink to `decoy`: a runtime that names its descriptors as `/proc/self/fd/N` after
+/// pivot_root acts on `decoy` instead.
+fn fake_proc_self_fd(rootfs: &Path, decoy: &str) -> Result<()> {
+    let proc = rootfs.join("proc");
+    let fd = proc.join("fakeself/fd");
+    fs::create_dir_all(&fd)?;
+    symlink("fakeself", proc.join("self"))?;
+    symlink("fakeself", proc.join("thread-self"))?;
+    for n in 0..64 {
+        symlink(decoy, fd.join(n.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Runs the bundle; `None` when the runtime refused it (runc 1.1.5 refuses any container whose
+/// `/proc` is not a procfs: it closes its descriptors through `/proc/self/fd`). Refusing is a
+/// safe answer to these attacks; running with the wrong effect is not.
+fn run_or_refused(h: &Harness, b: &Bundle) -> Result<Option<String>> {
+    let id = h.id("run");
+    let out = h.run(&id, b, &[])?;
+    if out.success() {
+        return Ok(Some(out.stdout));
+    }
+    eprintln!("refused: {out}");
+    Ok(None)
+}
+
+fn set_paths(b: &mut Bundle, masked: Value, readonly: Value) -> Result<()> {
+    b.edit(|c| {
+        c["linux"]["maskedPaths"] = masked;
+        c["linux"]["readonlyPaths"] = readonly;
+    })?;
+    Ok(())
+}
+
+// --- CVE-2025-52881: writes after pivot_root through a fake /proc ----------------------------
+
+#[test]
+fn fake_proc_self_fd_in_the_image_cannot_move_a_masked_path_onto_another_file() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    without_proc_mount(&mut b)?;
+    b.edit(|c| c["root"]["readonly"] = json!(false))?;
+    let rootfs = b.rootfs();
+    fs::write(rootfs.join("secret"), "SECRET\n")?;
+    fs::write(rootfs.join("decoy"), "DECOY\n")?;
+    fake_proc_self_fd(&rootfs, "/decoy")?;
+    set_paths(&mut b, json!(["/secret"]), json!([]))?;
+    b.sh("echo secret=$(cat /secret); echo decoy=$(cat /decoy)")?;
+    let Some(out) = run_or_refused(&h, &b)? else {
+        return Ok(());
+    };
+    assert!(
+        out.contains("secret=\n"),
+        "the masked path is readable: the mask went elsewhere:\n{out}"
+    );
+    assert!(
+        out.contains("decoy=DECOY\n"),
+        "a file the spec did not mask was masked:\n{out}"
+    );
+    Ok(())
+}
+
+#[test]
+fn fake_proc_self_fd_in_the_image_cannot_move_a_read_only_path_onto_another_dir() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    without_proc_mount(&mut b)?;
+    b.edit(|c| c["root"]["readonly"] = json!(false))?;
+    let rootfs = b.rootfs();
+    fs::create_dir_all(rootfs.join("guarded"))?;
+    fs::create_dir_all(rootfs.join("decoydir"))?;
+    fake_proc_self_fd(&rootfs, "/decoydir")?;
+    set_paths(&mut b, json!([]), json!(["/guarded"]))?;
+    b.sh(
+        "touch /guarded/x 2>/dev/null && echo guarded=writable || echo guarded=read-only; \
+         touch /decoydir/x 2>/dev/null && echo decoy=writable || echo decoy=read-only",
+    )?;
+    let Some(out) = run_or_refused(&h, &b)? else {
+        return Ok(());
+    };
+    assert!(
+        out.contains("guarded=read-only"),
+        "the read-only path is writable:\n{out}"
+    );
+    assert!(
+        out.contains("decoy=writable"),
+        "the wrong directory was made read-only:\n{out}"
+    );
+    Ok(())
+}
+
+/// `nsenter`s the network namespace of `pid` and reads a sysctl from the host's procfs there.
+fn sysctl_in_netns_of(pid: i32, key: &str) -> Result<String> {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["cat", &format!("/proc/sys/{}", key.replace('.', "/"))])
+        .output()
+        .context("nsenter")?;
+    if !out.status.success() {
+        bail!("nsenter: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+#[test]
+fn fake_proc_sys_in_the_image_cannot_swallow_a_sysctl() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    without_proc_mount(&mut b)?;
+    b.edit(|c| c["root"]["readonly"] = json!(false))?;
+    let rootfs = b.rootfs();
+    let fake = rootfs.join("proc/sys/net/ipv4");
+    fs::create_dir_all(&fake)?;
+    fs::write(fake.join("ip_forward"), "0\n")?;
+    b.edit(|c| c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"}))?;
+    set_paths(&mut b, json!([]), json!([]))?;
+    b.args(&["sleep", "600"])?;
+    let id = h.id("sysctl");
+    let out = h.try_create(&id, &b, &[])?;
+    // Refusing the fake /proc is acceptable too; writing into it is not.
+    if out.success() {
+        let pid = h.pid(&id)?;
+        assert_eq!(
+            sysctl_in_netns_of(pid, "net.ipv4.ip_forward")?,
+            "1",
+            "the sysctl did not reach the container's network namespace"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(fake.join("ip_forward"))?,
+        "0\n",
+        "the sysctl was written into the image's fake /proc/sys"
+    );
+    Ok(())
+}
