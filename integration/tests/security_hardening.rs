@@ -163,3 +163,66 @@ fn fake_proc_sys_in_the_image_cannot_swallow_a_sysctl() -> Result<()> {
     );
     Ok(())
 }
+
+// --- runc's checkProcMount: nothing mounted over /proc but a procfs ---------------------------
+
+/// Creates the bundle and expects a refusal naming `dest` and `reason`, leaving nothing behind.
+fn assert_refused(h: &Harness, b: &Bundle, dest: &str, reason: &str) -> Result<()> {
+    let id = h.id("procmount");
+    let out = h.try_create(&id, b, &[])?;
+    assert!(!out.success(), "a mount on {dest} was accepted: {out}");
+    assert!(
+        out.stderr.contains(dest) && out.stderr.contains(reason),
+        "the error does not name {dest} and {reason:?}: {out}"
+    );
+    h.check_no_trace(&id, b)
+}
+
+#[test]
+fn tmpfs_over_proc_sys_is_refused() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.add_mount(json!({"destination": "/proc/sys", "type": "tmpfs", "source": "tmpfs"}))?;
+    assert_refused(&h, &b, "/proc/sys", "inside /proc")
+}
+
+#[test]
+fn bind_over_proc_self_attr_is_refused() -> Result<()> {
+    let h = Harness::new()?;
+    let dir = h.dir("attr")?;
+    let mut b = h.bundle()?;
+    b.bind(&dir, "/proc/self/attr", false)?;
+    assert_refused(&h, &b, "/proc/self/attr", "inside /proc")
+}
+
+#[test]
+fn tmpfs_over_proc_itself_is_refused() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.add_mount(json!({"destination": "/proc", "type": "tmpfs", "source": "tmpfs"}))?;
+    assert_refused(&h, &b, "/proc", "not of type proc")
+}
+
+#[test]
+fn symlink_in_the_image_cannot_carry_a_mount_into_proc() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    symlink("/proc/sys/kernel", b.rootfs().join("innocent"))?;
+    b.add_mount(json!({"destination": "/innocent", "type": "tmpfs", "source": "tmpfs"}))?;
+    assert_refused(&h, &b, "/innocent", "inside /proc")
+}
+
+#[test]
+fn lxcfs_style_bind_over_proc_meminfo_is_allowed() -> Result<()> {
+    let h = Harness::new()?;
+    let meminfo = h.path("meminfo");
+    fs::write(&meminfo, "MemTotal: 42 kB\n")?;
+    let mut b = h.bundle()?;
+    b.add_mount(json!({
+        "destination": "/proc/meminfo", "type": "bind",
+        "source": meminfo.display().to_string(), "options": ["bind", "ro"]
+    }))?;
+    b.args(&["cat", "/proc/meminfo"])?;
+    assert_eq!(h.run_ok(&b)?, "MemTotal: 42 kB\n");
+    Ok(())
+}

@@ -55,6 +55,11 @@ pub enum RootfsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("mounts: destination {path}: {source}")]
+    ProcMount {
+        path: PathBuf,
+        source: crate::procmount::ProcMountError,
+    },
     #[error("{path} is not the null device: refusing to use it for masking")]
     NotNullDevice { path: PathBuf },
 }
@@ -168,8 +173,64 @@ fn dest_err(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
     move |source| RootfsError::Destination { path, source }
 }
 
+/// The container path `dest` resolves to inside the rootfs `root` (its
+/// symlinks followed inside the root; the missing tail appended as is).
+fn resolve_in_root(root: BorrowedFd<'_>, dest: &Path) -> std::io::Result<PathBuf> {
+    let rel = sys::relative(dest);
+    let comps: Vec<_> = rel.components().collect();
+    let root_path = std::fs::read_link(sys::fd_path(root))?;
+    let mut have = comps.len();
+    loop {
+        let prefix: PathBuf = comps[..have].iter().collect();
+        let prefix = if have == 0 {
+            PathBuf::from(".")
+        } else {
+            prefix
+        };
+        match sys::openat2(root, &prefix, libc::O_PATH, 0, sys::IN_ROOT) {
+            Ok(fd) => {
+                let found = std::fs::read_link(sys::fd_path(fd.as_fd_borrowed()))?;
+                let inside = found.strip_prefix(&root_path).unwrap_or(Path::new(""));
+                let mut out = Path::new("/").join(inside);
+                out.extend(&comps[have..]);
+                return Ok(crate::procmount::normalize(&out));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && have > 0 => have -= 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// runc's checkProcMount: nothing but a procfs over /proc, nothing below it
+/// but the files lxcfs emulates; checked before anything is created.
+fn check_proc_mount(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), RootfsError> {
+    use crate::procmount::{self, Source};
+    let dest = &op.destination;
+    let resolved = resolve_in_root(root, dest).map_err(dest_err(dest))?;
+    if !resolved.starts_with("/proc") {
+        return Ok(());
+    }
+    let source = match &op.kind {
+        MountKind::Fs { fstype } if fstype == "proc" => Source::NewProcfs,
+        MountKind::Bind { .. } => {
+            let src = op.source.clone().unwrap_or_default();
+            let src = plan.bundle.join(src);
+            match sys::open(&src, libc::O_PATH, 0) {
+                Ok(fd) if crate::procfs::is_procfs(fd.as_fd_borrowed()) => Source::ProcfsBind,
+                _ => Source::Other,
+            }
+        }
+        _ => Source::Other,
+    };
+    procmount::check(&resolved, source).map_err(|source| RootfsError::ProcMount {
+        path: dest.clone(),
+        source,
+    })
+}
+
 fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), RootfsError> {
     let dest = &op.destination;
+    check_proc_mount(plan, root, op)?;
     match &op.kind {
         MountKind::Bind { recursive } => {
             let src = op.source.clone().unwrap_or_default();
