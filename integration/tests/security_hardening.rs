@@ -226,3 +226,56 @@ fn lxcfs_style_bind_over_proc_meminfo_is_allowed() -> Result<()> {
     assert_eq!(h.run_ok(&b)?, "MemTotal: 42 kB\n");
     Ok(())
 }
+
+// --- The console: the pty slave from its master, never from /dev/pts/N -----------------------
+
+/// `CAP_SYS_ADMIN` besides the default capabilities, so the container's own root can remount its
+/// `/dev` the way an attacker with that capability inside would.
+fn add_sys_admin(b: &mut Bundle) -> Result<()> {
+    b.edit(|c| {
+        for set in ["bounding", "effective", "permitted"] {
+            if let Some(list) = c["process"]["capabilities"][set].as_array_mut() {
+                list.push(json!("CAP_SYS_ADMIN"));
+            }
+        }
+    })?;
+    Ok(())
+}
+
+#[test]
+fn fake_dev_pts_in_a_running_container_cannot_stand_in_for_an_exec_terminal() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    add_sys_admin(&mut b)?;
+    b.edit(|c| c["root"]["readonly"] = json!(false))?;
+    // The container's root mounts a second devpts (so /dev/ptmx still hands out real ptys) and
+    // covers /dev/pts with a tmpfs whose every `N` names a file of its choice: a runtime that
+    // opens the slave as /dev/pts/N opens that file as the exec's terminal.
+    b.sh(
+        "mkdir -p /dev/pts2 && mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts2 \
+         && mount -t tmpfs tmpfs /dev/pts && ln -s /dev/pts2/ptmx /dev/pts/ptmx \
+         && touch /captured && for n in $(seq 0 63); do ln -s /captured /dev/pts/$n; done \
+         && echo armed > /armed; sleep 600",
+    )?;
+    let id = h.create_and_start("ptyfake", &b)?;
+    skiff_integration::wait_for_file(&b.rootfs().join("armed"), h.timeout())?;
+    let console = h.console_socket()?;
+    let socket = console.path().display().to_string();
+    let out = h.exec_in(
+        &id,
+        &["--tty", "--detach", "--console-socket", &socket],
+        &[
+            "sh",
+            "-c",
+            "echo hello-real-terminal; [ -t 1 ] && echo stdout-is-a-tty",
+        ],
+    )?;
+    assert!(out.success(), "exec with a terminal failed: {out}");
+    let text = console.wait()?.output;
+    assert!(
+        text.contains("hello-real-terminal") && text.contains("stdout-is-a-tty"),
+        "the exec's output did not reach the pty handed to the console socket: {text:?}"
+    );
+    assert_eq!(fs::read_to_string(b.rootfs().join("captured"))?, "");
+    Ok(())
+}
