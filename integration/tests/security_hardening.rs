@@ -279,3 +279,30 @@ fn fake_dev_pts_in_a_running_container_cannot_stand_in_for_an_exec_terminal() ->
     assert_eq!(fs::read_to_string(b.rootfs().join("captured"))?, "");
     Ok(())
 }
+
+#[test]
+fn console_bound_from_the_slave_descriptor_works_in_a_user_namespace() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    let map = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.set_namespace("user", None)?;
+    b.edit(|c| {
+        c["linux"]["uidMappings"] = map.clone();
+        c["linux"]["gidMappings"] = map;
+        c["process"]["terminal"] = json!(true);
+    })?;
+    let status = Command::new("chown")
+        .args(["-R", "-h", "100000:100000"])
+        .arg(b.rootfs())
+        .status()?;
+    assert!(status.success(), "chown of the rootfs failed");
+    b.sh("tty; [ /dev/console -ef $(tty) ] && echo console-is-the-terminal")?;
+    let console = h.console_socket()?;
+    let socket = console.path().display().to_string();
+    let id = h.id("usertty");
+    h.try_create(&id, &b, &["--console-socket", &socket])?.ok()?;
+    h.start(&id)?;
+    let out = console.wait()?.output;
+    assert!(out.contains("console-is-the-terminal"), "{out:?}");
+    Ok(())
+}
