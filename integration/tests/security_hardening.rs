@@ -300,9 +300,191 @@ fn console_bound_from_the_slave_descriptor_works_in_a_user_namespace() -> Result
     let console = h.console_socket()?;
     let socket = console.path().display().to_string();
     let id = h.id("usertty");
-    h.try_create(&id, &b, &["--console-socket", &socket])?.ok()?;
+    h.try_create(&id, &b, &["--console-socket", &socket])?
+        .ok()?;
     h.start(&id)?;
     let out = console.wait()?.output;
     assert!(out.contains("console-is-the-terminal"), "{out:?}");
+    Ok(())
+}
+
+// --- CVE-2026-41579: an image whose /dev (or /proc, /sys) is a symlink out of the rootfs ------
+
+/// Every entry below `dir`, as paths relative to it.
+fn tree(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in walk(dir)? {
+        out.push(e.strip_prefix(dir)?.display().to_string());
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn walk(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let p = e?.path();
+        let meta = fs::symlink_metadata(&p)?;
+        out.push(p.clone());
+        if meta.is_dir() {
+            out.extend(walk(&p)?);
+        }
+    }
+    Ok(out)
+}
+
+/// A host directory the image's symlinks point at, with one file in it, and what it holds.
+fn host_target(h: &Harness, name: &str) -> Result<(std::path::PathBuf, Vec<String>)> {
+    let dir = h.dir(name)?;
+    fs::write(dir.join("host-file"), "host\n")?;
+    let before = tree(&dir)?;
+    Ok((dir, before))
+}
+
+/// The relative spelling of `target` from the rootfs's top directory: enough `..` to climb out of
+/// any rootfs, then the host path.
+fn climbing(target: &Path) -> String {
+    format!(
+        "{}{}",
+        "../".repeat(16),
+        target.strip_prefix("/").unwrap().display()
+    )
+}
+
+/// Runs `b` (with and without a terminal) and checks that the host directory `dir` is untouched,
+/// whether the runtime ran the container or refused it; returns what the container printed when
+/// it ran.
+fn run_and_check_host(
+    h: &Harness,
+    b: &mut Bundle,
+    dir: &Path,
+    before: &[String],
+) -> Result<Vec<String>> {
+    let mut outputs = Vec::new();
+    for terminal in [false, true] {
+        b.edit(|c| c["process"]["terminal"] = json!(terminal))?;
+        let id = h.id("devlink");
+        let (ok, text) = if terminal {
+            let console = h.console_socket()?;
+            let socket = console.path().display().to_string();
+            let out = h.try_create(&id, b, &["--console-socket", &socket])?;
+            if out.success() {
+                h.start(&id)?;
+                (true, console.wait()?.output)
+            } else {
+                (false, out.to_string())
+            }
+        } else {
+            let out = h.run(&id, b, &[])?;
+            (out.success(), out.to_string())
+        };
+        let _ = h.delete_force(&id);
+        assert_eq!(
+            tree(dir)?,
+            before,
+            "the container (terminal: {terminal}) wrote into the host's {}:\n{text}",
+            dir.display()
+        );
+        if ok {
+            outputs.push(text);
+        } else {
+            eprintln!("refused (terminal: {terminal}): {text}");
+        }
+    }
+    Ok(outputs)
+}
+
+const DEV_PROBE: &str =
+    "[ -c /dev/null ] && [ -c /dev/zero ] && [ -L /dev/fd ] && [ -d /dev/pts ] \
+     && [ -d /dev/shm ] && [ -d /dev/mqueue ] && echo dev-complete; \
+     touch /dev/x /dev/shm/x /dev/mqueue/x 2>/dev/null; echo probed";
+
+#[test]
+fn dev_as_an_absolute_symlink_to_a_host_dir_writes_nothing_there() -> Result<()> {
+    let h = Harness::new()?;
+    let (dir, before) = host_target(&h, "host-dev")?;
+    let mut b = h.bundle()?;
+    b.edit(|c| c["root"]["readonly"] = json!(false))?;
+    fs::remove_dir_all(b.rootfs().join("dev")).ok();
+    symlink(&dir, b.rootfs().join("dev"))?;
+    b.sh(DEV_PROBE)?;
+    run_and_check_host(&h, &mut b, &dir, &before)?;
+    // The same directory also present inside the rootfs: the container then runs (as runc's
+    // does), with its /dev made there and not on the host.
+    fs::create_dir_all(b.rootfs().join(dir.strip_prefix("/")?))?;
+    let outputs = run_and_check_host(&h, &mut b, &dir, &before)?;
+    assert_eq!(
+        outputs.len(),
+        2,
+        "refused although /dev resolves inside the rootfs"
+    );
+    for out in outputs {
+        assert!(out.contains("dev-complete"), "{out}");
+    }
+    Ok(())
+}
+
+#[test]
+fn dev_as_a_relative_symlink_climbing_to_a_host_dir_writes_nothing_there() -> Result<()> {
+    let h = Harness::new()?;
+    let (dir, before) = host_target(&h, "host-dev-rel")?;
+    let mut b = h.bundle()?;
+    b.edit(|c| c["root"]["readonly"] = json!(false))?;
+    fs::remove_dir_all(b.rootfs().join("dev")).ok();
+    symlink(climbing(&dir), b.rootfs().join("dev"))?;
+    b.sh(DEV_PROBE)?;
+    run_and_check_host(&h, &mut b, &dir, &before)?;
+    fs::create_dir_all(b.rootfs().join(dir.strip_prefix("/")?))?;
+    let outputs = run_and_check_host(&h, &mut b, &dir, &before)?;
+    assert_eq!(
+        outputs.len(),
+        2,
+        "refused although /dev resolves inside the rootfs"
+    );
+    for out in outputs {
+        assert!(out.contains("dev-complete"), "{out}");
+    }
+    Ok(())
+}
+
+#[test]
+fn dev_shm_and_dev_pts_as_symlinks_to_host_dirs_write_nothing_there() -> Result<()> {
+    let h = Harness::new()?;
+    let (dir, before) = host_target(&h, "host-shm")?;
+    let mut b = h.bundle()?;
+    // The image's own /dev (no tmpfs over it), whose shm, pts and mqueue point at the host.
+    b.edit(|c| {
+        c["root"]["readonly"] = json!(false);
+        if let Some(m) = c["mounts"].as_array_mut() {
+            m.retain(|m| m["destination"] != "/dev");
+        }
+    })?;
+    let dev = b.rootfs().join("dev");
+    fs::create_dir_all(&dev)?;
+    for name in ["shm", "pts", "mqueue"] {
+        let _ = fs::remove_dir_all(dev.join(name));
+        symlink(dir.join(name), dev.join(name))?;
+    }
+    b.sh(DEV_PROBE)?;
+    run_and_check_host(&h, &mut b, &dir, &before)?;
+    Ok(())
+}
+
+#[test]
+fn proc_and_sys_as_symlinks_to_host_dirs_write_nothing_there() -> Result<()> {
+    let h = Harness::new()?;
+    let (dir, before) = host_target(&h, "host-procsys")?;
+    let mut b = h.bundle()?;
+    b.edit(|c| c["root"]["readonly"] = json!(false))?;
+    for (name, link) in [
+        ("proc", climbing(&dir.join("proc"))),
+        ("sys", dir.join("sys").display().to_string()),
+    ] {
+        let p = b.rootfs().join(name);
+        let _ = fs::remove_dir_all(&p);
+        symlink(link, p)?;
+    }
+    b.sh("cat /proc/self/status >/dev/null && echo proc-ok; ls /sys >/dev/null && echo sys-ok")?;
+    run_and_check_host(&h, &mut b, &dir, &before)?;
     Ok(())
 }

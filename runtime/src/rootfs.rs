@@ -652,23 +652,19 @@ fn readonly_path(root: BorrowedFd<'_>, p: &Path) -> Result<(), RootfsError> {
         .map_err(mount_err("read-only bind", p))
 }
 
-/// Opens /dev/null of the container without following symlinks and checks
-/// it is the real null device (the image could have replaced it with a
-/// link to something it wants exposed: CVE-2025-31133).
+/// Opens /dev/null of the container (resolved inside its root: the image's
+/// /dev may itself be a symlink, CVE-2026-41579) and checks it is the real
+/// null device (the image could have replaced it with a link to something
+/// it wants exposed: CVE-2025-31133).
 fn open_null(root: BorrowedFd<'_>) -> Result<OwnedFd, RootfsError> {
     let p = Path::new("/dev/null");
-    let fd = sys::openat2(
-        root,
-        Path::new("dev/null"),
-        libc::O_PATH,
-        0,
-        sys::IN_ROOT | libc::RESOLVE_NO_SYMLINKS,
-    )
-    .map_err(|source| RootfsError::Path {
-        what: "open",
-        path: p.to_path_buf(),
-        source,
-    })?;
+    let fd = sys::openat2(root, Path::new("dev/null"), libc::O_PATH, 0, sys::IN_ROOT).map_err(
+        |source| RootfsError::Path {
+            what: "open",
+            path: p.to_path_buf(),
+            source,
+        },
+    )?;
     let st = sys::fstat(fd.as_fd_borrowed()).map_err(|source| RootfsError::Path {
         what: "stat",
         path: p.to_path_buf(),

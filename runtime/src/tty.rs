@@ -224,8 +224,19 @@ impl Drop for RawMode {
 /// following any symlink: the image may have replaced it with a link to a
 /// file it wants covered or exposed (CVE-2025-52565).
 fn console_target(root: BorrowedFd<'_>) -> Result<OwnedFd, TtyError> {
-    let strict = sys::IN_ROOT | libc::RESOLVE_NO_SYMLINKS;
-    let rel = Path::new("dev/console");
+    // /dev itself is resolved inside the root (the image's /dev may be a
+    // symlink: CVE-2026-41579); below it, no symlink at all.
+    let dev = sys::openat2(
+        root,
+        Path::new("dev"),
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        sys::IN_ROOT,
+    )
+    .map_err(step("open /dev"))?;
+    let root = dev.as_fd_borrowed();
+    let strict = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    let rel = Path::new("console");
     let fd = match sys::openat2(root, rel, libc::O_PATH, 0, strict) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
