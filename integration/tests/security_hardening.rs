@@ -14,7 +14,8 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
-use skiff_integration::{Bundle, Harness};
+use skiff_integration::procfs::fd_listing;
+use skiff_integration::{Bundle, Harness, Opts};
 
 /// Removes the spec's `proc` mount, so the container's `/proc` is the image's own directory.
 fn without_proc_mount(b: &mut Bundle) -> Result<()> {
@@ -486,5 +487,184 @@ fn proc_and_sys_as_symlinks_to_host_dirs_write_nothing_there() -> Result<()> {
     }
     b.sh("cat /proc/self/status >/dev/null && echo proc-ok; ls /sys >/dev/null && echo sys-ok")?;
     run_and_check_host(&h, &mut b, &dir, &before)?;
+    Ok(())
+}
+
+// --- No descriptor of the runtime (or of its caller) reaches the container or a hook -----------
+
+const LIST_FDS: &str = "ls -l /proc/self/fd";
+
+fn fds_of(listing: &str) -> Result<Vec<i32>> {
+    Ok(fd_listing(listing)?.keys().copied().collect())
+}
+
+/// Runs `args` in a new container with a terminal through create/start and returns its listing.
+fn through_a_terminal(h: &Harness, b: &mut Bundle) -> Result<String> {
+    b.edit(|c| c["process"]["terminal"] = json!(true))?;
+    let console = h.console_socket()?;
+    let socket = console.path().display().to_string();
+    let id = h.id("ttyfds");
+    h.try_create(&id, b, &["--console-socket", &socket])?.ok()?;
+    h.start(&id)?;
+    Ok(console.wait()?.output)
+}
+
+#[test]
+fn no_runtime_descriptor_reaches_an_init_with_a_terminal() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.sh(LIST_FDS)?;
+    let out = through_a_terminal(&h, &mut b)?;
+    assert_eq!(fds_of(&out)?, [0, 1, 2], "{out}");
+    Ok(())
+}
+
+#[test]
+fn no_runtime_descriptor_reaches_an_exec_with_a_terminal() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.args(&["sleep", "600"])?;
+    let id = h.create_and_start("execfds", &b)?;
+    let console = h.console_socket()?;
+    let socket = console.path().display().to_string();
+    h.exec_in(
+        &id,
+        &["--tty", "--detach", "--console-socket", &socket],
+        &["sh", "-c", LIST_FDS],
+    )?
+    .ok()?;
+    let out = console.wait()?.output;
+    assert_eq!(fds_of(&out)?, [0, 1, 2], "{out}");
+    Ok(())
+}
+
+/// `run --preserve-fds 1` with a file as fd 3 (inherited without close-on-exec, as a caller's
+/// descriptors are): the container gets exactly 0..=3.
+#[test]
+fn preserved_descriptors_are_the_only_extra_ones_in_the_container() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.sh(LIST_FDS)?;
+    let id = h.id("preserve");
+    let out = h.exec(
+        &["run", "--bundle", &b.path_str(), "--preserve-fds", "1", &id],
+        Opts {
+            fd3: Some(fs::File::create(h.path("fd3"))?),
+            ..Opts::default()
+        },
+    )?;
+    assert!(out.success(), "{out}");
+    assert_eq!(fds_of(&out.stdout)?, [0, 1, 2, 3], "{out}");
+    Ok(())
+}
+
+/// Every hook lists its descriptors into a file; the runtime is given an extra descriptor by its
+/// caller (fd 3, preserved for the container), which must not reach the hooks either.
+#[test]
+fn no_runtime_or_caller_descriptor_reaches_a_hook() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| c["root"]["readonly"] = json!(false))?;
+    let out_dir = h.dir("hook-fds")?;
+    // startContainer runs in the container after pivot_root: it writes into the container's /.
+    for stage in [
+        "createRuntime",
+        "createContainer",
+        "poststart",
+        "poststop",
+        "startContainer",
+    ] {
+        let file = if stage == "startContainer" {
+            format!("/hook-{stage}")
+        } else {
+            out_dir.join(format!("hook-{stage}")).display().to_string()
+        };
+        b.add_hook(
+            stage,
+            json!({"path": "/bin/sh", "args": ["sh", "-c", format!("{LIST_FDS} > {file}")]}),
+        )?;
+    }
+    b.args(&["true"])?;
+    let id = h.id("hookfds");
+    let out = h.exec(
+        &["run", "--bundle", &b.path_str(), "--preserve-fds", "1", &id],
+        Opts {
+            fd3: Some(fs::File::create(h.path("fd3"))?),
+            ..Opts::default()
+        },
+    )?;
+    assert!(out.success(), "{out}");
+    for stage in [
+        "createRuntime",
+        "createContainer",
+        "poststart",
+        "poststop",
+        "startContainer",
+    ] {
+        let file = if stage == "startContainer" {
+            b.rootfs().join(format!("hook-{stage}"))
+        } else {
+            out_dir.join(format!("hook-{stage}"))
+        };
+        let listing = fs::read_to_string(&file).with_context(|| format!("{stage} did not run"))?;
+        assert_eq!(fds_of(&listing)?, [0, 1, 2], "{stage} hook:\n{listing}");
+    }
+    Ok(())
+}
+
+#[test]
+fn no_shim_or_runtime_descriptor_reaches_a_container_run_by_containerd() -> Result<()> {
+    use skiff_integration::containerd::{Containerd, IMAGE, SKIFF_RUNTIME};
+    let c = Containerd::start()?;
+    c.import_busybox()?;
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        SKIFF_RUNTIME,
+        IMAGE,
+        "fds1",
+        "sh",
+        "-c",
+        LIST_FDS,
+    ])?;
+    assert!(out.success(), "{out}\n{}", c.log_tail());
+    assert_eq!(
+        fds_of(&out.stdout)?,
+        [0, 1, 2],
+        "init through the shim: {out}"
+    );
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        IMAGE,
+        "fds2",
+        "sleep",
+        "300",
+    ])?;
+    let out = c.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e1",
+        "fds2",
+        "sh",
+        "-c",
+        LIST_FDS,
+    ])?;
+    assert!(out.success(), "{out}\n{}", c.log_tail());
+    assert_eq!(
+        fds_of(&out.stdout)?,
+        [0, 1, 2],
+        "exec through the shim: {out}"
+    );
+    c.ctr(&["task", "kill", "-s", "SIGKILL", "fds2"])?;
+    c.wait_until(std::time::Duration::from_secs(10), || {
+        c.task_status("fds2").ok().flatten().as_deref() == Some("STOPPED")
+    });
+    c.ctr(&["task", "delete", "fds2"])?;
+    c.ctr(&["container", "delete", "fds2"])?;
     Ok(())
 }
