@@ -389,7 +389,11 @@ fn run_and_check_host(
         if ok {
             outputs.push(text);
         } else {
-            eprintln!("refused (terminal: {terminal}): {text}");
+            // A clear refusal names the mount it could not make, never a lost init.
+            assert!(
+                text.contains("destination /"),
+                "unclear refusal (terminal: {terminal}): {text}"
+            );
         }
     }
     Ok(outputs)
