@@ -672,3 +672,31 @@ fn no_shim_or_runtime_descriptor_reaches_a_container_run_by_containerd() -> Resu
     c.ctr(&["container", "delete", "fds2"])?;
     Ok(())
 }
+
+#[test]
+fn dev_ptmx_replaced_in_a_running_container_is_refused_for_an_exec_terminal() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.args(&["sleep", "600"])?;
+    let id = h.create_and_start("ptmxfake", &b)?;
+    // The container's root (default capabilities) swaps its /dev/ptmx for another device, then
+    // for a fifo, either of which a runtime would otherwise take for the pty multiplexer.
+    h.exec_in(&id, &[], &["mkfifo", "/dev/fifo"])?.ok()?;
+    for target in ["/dev/null", "/dev/fifo"] {
+        h.exec_in(&id, &[], &["ln", "-sf", target, "/dev/ptmx"])?
+            .ok()?;
+        let console = h.console_socket()?;
+        let socket = console.path().display().to_string();
+        let out = h.exec_in(
+            &id,
+            &["--tty", "--detach", "--console-socket", &socket],
+            &["echo", "should-not-run"],
+        )?;
+        assert!(!out.success(), "{target} as /dev/ptmx was accepted: {out}");
+        assert!(
+            out.stderr.contains("/dev/ptmx") && out.stderr.contains("pty multiplexer"),
+            "{target}: the error does not say /dev/ptmx is not the pty multiplexer: {out}"
+        );
+    }
+    Ok(())
+}

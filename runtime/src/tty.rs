@@ -128,10 +128,12 @@ fn statfs_type(fd: BorrowedFd<'_>) -> std::io::Result<libc::c_long> {
 /// the legacy one): the image or a process of the container may have
 /// replaced it with anything.
 fn open_ptmx(root: BorrowedFd<'_>) -> Result<OwnedFd, TtyError> {
+    // O_NONBLOCK: whatever the container put there, opening it must not
+    // hang (a fifo, a terminal waiting for its carrier).
     let fd = sys::openat2(
         root,
         Path::new("dev/ptmx"),
-        libc::O_RDWR | libc::O_NOCTTY,
+        libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK,
         0,
         sys::IN_ROOT,
     )
@@ -141,6 +143,13 @@ fn open_ptmx(root: BorrowedFd<'_>) -> Result<OwnedFd, TtyError> {
         return Err(step("/dev/ptmx")(std::io::Error::other(
             "not the pty multiplexer (character device 5:2): refusing it",
         )));
+    }
+    // The master is handed over blocking, as a plain open would give it.
+    // SAFETY: fcntl on a descriptor we own.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_RDWR) } < 0 {
+        return Err(step("/dev/ptmx: clear O_NONBLOCK")(
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(fd)
 }
