@@ -700,3 +700,25 @@ fn dev_ptmx_replaced_in_a_running_container_is_refused_for_an_exec_terminal() ->
     }
     Ok(())
 }
+
+#[test]
+fn bind_of_a_directory_with_a_fake_proc_tree_over_proc_is_refused() -> Result<()> {
+    let h = Harness::new()?;
+    let fake = h.dir("fakeproc")?;
+    fs::create_dir_all(fake.join("sys/net/ipv4"))?;
+    fs::write(fake.join("sys/net/ipv4/ip_forward"), "0\n")?;
+    let mut b = h.bundle()?;
+    b.bind(&fake, "/proc", false)?;
+    assert_refused(&h, &b, "/proc", "not of type proc")
+}
+
+#[test]
+fn bind_of_a_real_procfs_over_proc_is_allowed() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    // What runc accepts too: the root of a procfs (here the host's) bound over the container's.
+    b.bind(Path::new("/proc"), "/proc", true)?;
+    b.sh("[ -r /proc/self/status ] && echo proc-ok")?;
+    assert_eq!(h.run_ok(&b)?, "proc-ok\n");
+    Ok(())
+}
