@@ -722,3 +722,91 @@ fn bind_of_a_real_procfs_over_proc_is_allowed() -> Result<()> {
     assert_eq!(h.run_ok(&b)?, "proc-ok\n");
     Ok(())
 }
+
+/// The sockets among the descriptors of `listing` (an `ls -l /proc/<pid>/fd`), above stdio.
+fn sockets_above_stdio(listing: &str) -> Result<Vec<String>> {
+    Ok(fd_listing(listing)?
+        .into_iter()
+        .filter(|(fd, target)| *fd > 2 && target.starts_with("socket:"))
+        .map(|(_, target)| target)
+        .collect())
+}
+
+/// The runtime started by the shim (under containerd) runs hooks: no descriptor of containerd, the
+/// shim or the runtime reaches them, and the runtime itself holds none of the shim's sockets.
+#[test]
+fn no_shim_descriptor_reaches_the_runtime_or_its_hooks() -> Result<()> {
+    use skiff_integration::containerd::{Containerd, SKIFF_RUNTIME};
+    let h = Harness::new()?;
+    let c = Containerd::start()?;
+    let mut b = h.bundle()?;
+    let out_dir = h.dir("shim-hook-fds")?;
+    let rootfs = b.rootfs().display().to_string();
+    b.edit(|c| {
+        c["root"]["path"] = json!(rootfs);
+        c["linux"].as_object_mut().map(|l| l.remove("cgroupsPath"));
+    })?;
+    // createRuntime runs under `create` and poststart under `start`: each lists its own
+    // descriptors and its parent's (the runtime's).
+    for stage in ["createRuntime", "createContainer", "poststart"] {
+        let file = out_dir.join(format!("hook-{stage}")).display().to_string();
+        let script =
+            format!("{LIST_FDS} > {file}; ls -l /proc/$PPID/fd > {file}.runtime 2>&1; true");
+        b.add_hook(
+            stage,
+            json!({"path": "/bin/sh", "args": ["sh", "-c", script]}),
+        )?;
+    }
+    b.args(&["sleep", "300"])?;
+    let config = b.path().join("config.json").display().to_string();
+    let out = c.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        "--config",
+        &config,
+        "shimhooks",
+    ])?;
+    assert!(out.success(), "{out}\n{}", c.log_tail());
+    let shim_sockets: Vec<String> = c
+        .skiff_shim_pids()
+        .iter()
+        .map(|pid| {
+            let listing = Command::new("ls")
+                .args(["-l", &format!("/proc/{pid}/fd")])
+                .output()?;
+            sockets_above_stdio(&String::from_utf8_lossy(&listing.stdout))
+        })
+        .collect::<Result<Vec<_>>>()?
+        .concat();
+    assert!(!shim_sockets.is_empty(), "the shim holds no socket?");
+    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", "shimhooks"]);
+    c.wait_until(std::time::Duration::from_secs(10), || {
+        c.task_status("shimhooks").ok().flatten().as_deref() == Some("STOPPED")
+    });
+    let _ = c.ctr(&["task", "delete", "shimhooks"]);
+    let _ = c.ctr(&["container", "delete", "shimhooks"]);
+    for stage in ["createRuntime", "createContainer", "poststart"] {
+        let file = out_dir.join(format!("hook-{stage}"));
+        let listing = fs::read_to_string(&file).with_context(|| format!("{stage} did not run"))?;
+        assert_eq!(
+            fds_of(&listing)?,
+            [0, 1, 2],
+            "{stage} hook under the shim:\n{listing}"
+        );
+    }
+    for stage in ["createRuntime", "poststart"] {
+        let file = out_dir.join(format!("hook-{stage}.runtime"));
+        let listing = fs::read_to_string(&file)?;
+        let leaked: Vec<_> = sockets_above_stdio(&listing)?
+            .into_iter()
+            .filter(|s| shim_sockets.contains(s))
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "the runtime ({stage}) holds the shim's sockets {leaked:?}:\n{listing}"
+        );
+    }
+    Ok(())
+}
