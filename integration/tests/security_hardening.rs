@@ -165,6 +165,36 @@ fn fake_proc_sys_in_the_image_cannot_swallow_a_sysctl() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn fake_proc_self_in_the_image_cannot_swallow_oom_score_adj() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    without_proc_mount(&mut b)?;
+    b.edit(|c| {
+        c["root"]["readonly"] = json!(false);
+        c["process"]["oomScoreAdj"] = json!(567);
+    })?;
+    let rootfs = b.rootfs();
+    fake_proc_self_fd(&rootfs, "/decoy")?;
+    let fake = rootfs.join("proc/fakeself/oom_score_adj");
+    fs::write(&fake, "0\n")?;
+    set_paths(&mut b, json!([]), json!([]))?;
+    b.args(&["sleep", "600"])?;
+    let id = h.id("oom");
+    let out = h.try_create(&id, &b, &[])?;
+    if out.success() {
+        let pid = h.pid(&id)?;
+        let real = fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))?;
+        assert_eq!(real.trim(), "567", "oomScoreAdj did not reach the process");
+    }
+    assert_eq!(
+        fs::read_to_string(&fake)?,
+        "0\n",
+        "oomScoreAdj was written into the image's fake /proc/self"
+    );
+    Ok(())
+}
+
 // --- runc's checkProcMount: nothing mounted over /proc but a procfs ---------------------------
 
 /// Creates the bundle and expects a refusal naming `dest` and `reason`, leaving nothing behind.
