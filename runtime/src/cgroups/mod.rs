@@ -599,6 +599,67 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
     })
 }
 
+/// The ancestors of `dirs` that do not exist yet, deepest first: what
+/// creating `dirs` will make besides them, so it can be recorded first and
+/// removed with the container.
+pub fn missing_ancestors(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for d in dirs {
+        for a in d.ancestors().skip(1) {
+            if a.exists() {
+                break;
+            }
+            if !out.iter().any(|o| o == a) {
+                out.push(a.to_path_buf());
+            }
+        }
+    }
+    // Deeper paths have more components; a stable sort keeps the order of
+    // unrelated ones.
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out
+}
+
+/// Removes the ancestors a create made (`missing_ancestors`), deepest
+/// first, where nothing else uses them: one still holding another
+/// container's directory (or processes) stays.
+pub fn remove_parents(parents: &[PathBuf]) -> Result<(), CgroupError> {
+    for p in parents {
+        match std::fs::remove_dir(p) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ENOTEMPTY | libc::EBUSY | libc::EEXIST)
+                ) => {}
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: p.clone(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `mkdir -p` for a cgroup directory, retried when a parent vanishes
+/// under it (another container's delete removing a parent it made).
+pub(crate) fn make_dirs(dir: &Path) -> Result<(), CgroupError> {
+    let mut tries = 0;
+    loop {
+        match std::fs::create_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
+            r => {
+                return r.map_err(|source| CgroupError::Create {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
 /// Reads a cgroup file, `None` when it is absent or unreadable.
 pub(crate) fn read_opt(file: &Path) -> Option<String> {
     crate::sys::read_text(file).ok()
