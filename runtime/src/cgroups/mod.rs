@@ -931,6 +931,34 @@ mod tests {
         std::fs::remove_dir_all(&base).unwrap();
     }
 
+    /// What a create makes besides its directories is known before, deepest first; removing it
+    /// spares a parent another container still uses.
+    #[test]
+    fn created_parents_are_known_first_and_removed_when_unused() {
+        let base = std::env::temp_dir().join(format!("skiff-parents-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("m1")).unwrap();
+        std::fs::create_dir_all(base.join("m2")).unwrap();
+        let dirs = vec![base.join("m1/a/b/c"), base.join("m2/a/b/c")];
+        let parents = missing_ancestors(&dirs);
+        let want: Vec<PathBuf> = ["m1/a/b", "m2/a/b", "m1/a", "m2/a"]
+            .iter()
+            .map(|p| base.join(p))
+            .collect();
+        assert_eq!(parents, want);
+        for d in &dirs {
+            make_dirs(d).unwrap();
+        }
+        // Another container under m2/a/b.
+        std::fs::create_dir(base.join("m2/a/b/other")).unwrap();
+        for d in &dirs {
+            std::fs::remove_dir(d).unwrap();
+        }
+        remove_parents(&parents).unwrap();
+        assert!(!base.join("m1/a").exists());
+        assert!(base.join("m2/a/b/other").exists(), "a parent in use stays");
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
     const HYBRID: &str = "\
 31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
 32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
