@@ -6,7 +6,7 @@
 //!
 //! `create` is killed at every one of its system calls; `start`, `run -d`, `exec` and `delete` at a
 //! stride (their paths share create's, or are short). `SKIFF_FAULT_STRIDE` (default 1) thins the
-//! create sweep for a quick run.
+//! create sweep for a quick run; `SKIFF_FAULT_TIMES` prints what each kill and recovery took.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Instant;
