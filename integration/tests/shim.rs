@@ -984,3 +984,71 @@ fn standalone_shim_mounts_rootfs_logs_to_a_file_and_publishes_through_the_binary
     guard.address.clear();
     Ok(())
 }
+
+/// The pid `ctr task ls` shows for task `id`.
+fn task_pid(c: &Containerd, id: &str) -> Result<i32> {
+    let tasks = c.tasks()?;
+    let row = tasks
+        .iter()
+        .find(|t| t.0 == id)
+        .ok_or_else(|| anyhow::anyhow!("task {id} not listed: {tasks:?}"))?;
+    Ok(row.1.parse()?)
+}
+
+/// Start task `id` with `runtime`, crash containerd, kill the task's init, start containerd again:
+/// the task must be listed STOPPED and delete with status 137. Returns containerd's log from the
+/// restart on.
+fn exit_while_containerd_is_down(c: &mut Containerd, runtime: &str, id: &str) -> Result<String> {
+    c.ctr_ok(&["run", "-d", "--runtime", runtime, IMAGE, id, "sleep", "300"])?;
+    let pid = task_pid(c, id)?;
+    let shims = c.shim_pids();
+    c.crash()?;
+    // SAFETY: kill takes plain integers.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    // Long enough for the shim to try (and fail) to publish the exit several times.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        c.shim_pids(),
+        shims,
+        "{runtime}: the shim must stay while its task is not deleted"
+    );
+    let log_start = c.log().len();
+    c.relaunch()?;
+    assert!(
+        c.wait_until(Duration::from_secs(10), || {
+            c.task_status(id).ok().flatten().as_deref() == Some("STOPPED")
+        }),
+        "{runtime}: {:?}\n{}",
+        c.tasks(),
+        c.log_tail()
+    );
+    // ctr warns with the deleted task's exit status.
+    let out = c.ctr_ok(&["task", "delete", id])?;
+    assert!(
+        out.stderr.contains("non-zero exit code 137"),
+        "{runtime}: {out}\n{}",
+        c.log_tail()
+    );
+    c.ctr_ok(&["container", "delete", id])?;
+    assert!(
+        c.wait_until(Duration::from_secs(5), || c.shim_pids().is_empty()),
+        "{runtime}: shim still running after its last task was deleted"
+    );
+    Ok(c.log()[log_start..].to_string())
+}
+
+#[test]
+fn an_exit_while_containerd_is_down_is_kept_until_the_task_is_deleted() -> Result<()> {
+    let mut c = containerd()?;
+    // containerd's runc shim with runc is the oracle.
+    exit_while_containerd_is_down(&mut c, "io.containerd.runc.v2", "down-runc")?;
+    let log = exit_while_containerd_is_down(&mut c, SKIFF_RUNTIME, "down-skiff")?;
+    // The exit that containerd missed is delivered to the containerd that came back.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("event forwarded") && l.contains("topic=/tasks/exit")),
+        "no TaskExit after the restart:\n{log}"
+    );
+    assert_no_leftovers(&c, "down-skiff", None)?;
+    Ok(())
+}

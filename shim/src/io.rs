@@ -240,7 +240,7 @@ fn open_stdin(path: &str) -> Option<File> {
     match opened {
         Ok(f) => Some(f),
         Err(e) => {
-            eprintln!("skiff-shim: opening stdin {path}: {e}");
+            log_line!("skiff-shim: opening stdin {path}: {e}");
             None
         }
     }

@@ -19,6 +19,18 @@
 //! annotation when the container has one, else its id. Containers of one pod therefore find the
 //! same socket, and `start` hands out the running server's address instead of starting another.
 
+/// Write one line to stderr, ignoring failures. The server's stderr is the bundle's `log` fifo,
+/// read by containerd: while containerd is down a write fails with `EPIPE`, and `eprintln!` would
+/// panic on it (and so, built with `panic = "abort"`, kill the shim and lose every exit it holds).
+macro_rules! log_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        // One write per line, so lines from several threads are not interleaved.
+        let line = format!("{}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }};
+}
+
 mod cgroup;
 mod events;
 mod io;
@@ -166,7 +178,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("containerd-shim-skiff-v2: {e}");
+            log_line!("containerd-shim-skiff-v2: {e}");
             ExitCode::FAILURE
         }
     }
@@ -381,7 +393,7 @@ fn delete(args: &Args) -> Result<(), MainError> {
         reaper,
     };
     if let Err(e) = runtime.run(&["delete", "--force", &args.id]) {
-        eprintln!("containerd-shim-skiff-v2: delete {}: {e}", args.id);
+        log_line!("containerd-shim-skiff-v2: delete {}: {e}", args.id);
     }
     mount::unmount_rootfs(&bundle);
     // The dead server's socket, unless another server of the pod still answers on it.

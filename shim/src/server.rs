@@ -168,7 +168,7 @@ impl Server {
                 Ok(n) => n,
                 Err(Errno::EINTR) => 0,
                 Err(e) => {
-                    eprintln!("skiff-shim: epoll_wait: {e}");
+                    log_line!("skiff-shim: epoll_wait: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                     0
                 }
@@ -201,13 +201,13 @@ impl Server {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and the like: the connection waits in the backlog; do not spin.
-                    eprintln!("skiff-shim: accept: {e}");
+                    log_line!("skiff-shim: accept: {e}");
                     std::thread::sleep(Duration::from_millis(100));
                     return;
                 }
             };
             if let Err(e) = stream.set_nonblocking(true) {
-                eprintln!("skiff-shim: accepted connection: {e}");
+                log_line!("skiff-shim: accepted connection: {e}");
                 continue;
             }
             let id = self.next_conn;
@@ -217,7 +217,7 @@ impl Server {
                 | EpollFlags::EPOLLRDHUP
                 | EpollFlags::EPOLLET;
             if let Err(e) = self.epoll.add(stream.as_fd(), EpollEvent::new(flags, id)) {
-                eprintln!("skiff-shim: registering a connection: {e}");
+                log_line!("skiff-shim: registering a connection: {e}");
                 continue;
             }
             self.conns.insert(
@@ -255,7 +255,7 @@ impl Server {
                     Ok(Some(frame)) => requests.push(frame),
                     Ok(None) => break,
                     Err(e) => {
-                        eprintln!("skiff-shim: closing a connection: {e}");
+                        log_line!("skiff-shim: closing a connection: {e}");
                         conn.eof = true;
                         break;
                     }
@@ -330,7 +330,7 @@ impl Server {
         };
         match res.write_to_bytes() {
             Ok(buf) => put_frame(&mut c.out, stream_id, TYPE_RESPONSE, &buf),
-            Err(e) => eprintln!("skiff-shim: encoding a response: {e}"),
+            Err(e) => log_line!("skiff-shim: encoding a response: {e}"),
         }
     }
 

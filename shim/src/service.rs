@@ -418,7 +418,7 @@ impl Service {
         let cgroup = Cgroup::of_pid(pid);
         if let Some(cg) = &cgroup {
             if let Err(e) = self.shared.config.oom.add(&req.id, cg.clone()) {
-                eprintln!("skiff-shim: {}: not watching for OOM: {e}", req.id);
+                log_line!("skiff-shim: {}: not watching for OOM: {e}", req.id);
             }
         }
         let mut init = Process::new("", stdio);
@@ -868,7 +868,7 @@ impl Gate for Service {
 fn answer<T>(method: &str, r: Result<T>) -> ttrpc::Result<T> {
     r.map_err(|e| {
         if !matches!(e.code(), Code::NOT_FOUND) {
-            eprintln!("skiff-shim: {method}: {e}");
+            log_line!("skiff-shim: {method}: {e}");
         }
         e.into()
     })
