@@ -1052,3 +1052,81 @@ fn an_exit_while_containerd_is_down_is_kept_until_the_task_is_deleted() -> Resul
     assert_no_leftovers(&c, "down-skiff", None)?;
     Ok(())
 }
+
+#[test]
+fn a_hung_create_leaves_the_pods_other_containers_answering() -> Result<()> {
+    use skiff_proto::api::{KillRequest, StateRequest, Status, WaitRequest};
+    use skiff_proto::ttrpc::context;
+
+    let c = containerd()?;
+    let skiff = skiff_integration::harness::runtime_binary();
+    // A runtime that hangs in `create` of the container `hang-me` and is skiff otherwise.
+    let hang_pid = c.dir().join("hang.pid");
+    let wrapper = c.dir().join("hanging-runtime");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" create \"*\" hang-me \"*) echo $$ > {}; exec sleep 50;; esac\nexec {} \"$@\"\n",
+            hang_pid.display(),
+            skiff.display()
+        ),
+    )?;
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let config = runtime_config(&c, "hanging", &wrapper.display().to_string())?;
+    let pod = "io.containerd.runc.v2.group=hung-pod";
+    let run = |id: &'static str| {
+        [
+            "run",
+            "-d",
+            "--runtime",
+            SKIFF_RUNTIME,
+            "--runtime-config-path",
+            &config,
+            "--annotation",
+            pod,
+            IMAGE,
+            id,
+            "sleep",
+            "300",
+        ]
+        .map(str::to_string)
+    };
+    let fine = run("fine");
+    c.ctr_ok(&fine.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let hung = run("hang-me");
+    let _hung_ctr = c.ctr_spawn("hung", &hung.iter().map(String::as_str).collect::<Vec<_>>())?;
+    assert!(
+        c.wait_until(Duration::from_secs(10), || hang_pid.exists()),
+        "the runtime's create never started"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The other container of the pod is served at once: State, then Wait answered by a Kill.
+    let ctx = || context::with_timeout(3_000_000_000);
+    let client = task_client(&c, "fine")?;
+    let mut req = StateRequest::new();
+    req.id = "fine".into();
+    let state = client.state(ctx(), &req)?;
+    assert_eq!(state.status.value(), Status::RUNNING as i32);
+    let waiter = task_client(&c, "fine")?;
+    let wait = std::thread::spawn(move || {
+        let mut req = WaitRequest::new();
+        req.id = "fine".into();
+        waiter.wait(context::with_timeout(5_000_000_000), &req)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut req = KillRequest::new();
+    req.id = "fine".into();
+    req.signal = libc::SIGKILL as u32;
+    client.kill(ctx(), &req)?;
+    let waited = wait.join().map_err(|_| anyhow::anyhow!("wait thread"))??;
+    assert_eq!(waited.exit_status, 137);
+
+    let pid: i32 = std::fs::read_to_string(&hang_pid)?.trim().parse()?;
+    // SAFETY: kill takes plain integers; the pid is the hanging runtime's.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    Ok(())
+}

@@ -30,6 +30,9 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 use crate::ioloop::{Command as LoopCommand, IoLoop, NewSink, NewStream, Role};
 use crate::runtime::ChildStdio;
 
+/// How long a `binary://` logger may take to signal that it is ready.
+const LOGGER_READY: Duration = Duration::from_secs(10);
+
 /// Why stdio could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {
@@ -47,6 +50,8 @@ pub enum IoError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("logger {path} did not signal ready (close fd 5) within {secs}s", secs = LOGGER_READY.as_secs())]
+    LoggerReady { path: PathBuf },
     #[error("console socket {path}: {source}")]
     Console {
         path: PathBuf,
@@ -108,6 +113,11 @@ impl Drop for OutputGuard {
 pub struct OutputWaiter(Arc<Outputs>);
 
 impl OutputWaiter {
+    /// Whether every output stream reached EOF and was written already.
+    pub fn is_done(&self) -> bool {
+        self.0.running.lock().map(|n| *n == 0).unwrap_or(true)
+    }
+
     /// Wait (at most `timeout`) until every output stream reached EOF and was written.
     pub fn wait(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -338,14 +348,39 @@ fn start_logger(
             Ok(())
         });
     }
-    cmd.spawn().map_err(|source| IoError::Logger {
+    let mut child = cmd.spawn().map_err(|source| IoError::Logger {
         path: path.to_path_buf(),
         source,
     })?;
     drop((stdout_r, stderr_r, ready_w));
+    if !readable_within(&ready_r, LOGGER_READY) {
+        // Its exit is reaped by the reaper like any child's.
+        let _ = child.kill();
+        return Err(IoError::LoggerReady {
+            path: path.to_path_buf(),
+        });
+    }
     let mut byte = [0u8; 1];
     let _ = ready_r.read(&mut byte);
     Ok(())
+}
+
+/// Whether `f` becomes readable (or reaches EOF) within `timeout`.
+fn readable_within(f: &File, timeout: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return true,
+            Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) if !left.is_zero() => {}
+            _ => return false,
+        }
+    }
 }
 
 impl ProcessIo {

@@ -4,10 +4,12 @@
 //! server gives each one a handler thread, a reader, a writer and a worker pool: five threads per
 //! container once containerd's `Wait` holds a worker. Here the main thread serves them all:
 //!
-//! - Requests are handled one at a time, in arrival order, by the handlers generated for the
-//!   Task service ([`skiff_proto::service::task_methods`], both service names). The service
-//!   serialises its calls on one table lock anyway (a `Create` holds it across the runtime
-//!   command), so a pool of workers bought threads and nothing else.
+//! - Requests are handled in arrival order by the handlers generated for the Task service
+//!   ([`skiff_proto::service::task_methods`], both service names). The quick ones (`State`,
+//!   `Wait`, `Pids`, ...) run on the serving thread. Those that run the runtime or wait for a
+//!   child ([`Gate::offload`]) run on a worker thread each, at most [`MAX_WORKERS`] at once (the
+//!   rest queue), so a runtime call that hangs never stops the server; a worker hands its answer
+//!   back through a channel and the [`Waker`].
 //! - A call that would block until something happens (`Wait` for a running process) is not
 //!   run: the [`Gate`] says so, and the request is parked. Whoever changes what a parked call
 //!   waits for (an exit, a delete) calls [`Waker::wake`], and the server asks the gate again for
@@ -20,11 +22,11 @@
 //!
 //! The wire format is in [`crate::wire`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::mpsc::{channel, Receiver};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,9 +45,12 @@ const LISTENER: u64 = 0;
 const WAKER: u64 = 1;
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 8 * 1024;
+/// Offloaded calls running at once; more wait in a queue.
+const MAX_WORKERS: usize = 32;
 
 /// The handlers, by `/service/method` path.
 pub type Methods = HashMap<String, Box<dyn MethodHandler + Send + Sync>>;
+type Handler = Arc<dyn MethodHandler + Send + Sync>;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +70,10 @@ pub trait Gate: Send + Sync {
     /// Whether the request for `path` (`/service/method`) with `payload` can run now; `false`
     /// parks it until the next [`Waker::wake`].
     fn ready(&self, path: &str, payload: &[u8]) -> bool;
+
+    /// Whether the call for `path` may take long (it runs a command, or waits for a lock such a
+    /// call holds) and so runs on a worker thread.
+    fn offload(&self, path: &str) -> bool;
 }
 
 /// Wakes the server to look at its parked requests again.
@@ -101,22 +110,70 @@ struct Parked {
     req: Request,
 }
 
+/// An offloaded call waiting for a worker.
+struct Job {
+    conn: u64,
+    fd: i32,
+    stream_id: u32,
+    handler: Handler,
+    req: Request,
+}
+
+/// A worker's answer: the frames for connection `conn`.
+struct Done {
+    conn: u64,
+    frames: Vec<u8>,
+}
+
 /// The server; [`Server::run`] on the thread that serves.
 pub struct Server {
     epoll: Epoll,
     listener: UnixListener,
     waker: Arc<Waker>,
     gate: Arc<dyn Gate>,
-    methods: Methods,
+    methods: HashMap<String, Handler>,
     conns: HashMap<u64, Conn>,
     next_conn: u64,
     parked: Vec<Parked>,
     stop: Receiver<()>,
     conn_ctx: Arc<ConnectionContext>,
+    /// Workers running, calls waiting for one, and their answers.
+    workers: usize,
+    jobs: VecDeque<Job>,
+    done_tx: Sender<Done>,
+    done_rx: Receiver<Done>,
 }
 
 fn error_response(code: Code, message: String) -> Response {
     ttrpc::Error::RpcStatus(get_status(code, message)).into()
+}
+
+/// Run one call; its response frames.
+fn run_job(job: Job, conn_ctx: &Arc<ConnectionContext>) -> Vec<u8> {
+    let (tx, rx) = channel();
+    let ctx = TtrpcContext {
+        fd: job.fd,
+        cancel_rx: crossbeam_channel::never(),
+        mh: MessageHeader::new_request(job.stream_id, 0),
+        res_tx: tx,
+        metadata: ttrpc::context::from_pb(&job.req.metadata),
+        timeout_nano: job.req.timeout_nano,
+        conn_ctx: conn_ctx.clone(),
+    };
+    let mut out = Vec::new();
+    if let Err(e) = job.handler.handler(ctx, job.req) {
+        // The request did not decode, or the response did not encode.
+        let res: Response = e.into();
+        match res.write_to_bytes() {
+            Ok(buf) => put_frame(&mut out, job.stream_id, TYPE_RESPONSE, &buf),
+            Err(e) => log_line!("skiff-shim: encoding a response: {e}"),
+        }
+        return out;
+    }
+    for (mh, buf) in rx.try_iter() {
+        put_frame(&mut out, mh.stream_id, mh.type_, &buf);
+    }
+    out
 }
 
 impl Server {
@@ -146,17 +203,25 @@ impl Server {
                 EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, WAKER),
             )
             .map_err(setup("eventfd registration"))?;
+        let (done_tx, done_rx) = channel();
         Ok(Server {
             epoll,
             listener,
             waker,
             gate,
-            methods,
+            methods: methods
+                .into_iter()
+                .map(|(path, h)| (path, Handler::from(h)))
+                .collect(),
             conns: HashMap::new(),
             next_conn: WAKER + 1,
             parked: Vec::new(),
             stop,
             conn_ctx: Arc::new(ConnectionContext::default()),
+            workers: 0,
+            jobs: VecDeque::new(),
+            done_tx,
+            done_rx,
         })
     }
 
@@ -178,6 +243,7 @@ impl Server {
                     LISTENER => self.accept(),
                     WAKER => {
                         let _ = self.waker.0.read();
+                        self.collect_done();
                         self.retry_parked();
                     }
                     id => self.serve(id),
@@ -292,35 +358,77 @@ impl Server {
         self.dispatch(conn, header.stream_id, &path, req);
     }
 
-    /// Run the handler for `path` and queue its response.
+    /// Run the handler for `path` (here, or on a worker) and queue its response.
     fn dispatch(&mut self, conn: u64, stream_id: u32, path: &str, req: Request) {
         let Some(fd) = self.conns.get(&conn).map(|c| c.stream.as_raw_fd()) else {
             return;
         };
-        let Some(method) = self.methods.get(path) else {
+        let Some(handler) = self.methods.get(path).cloned() else {
             let res = error_response(Code::INVALID_ARGUMENT, format!("{path} does not exist"));
             return self.respond(conn, stream_id, &res);
         };
-        let (tx, rx) = channel();
-        let ctx = TtrpcContext {
+        let job = Job {
+            conn,
             fd,
-            cancel_rx: crossbeam_channel::never(),
-            mh: MessageHeader::new_request(stream_id, 0),
-            res_tx: tx,
-            metadata: ttrpc::context::from_pb(&req.metadata),
-            timeout_nano: req.timeout_nano,
-            conn_ctx: self.conn_ctx.clone(),
+            stream_id,
+            handler,
+            req,
         };
-        if let Err(e) = method.handler(ctx, req) {
-            // The request did not decode, or the response did not encode.
-            let res: Response = e.into();
-            return self.respond(conn, stream_id, &res);
-        }
-        let Some(c) = self.conns.get_mut(&conn) else {
+        if !self.gate.offload(path) {
+            let frames = run_job(job, &self.conn_ctx);
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.out.extend_from_slice(&frames);
+            }
             return;
-        };
-        for (mh, buf) in rx.try_iter() {
-            put_frame(&mut c.out, mh.stream_id, mh.type_, &buf);
+        }
+        self.jobs.push_back(job);
+        self.start_workers();
+    }
+
+    /// Start queued calls while workers are free.
+    fn start_workers(&mut self) {
+        while self.workers < MAX_WORKERS {
+            let Some(job) = self.jobs.pop_front() else {
+                return;
+            };
+            let (conn, stream_id) = (job.conn, job.stream_id);
+            let done = self.done_tx.clone();
+            let waker = self.waker.clone();
+            let conn_ctx = self.conn_ctx.clone();
+            let spawned = std::thread::Builder::new()
+                .name("call".into())
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let frames = run_job(job, &conn_ctx);
+                    let _ = done.send(Done { conn, frames });
+                    waker.wake();
+                });
+            match spawned {
+                Ok(_) => self.workers += 1,
+                Err(e) => {
+                    let res = error_response(Code::UNAVAILABLE, format!("no worker thread: {e}"));
+                    self.respond(conn, stream_id, &res);
+                    self.flush(conn);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Queue the answers the workers finished and start waiting calls.
+    fn collect_done(&mut self) {
+        let mut touched = Vec::new();
+        while let Ok(done) = self.done_rx.try_recv() {
+            self.workers = self.workers.saturating_sub(1);
+            if let Some(c) = self.conns.get_mut(&done.conn) {
+                c.out.extend_from_slice(&done.frames);
+                touched.push(done.conn);
+            }
+        }
+        self.start_workers();
+        touched.dedup();
+        for id in touched {
+            self.flush(id);
         }
     }
 
@@ -429,6 +537,9 @@ mod tests {
     impl Gate for FakeGate {
         fn ready(&self, path: &str, _: &[u8]) -> bool {
             !path.ends_with("/Wait") || self.0.done.load(Ordering::SeqCst)
+        }
+        fn offload(&self, path: &str) -> bool {
+            path.ends_with("/Create")
         }
     }
 

@@ -1,16 +1,19 @@
 //! Per container: the init and exec processes, each a small state machine.
 //!
 //! ```text
-//!            start              pause             resume
-//! Created ─────────▶ Running ─────────▶ Paused ─────────▶ Running
-//!    │                  │                  │
-//!    └────── exit ──────┴────── exit ──────┴──▶ Stopped ── delete ──▶ (removed)
+//!         Start   runtime start ok   pause             resume
+//! Created ──────▶ Starting ──────▶ Running ─────────▶ Paused ─────────▶ Running
+//!    │  ◀─ failed ──┘                  │                  │
+//!    └────── exit ─────────────────────┴────── exit ──────┴──▶ Stopped ── delete ──▶ (removed)
 //! ```
 //!
 //! A created process may also be deleted (containerd does so when `Start` is never called).
+//! `Starting` is the init while `runtime start` runs: an exit that arrives then is held
+//! (`pending_init_exit`) until `Start` has published `TaskStart`, so `TaskExit` comes after it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use skiff_proto::api::Status;
@@ -23,9 +26,14 @@ use crate::runtime::Runtime;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcState {
     Created,
+    /// `runtime start` is running for the init.
+    Starting,
     Running,
     Paused,
-    Stopped { status: u32, at: SystemTime },
+    Stopped {
+        status: u32,
+        at: SystemTime,
+    },
 }
 
 impl ProcState {
@@ -54,7 +62,7 @@ impl ProcState {
     /// The Task API status.
     pub fn status(self) -> Status {
         match self {
-            ProcState::Created => Status::CREATED,
+            ProcState::Created | ProcState::Starting => Status::CREATED,
             ProcState::Running => Status::RUNNING,
             ProcState::Paused => Status::PAUSED,
             ProcState::Stopped { .. } => Status::STOPPED,
@@ -100,8 +108,12 @@ pub struct Container {
     pub cgroup: Option<Cgroup>,
     /// Whether the shim mounted `bundle/rootfs` (and so unmounts it on delete).
     pub rootfs_mounted: bool,
-    /// The init's exit, held back until its running execs' exits are reported.
+    /// The init's exit, held back until its running execs' exits are reported, or until `Start`
+    /// returned.
     pub pending_init_exit: Option<(i32, SystemTime)>,
+    /// Held across every call that runs the runtime for this container, so they run one at a
+    /// time (never the table lock: other containers' calls go on meanwhile).
+    pub op: Arc<Mutex<()>>,
 }
 
 impl Container {
@@ -140,6 +152,10 @@ mod tests {
         };
         assert!(ProcState::Created.can_start());
         assert!(!ProcState::Running.can_start());
+        assert!(!ProcState::Starting.can_start());
+        assert!(!ProcState::Starting.can_delete());
+        assert!(!ProcState::Starting.is_alive());
+        assert_eq!(ProcState::Starting.status(), Status::CREATED);
         assert!(ProcState::Running.can_pause());
         assert!(ProcState::Paused.can_resume());
         assert!(!ProcState::Running.can_delete());
