@@ -1130,3 +1130,69 @@ fn a_hung_create_leaves_the_pods_other_containers_answering() -> Result<()> {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     Ok(())
 }
+
+#[test]
+fn output_held_open_by_one_process_does_not_delay_other_exits() -> Result<()> {
+    use skiff_proto::api::{KillRequest, WaitRequest};
+    use skiff_proto::ttrpc::context;
+
+    let c = containerd()?;
+    let pod = "io.containerd.runc.v2.group=slow-output";
+    for id in ["holder", "other"] {
+        c.ctr_ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            SKIFF_RUNTIME,
+            "--annotation",
+            pod,
+            IMAGE,
+            id,
+            "sleep",
+            "300",
+        ])?;
+    }
+    // Execs that exit at once while a child keeps their stdout open: each exit waits for its
+    // output up to the grace period.
+    let mut execs = Vec::new();
+    for i in 0..3 {
+        let exec_id = format!("held{i}");
+        execs.push(c.ctr_spawn(
+            &exec_id,
+            &[
+                "task",
+                "exec",
+                "--exec-id",
+                &exec_id,
+                "holder",
+                "sh",
+                "-c",
+                "sleep 30 & exit 0",
+            ],
+        )?);
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let waiter = task_client(&c, "other")?;
+    let wait = std::thread::spawn(move || {
+        let mut req = WaitRequest::new();
+        req.id = "other".into();
+        let r = waiter.wait(context::with_timeout(20_000_000_000), &req);
+        (r, std::time::Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let client = task_client(&c, "other")?;
+    let mut req = KillRequest::new();
+    req.id = "other".into();
+    req.signal = libc::SIGKILL as u32;
+    let killed = std::time::Instant::now();
+    client.kill(context::with_timeout(5_000_000_000), &req)?;
+    let (waited, at) = wait.join().map_err(|_| anyhow::anyhow!("wait thread"))?;
+    assert_eq!(waited?.exit_status, 137);
+    let took = at.duration_since(killed);
+    assert!(
+        took < Duration::from_millis(1500),
+        "the exit of `other` took {took:?}, behind the execs' output"
+    );
+    drop(execs);
+    Ok(())
+}
