@@ -1196,3 +1196,72 @@ fn output_held_open_by_one_process_does_not_delay_other_exits() -> Result<()> {
     drop(execs);
     Ok(())
 }
+
+#[test]
+fn a_create_the_shim_cannot_finish_is_removed_from_the_runtime() -> Result<()> {
+    use skiff_proto::api::CreateTaskRequest;
+    use skiff_proto::protobuf::Message;
+    use skiff_proto::ttrpc::context;
+
+    let c = containerd()?;
+    let h = skiff_integration::Harness::new()?;
+    let skiff = skiff_integration::harness::runtime_binary();
+    // A runtime whose `create` succeeds but loses the pid file the shim reads.
+    let wrapper = c.dir().join("pidless-runtime");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n{} \"$@\"; rc=$?\ncase \" $* \" in *\" create \"*) prev=; for a; do [ \"$prev\" = --pid-file ] && rm -f \"$a\"; prev=$a; done;; esac\nexit $rc\n",
+            skiff.display()
+        ),
+    )?;
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    // A shim to talk to directly (through containerd, its own cleanup would hide the leak).
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        IMAGE,
+        "host",
+        "sleep",
+        "300",
+    ])?;
+    let root = c.dir().join("pidless-root");
+    let mut opts = skiff_proto::protos::shim::oci::Options::new();
+    opts.binary_name = wrapper.display().to_string();
+    opts.root = root.display().to_string();
+    let mut any = skiff_proto::protobuf::well_known_types::any::Any::new();
+    any.type_url = "containerd.runc.v1.Options".into();
+    any.value = opts.write_to_bytes()?;
+    let mut bundle = skiff_integration::Bundle::with_default_spec(&h.path("bundle"))?;
+    bundle.args(&["sleep", "300"])?;
+    let id = h.id("pidless");
+    let mut req = CreateTaskRequest::new();
+    req.id = id.clone();
+    req.bundle = bundle.path().display().to_string();
+    req.options = Some(any).into();
+    let client = task_client(&c, "host")?;
+    let created = client.create(context::with_timeout(30_000_000_000), &req);
+    assert!(
+        matches!(&created, Err(e) if e.to_string().contains("pid file")),
+        "{created:?}"
+    );
+    let list = std::process::Command::new(&skiff)
+        .arg("--root")
+        .arg(root.join(c.namespace()))
+        .args(["list", "-q"])
+        .output()?;
+    let listed = String::from_utf8_lossy(&list.stdout);
+    // Whatever the outcome, leave nothing behind.
+    let _ = std::process::Command::new(&skiff)
+        .arg("--root")
+        .arg(root.join(c.namespace()))
+        .args(["delete", "--force", &id])
+        .output();
+    assert!(!listed.contains(&id), "left in the runtime: {listed}");
+    Ok(())
+}
