@@ -1265,3 +1265,98 @@ fn a_create_the_shim_cannot_finish_is_removed_from_the_runtime() -> Result<()> {
     assert!(!listed.contains(&id), "left in the runtime: {listed}");
     Ok(())
 }
+
+#[test]
+fn runtime_calls_do_not_inherit_the_server_socket_which_only_root_can_reach() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let c = containerd()?;
+    let skiff = skiff_integration::harness::runtime_binary();
+    // A runtime that records what its fd 3 is, then runs skiff.
+    let seen = c.dir().join("fd3");
+    let wrapper = c.dir().join("fd-runtime");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nreadlink /proc/$$/fd/3 >> {} 2>/dev/null || echo none >> {}\nexec {} \"$@\"\n",
+            seen.display(),
+            seen.display(),
+            skiff.display()
+        ),
+    )?;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+    let config = runtime_config(&c, "fd", &wrapper.display().to_string())?;
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        "--runtime-config-path",
+        &config,
+        IMAGE,
+        "fd3",
+        "sleep",
+        "300",
+    ])?;
+    let fds = std::fs::read_to_string(&seen)?;
+    assert!(!fds.is_empty());
+    assert!(
+        fds.lines().all(|l| !l.starts_with("socket:")),
+        "a runtime command inherited a socket as fd 3: {fds}"
+    );
+    let socket = socket_of(&c, "fd3")?;
+    let mode = |p: &std::path::Path| -> Result<u32> {
+        Ok(std::fs::metadata(p)?.permissions().mode() & 0o777)
+    };
+    assert_eq!(mode(&socket)?, 0o600, "{}", socket.display());
+    assert_eq!(mode(socket.parent().unwrap())?, 0o700);
+    c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "fd3"])?;
+    assert!(c.wait_until(Duration::from_secs(10), || {
+        c.task_status("fd3").ok().flatten().as_deref() == Some("STOPPED")
+    }));
+    c.ctr_ok(&["task", "delete", "fd3"])?;
+    Ok(())
+}
+
+#[test]
+fn racing_starts_of_one_pod_make_one_server() -> Result<()> {
+    let h = skiff_integration::Harness::new()?;
+    let bundle = h.dir("bundle")?;
+    // A containerd address of its own, so the socket and the servers are this test's.
+    let address = h.path("no-containerd.sock").display().to_string();
+    let id = h.id("race");
+    let starts: Vec<_> = (0..8)
+        .map(|_| {
+            std::process::Command::new(skiff_integration::containerd::shim_binary())
+                .args([
+                    "-namespace",
+                    "race",
+                    "-address",
+                    &address,
+                    "-id",
+                    &id,
+                    "start",
+                ])
+                .current_dir(&bundle)
+                .env_remove("TTRPC_ADDRESS")
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut printed = Vec::new();
+    for s in starts {
+        let out = s.wait_with_output()?;
+        assert!(out.status.success(), "{out:?}");
+        printed.push(String::from_utf8(out.stdout)?);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let servers = skiff_integration::containerd::processes_with_args(&["-address", &address]);
+    let socket = printed[0].trim_start_matches("unix://").to_string();
+    for pid in &servers {
+        // SAFETY: kill takes plain integers; these are the servers this test started.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_file(&socket);
+    assert!(printed.iter().all(|a| *a == printed[0]), "{printed:?}");
+    assert_eq!(servers.len(), 1, "servers: {servers:?}");
+    Ok(())
+}

@@ -21,7 +21,6 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -154,19 +153,38 @@ pub struct ConsoleSocket {
     path: PathBuf,
 }
 
-static CONSOLE_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// A fresh directory only root can enter, with a name nobody can guess (`mkdtemp`).
+fn private_dir(prefix: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let template = std::env::temp_dir().join(format!("{prefix}XXXXXX"));
+    let mut bytes = template.into_os_string().into_vec();
+    bytes.push(0);
+    // SAFETY: a NUL-terminated, writable template that mkdtemp fills in place.
+    let p = unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    bytes.pop();
+    Ok(PathBuf::from(OsString::from_vec(bytes)))
+}
 
 impl ConsoleSocket {
-    /// Listen on a fresh path under the temp directory (bundle paths can be too long for a socket).
+    /// Listen in a new private directory under the temp directory (bundle paths can be too long
+    /// for a socket): its path cannot be guessed or taken over beforehand.
     pub fn new() -> Result<ConsoleSocket, IoError> {
-        let n = CONSOLE_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("skiff-pty-{}-{n}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).map_err(|source| IoError::Console {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(ConsoleSocket { listener, path })
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| IoError::Console { path, source }
+        };
+        let dir = private_dir("skiff-pty-").map_err(err(&std::env::temp_dir()))?;
+        let path = dir.join("console.sock");
+        match UnixListener::bind(&path) {
+            Ok(listener) => Ok(ConsoleSocket { listener, path }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(err(&path)(e))
+            }
+        }
     }
 
     /// The path to pass as `--console-socket`.
@@ -220,6 +238,9 @@ impl ConsoleSocket {
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -554,6 +575,20 @@ impl ProcessIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_sockets_live_in_private_unguessable_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let a = ConsoleSocket::new().unwrap();
+        let b = ConsoleSocket::new().unwrap();
+        let dir = a.path().parent().unwrap().to_path_buf();
+        assert_ne!(dir, std::env::temp_dir());
+        assert_ne!(Some(dir.as_path()), b.path().parent());
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+        drop(a);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
     use std::io::Write;
 
     #[test]
