@@ -1360,3 +1360,87 @@ fn racing_starts_of_one_pod_make_one_server() -> Result<()> {
     assert_eq!(servers.len(), 1, "servers: {servers:?}");
     Ok(())
 }
+
+#[test]
+fn an_overlay_with_more_layers_than_a_page_of_options_holds_mounts() -> Result<()> {
+    use skiff_proto::api::{CreateTaskRequest, DeleteRequest, KillRequest, Mount, WaitRequest};
+    use skiff_proto::ttrpc::context;
+
+    let c = containerd()?;
+    let h = skiff_integration::Harness::new()?;
+    // A shim to talk to directly.
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        IMAGE,
+        "ovl-host",
+        "sleep",
+        "300",
+    ])?;
+    // 40 layers in a directory with a long path, above the busybox image: `lowerdir=` far over
+    // a page, as an image with many layers in containerd's snapshotter gives.
+    let image = skiff_integration::Bundle::with_default_spec(&h.path("image"))?;
+    let deep = h.dir("layers")?.join("d".repeat(120)).join("e".repeat(120));
+    let mut lower = Vec::new();
+    for i in 0..40 {
+        let dir = deep.join(format!("{i:02}"));
+        std::fs::create_dir_all(&dir)?;
+        lower.push(dir.display().to_string());
+    }
+    std::fs::write(deep.join("00/top-marker"), "top")?;
+    skiff_integration::bundle::build_rootfs(&deep.join("base"))?;
+    lower.push(deep.join("base").display().to_string());
+    let upper = h.dir("upper")?;
+    let work = h.dir("work")?;
+    let mut mount = Mount::new();
+    mount.type_ = "overlay".into();
+    mount.source = "overlay".into();
+    mount.options = vec![
+        format!("workdir={}", work.display()),
+        format!("upperdir={}", upper.display()),
+        format!("lowerdir={}", lower.join(":")),
+    ];
+    assert!(mount.options.join(",").len() > 4096);
+    let bundle = h.dir("bundle")?;
+    std::fs::create_dir_all(bundle.join("rootfs"))?;
+    std::fs::copy(image.path().join("config.json"), bundle.join("config.json"))?;
+    let id = h.id("ovl");
+    let mut req = CreateTaskRequest::new();
+    req.id = id.clone();
+    req.bundle = bundle.display().to_string();
+    req.rootfs = vec![mount];
+    let client = task_client(&c, "ovl-host")?;
+    let ctx = || context::with_timeout(30_000_000_000);
+    let created = client.create(ctx(), &req);
+    let mounted = bundle.join("rootfs/top-marker").exists() && bundle.join("rootfs/bin").exists();
+    if created.is_ok() {
+        let mut kill = KillRequest::new();
+        kill.id = id.clone();
+        kill.signal = libc::SIGKILL as u32;
+        let _ = client.kill(ctx(), &kill);
+        let mut wait = WaitRequest::new();
+        wait.id = id.clone();
+        let _ = client.wait(ctx(), &wait);
+        let mut del = DeleteRequest::new();
+        del.id = id.clone();
+        client.delete(ctx(), &del)?;
+    }
+    for _ in skiff_integration::host::mountinfo_lines_containing(&bundle)? {
+        let _ = nix_umount(&bundle.join("rootfs"));
+    }
+    assert!(created.is_ok(), "{created:?}");
+    assert!(mounted, "the layers were not mounted on the rootfs");
+    Ok(())
+}
+
+/// Lazily unmount `path` (cleanup after a failed assertion).
+fn nix_umount(path: &std::path::Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    // SAFETY: a valid NUL-terminated path.
+    match unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}

@@ -522,7 +522,7 @@ impl Service {
         let options_file = bundle.join(OPTIONS_FILE);
         std::fs::write(&options_file, record.to_string())
             .map_err(file_err("writing", &options_file))?;
-        let rootfs_mounted = mount_rootfs(&bundle, &req.rootfs)?;
+        let rootfs_mounted = mount_rootfs(&bundle, &req.rootfs, &self.shared.config.reaper)?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
