@@ -95,9 +95,8 @@ pub fn compact_lowerdir(data: &str) -> Option<(PathBuf, String)> {
     while !layers.iter().all(|l| l.starts_with(common)) {
         common = common.parent()?;
     }
-    if common.parent().is_none() {
-        return None;
-    }
+    // Only `/` in common: nothing to gain.
+    common.parent()?;
     let relative: Vec<String> = layers
         .iter()
         .map(|l| l.strip_prefix(common).map(|r| r.display().to_string()))
