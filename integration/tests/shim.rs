@@ -1444,3 +1444,68 @@ fn nix_umount(path: &std::path::Path) -> std::io::Result<()> {
         _ => Err(std::io::Error::last_os_error()),
     }
 }
+
+#[test]
+fn a_server_out_of_descriptors_serves_its_open_connections_on() -> Result<()> {
+    use skiff_proto::api::StateRequest;
+    use skiff_proto::ttrpc::context;
+
+    let h = skiff_integration::Harness::new()?;
+    let bundle = h.dir("bundle")?;
+    let address = h.path("no-containerd.sock").display().to_string();
+    let id = h.id("emfile");
+    let out = std::process::Command::new(skiff_integration::containerd::shim_binary())
+        .args([
+            "-namespace",
+            "emfile",
+            "-address",
+            &address,
+            "-id",
+            &id,
+            "start",
+        ])
+        .current_dir(&bundle)
+        .env_remove("TTRPC_ADDRESS")
+        .output()?;
+    let socket = String::from_utf8(out.stdout)?;
+    let servers = skiff_integration::containerd::processes_with_args(&["-address", &address]);
+    let result = (|| -> Result<Duration> {
+        anyhow::ensure!(servers.len() == 1, "servers: {servers:?}");
+        let client = skiff_proto::protos::shim_sync::TaskClient::new(
+            skiff_proto::ttrpc::Client::connect(&socket)?,
+        );
+        let mut req = StateRequest::new();
+        req.id = "none".into();
+        let ctx = || context::with_timeout(10_000_000_000);
+        let _ = client.state(ctx(), &req);
+        // No descriptor left for another connection: accept fails with EMFILE.
+        let open = std::fs::read_dir(format!("/proc/{}/fd", servers[0]))?.count();
+        let limit = format!("--nofile={open}:{open}");
+        let status = std::process::Command::new("prlimit")
+            .arg(&limit)
+            .arg("--pid")
+            .arg(servers[0].to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "prlimit failed");
+        let _waiting: Vec<_> = (0..3)
+            .map(|_| std::os::unix::net::UnixStream::connect(socket.trim_start_matches("unix://")))
+            .collect::<std::io::Result<_>>()?;
+        std::thread::sleep(Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            let _ = client.state(ctx(), &req);
+        }
+        Ok(started.elapsed())
+    })();
+    for pid in &servers {
+        // SAFETY: kill takes plain integers; this is the server this test started.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_file(socket.trim_start_matches("unix://"));
+    let took = result?;
+    assert!(
+        took < Duration::from_millis(1000),
+        "20 calls on an open connection took {took:?} while accept failed"
+    );
+    Ok(())
+}
