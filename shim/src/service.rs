@@ -375,7 +375,8 @@ impl Service {
         let Ok(mut table) = self.table() else { return };
         let mut found: Option<(String, String)> = None;
         for c in table.values_mut() {
-            if c.init.pid == pid && !matches!(c.init.state, ProcState::Stopped { .. }) {
+            let unreaped = !matches!(c.init.state, ProcState::Stopped { .. } | ProcState::Exiting);
+            if c.init.pid == pid && unreaped {
                 if c.init.state == ProcState::Starting {
                     // Reported once Start has published TaskStart.
                     c.pending_init_exit = Some((raw, at));
@@ -390,14 +391,16 @@ impl Service {
                     }
                     return;
                 }
+                c.init.state = ProcState::Exiting;
                 found = Some((c.id.clone(), String::new()));
                 break;
             }
             if let Some(e) = c
                 .execs
-                .values()
+                .values_mut()
                 .find(|e| e.pid == pid && e.state.is_alive())
             {
+                e.state = ProcState::Exiting;
                 found = Some((c.id.clone(), e.exec_id.clone()));
                 break;
             }
@@ -421,15 +424,17 @@ impl Service {
             // one process holding its stdout open does not delay other processes' exits.
             Some(w) if !w.is_done() => {
                 let service = self.clone();
+                let (tid, teid) = (id.clone(), exec_id.clone());
                 let spawned = std::thread::Builder::new()
                     .name("exit".into())
-                    .stack_size(64 * 1024)
+                    .stack_size(128 * 1024)
                     .spawn(move || {
                         w.wait(OUTPUT_GRACE);
-                        service.finish_process(&id, &exec_id, raw, at);
+                        service.finish_process(&tid, &teid, raw, at);
                     });
                 if let Err(e) = spawned {
                     log_line!("skiff-shim: exit of {pid}: no thread ({e}), not waiting for output");
+                    self.finish_process(&id, &exec_id, raw, at);
                 }
             }
             _ => self.finish_process(&id, &exec_id, raw, at),

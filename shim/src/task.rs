@@ -10,6 +10,9 @@
 //! A created process may also be deleted (containerd does so when `Start` is never called).
 //! `Starting` is the init while `runtime start` runs: an exit that arrives then is held
 //! (`pending_init_exit`) until `Start` has published `TaskStart`, so `TaskExit` comes after it.
+//! `Exiting` is a process that was reaped and whose exit waits (at most the output grace) for its
+//! output to be written before it becomes `Stopped` and `TaskExit` is published: its pid is no
+//! longer its own, so nothing signals it, and an init's exit still waits for it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,6 +33,8 @@ pub enum ProcState {
     Starting,
     Running,
     Paused,
+    /// Reaped; reported once its output is written.
+    Exiting,
     Stopped {
         status: u32,
         at: SystemTime,
@@ -52,6 +57,10 @@ impl ProcState {
     pub fn is_alive(self) -> bool {
         matches!(self, ProcState::Running | ProcState::Paused)
     }
+    /// Started and its exit not reported yet (alive, or reaped and `Exiting`).
+    pub fn is_unreported(self) -> bool {
+        self.is_alive() || self == ProcState::Exiting
+    }
     /// The exit status and time, once stopped.
     pub fn exit(self) -> Option<(u32, SystemTime)> {
         match self {
@@ -63,7 +72,7 @@ impl ProcState {
     pub fn status(self) -> Status {
         match self {
             ProcState::Created | ProcState::Starting => Status::CREATED,
-            ProcState::Running => Status::RUNNING,
+            ProcState::Running | ProcState::Exiting => Status::RUNNING,
             ProcState::Paused => Status::PAUSED,
             ProcState::Stopped { .. } => Status::STOPPED,
         }
@@ -134,9 +143,9 @@ impl Container {
         }
     }
 
-    /// Whether an exec is still alive (its exit not yet reaped).
+    /// Whether an exec's exit is not reported yet (it runs, or its output is being written).
     pub fn has_live_execs(&self) -> bool {
-        self.execs.values().any(|p| p.state.is_alive())
+        self.execs.values().any(|p| p.state.is_unreported())
     }
 }
 
@@ -155,6 +164,10 @@ mod tests {
         assert!(!ProcState::Starting.can_start());
         assert!(!ProcState::Starting.can_delete());
         assert!(!ProcState::Starting.is_alive());
+        assert!(!ProcState::Exiting.is_alive());
+        assert!(ProcState::Exiting.is_unreported());
+        assert!(!ProcState::Exiting.can_delete());
+        assert_eq!(ProcState::Exiting.exit(), None);
         assert_eq!(ProcState::Starting.status(), Status::CREATED);
         assert!(ProcState::Running.can_pause());
         assert!(ProcState::Paused.can_resume());
