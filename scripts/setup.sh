@@ -16,7 +16,7 @@ packages=(
     containerd     # end-to-end tests through the shim and ctr
     containernetworking-plugins docker.io # CRI pods' ptp/host-local networks; dockerd (tests/cri.rs, tests/docker.rs)
     hyperfine      # scripts/bench.sh
-    iproute2       # ip: looking inside network namespaces
+    iproute2       # ip: looking inside network namespaces; the veth pairs of the netDevices tests
     util-linux     # nsenter, unshare, mount, flock, setpriv, prlimit (the shim EMFILE test)
     procps         # ps, pgrep: finding container processes
     jq             # editing and reading config.json and state JSON
@@ -28,40 +28,15 @@ packages=(
 
 log() { printf 'setup: %s\n' "$*"; }
 
-is_installed() {
-    # `dpkg -s` exits 0 even for a removed package whose config files remain,
-    # so read the status field itself.
-    local status
-    status=$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) || return 1
-    [[ $status == installed ]]
-}
-
-missing=()
-for pkg in "${packages[@]}"; do
-    is_installed "$pkg" || missing+=("$pkg")
-done
-
-if ((${#missing[@]} > 0)); then
-    if ((EUID != 0)); then
-        log "missing packages: ${missing[*]}; run this script as root to install them" >&2
-        exit 1
-    fi
-    log "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt_opts=(-o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0)
-    # A mirror can fail for a moment; try each call a few times.
-    retry() {
-        local try
-        for try in 1 2 3; do
-            "$@" && return 0
-            ((try < 3)) && { log "retrying in $((try * 5)) s: $*"; sleep $((try * 5)); }
-        done
-        return 1
-    }
-    retry apt-get "${apt_opts[@]}" update -qq
-    retry apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}"
-else
+# Installs only the missing packages, and refuses (naming them) when that
+# would upgrade or remove anything the machine already has.
+APT_LOG_NAME=setup
+# shellcheck source=scripts/lib/apt.sh
+source scripts/lib/apt.sh
+if [[ -z $(apt_missing "${packages[@]}") ]]; then
     log "Debian packages already installed"
+else
+    apt_install_safe "${packages[@]}"
 fi
 
 # The Rust toolchain is preinstalled, but a minimal profile may lack these.

@@ -41,48 +41,51 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x ${HOME:-/root}/.cargo/bin/cargo ]
 fi
 case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH="$PATH:/usr/sbin:/sbin" ;; esac
 
-# --- Debian packages, installed only when missing ------------------------------
-packages=(
-    qemu-system-x86   # the emulator
-    linux-image-amd64 # the guest kernel and its modules (9p, virtio, overlay)
-    busybox-static    # the initramfs's shell and tools (and the test bundles')
-    cpio              # packs the initramfs
-    jq                # reads cargo's JSON to find the test binaries
-)
-is_installed() {
-    local status
-    status=$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null) || return 1
-    [[ $status == installed ]]
-}
-missing=()
-for p in "${packages[@]}"; do
-    is_installed "$p" || missing+=("$p")
-done
-if ((${#missing[@]} > 0)); then
-    log "installing: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt_opts=(-o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0)
-    apt-get "${apt_opts[@]}" update -qq ||
-        { sleep 5; apt-get "${apt_opts[@]}" update -qq; }
-    apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}" ||
-        { sleep 5; apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}"; }
+# --- Debian packages: installed only when missing, never upgrading ----------
+# qemu and the guest kernel are used from the system when it has them;
+# otherwise they are unpacked into a private cache rather than installed
+# (on some images installing them would remove a preinstalled qemu-utils
+# and upgrade systemd; see scripts/lib/apt.sh).
+APT_LOG_NAME=vm-test
+# shellcheck source=scripts/lib/apt.sh
+source scripts/lib/apt.sh
+apt_install_safe busybox-static cpio jq kmod ||
+    die "cannot install the VM's tools (busybox-static cpio jq kmod) without changing installed packages"
+cache=${SKIFF_VM_CACHE:-/var/cache/skiff-vm}
+
+qemu=(qemu-system-x86_64)
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
+    apt_unpack "$cache/qemu" qemu-system-x86 || die "cannot unpack qemu-system-x86 into $cache/qemu"
+    q=$cache/qemu/root
+    qemu=(env "LD_LIBRARY_PATH=$q/usr/lib/x86_64-linux-gnu:$q/lib/x86_64-linux-gnu"
+        "$q/usr/bin/qemu-system-x86_64" -L "$q/usr/share/qemu" -L "$q/usr/share/seabios")
 fi
 
 # --- the guest kernel: the newest Debian one with its modules -------------------
-kver=
-versions=()
-for f in /boot/vmlinuz-*; do
-    [[ -f $f ]] && versions+=("${f#/boot/vmlinuz-}")
-done
-for k in $(printf '%s\n' "${versions[@]}" | sort -V -r); do
-    if [[ -f /lib/modules/$k/modules.dep ]]; then
-        kver=$k
-        break
-    fi
-done
-[[ -n $kver ]] || die "no /boot/vmlinuz-* with modules in /lib/modules (linux-image-amd64)"
-kernel=/boot/vmlinuz-$kver
-moddir=/lib/modules/$kver
+pick_kernel() { # ROOT: sets kver, kernel and moddir from ROOT/boot and ROOT/lib/modules
+    local root=$1 f k versions=()
+    kver=
+    for f in "$root"/boot/vmlinuz-*; do
+        [[ -f $f ]] && versions+=("${f#"$root"/boot/vmlinuz-}")
+    done
+    for k in $(printf '%s\n' "${versions[@]}" | sort -V -r); do
+        if [[ -f $root/lib/modules/$k/modules.dep ]]; then
+            kver=$k
+            break
+        fi
+    done
+    kernel=$root/boot/vmlinuz-$kver
+    moddir=$root/lib/modules/$kver
+    [[ -n $kver ]]
+}
+if ! pick_kernel ""; then
+    apt_unpack "$cache/kernel" linux-image-amd64 || die "cannot unpack linux-image-amd64 into $cache/kernel"
+    for d in "$cache"/kernel/root/lib/modules/*/; do
+        k=$(basename "$d")
+        [[ -f $d/modules.dep ]] || depmod -b "$cache/kernel/root" "$k" || die "depmod $k failed"
+    done
+    pick_kernel "$cache/kernel/root" || die "no kernel with modules in $cache/kernel/root"
+fi
 
 # --- the test binaries, built here and read by the guest over 9p -----------------
 log "building skiff and the integration tests"
@@ -254,7 +257,7 @@ log "booting $kernel (tcg, $cpus cpus, ${SKIFF_VM_MEMORY:-2048} MiB) for: ${bins
 start=$SECONDS
 set +e
 timeout --kill-after=10 "${SKIFF_VM_TIMEOUT:-1200}" \
-    qemu-system-x86_64 -accel tcg,thread=multi -cpu max -smp "$cpus" -m "${SKIFF_VM_MEMORY:-2048}" \
+    "${qemu[@]}" -accel tcg,thread=multi -cpu max -smp "$cpus" -m "${SKIFF_VM_MEMORY:-2048}" \
     -kernel "$kernel" -initrd "$work/initrd.cpio" \
     -append "console=ttyS0 loglevel=3 panic=-1 cgroup_no_v1=all" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \

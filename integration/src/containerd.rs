@@ -15,6 +15,11 @@
 //! default ones), and a network namespace of containerd's own, so that what CNI does on "the host"
 //! side (veth ends, routes, `ip_forward`) stays inside it and vanishes with it.
 //!
+//! [`StartOptions::version`] picks the containerd: Debian's 1.6 (the default) or 2.4 from
+//! `../shared/tools/containerd-2.4.tar.xz` ([`containerd2_bin`] unpacks it once per machine; a test
+//! that wants it and finds no tarball skips with a message). With 2.4, its `ctr` drives it and its
+//! own `containerd-shim-runc-v2` comes after our build directory on containerd's `PATH`.
+//!
 //! [`busybox_image`] builds, once per test process, an OCI image archive from the busybox rootfs of
 //! [`crate::bundle`]: one uncompressed layer, a config and a manifest, with sha256 digests, written
 //! by hand (no registry is reachable). [`Containerd::import_busybox`] imports it with
@@ -211,6 +216,69 @@ pub fn image_archive(name: &str, file: &str, config: serde_json::Value) -> Resul
     Ok(tar)
 }
 
+/// Which containerd an instance runs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// Debian's `/usr/bin/containerd` (1.6), config version 2.
+    #[default]
+    Debian,
+    /// containerd 2.4 from the tools tarball, config version 3.
+    V2_4,
+}
+
+/// Where the containerd 2.4 tarball is looked for: `$SKIFF_CONTAINERD2_TARBALL`, else
+/// `shared/tools/containerd-2.4.tar.xz` beside the workspace or one or two levels above it
+/// (`/work/main` and `/work/wt/<name>` both find `/work/shared/tools`).
+fn containerd2_tarball() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("SKIFF_CONTAINERD2_TARBALL") {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
+    }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()?
+        .to_path_buf();
+    workspace
+        .ancestors()
+        .skip(1)
+        .take(3)
+        .map(|d| d.join("shared/tools/containerd-2.4.tar.xz"))
+        .find(|p| p.is_file())
+}
+
+/// containerd 2.4's `bin` directory (`containerd`, `ctr`, `containerd-shim-runc-v2`, `crictl`),
+/// unpacked once per machine into `<tmp>/skiff-containerd-2.4`; `None` when the tarball is not
+/// there, after printing why (the caller skips its test).
+pub fn containerd2_bin() -> Result<Option<PathBuf>> {
+    let dest = std::env::temp_dir().join("skiff-containerd-2.4");
+    let bin = dest.join("bin");
+    if bin.join("containerd").is_file() && bin.join("ctr").is_file() {
+        return Ok(Some(bin));
+    }
+    let Some(tarball) = containerd2_tarball() else {
+        eprintln!(
+            "skipping: containerd 2.4 not found (shared/tools/containerd-2.4.tar.xz above the \
+             workspace, or $SKIFF_CONTAINERD2_TARBALL)"
+        );
+        return Ok(None);
+    };
+    // Unpack beside the destination and rename into place, so that concurrent test processes
+    // never see a half-written tree.
+    let tmp = std::env::temp_dir().join(format!("skiff-containerd-2.4.{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp)?;
+    run_checked(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&tmp)
+            .arg("-xJf")
+            .arg(&tarball),
+    )?;
+    if fs::rename(tmp.join("containerd-2.4"), &dest).is_err() && !bin.is_dir() {
+        bail!("unpacking {} into {}", tarball.display(), dest.display());
+    }
+    let _ = fs::remove_dir_all(&tmp);
+    Ok(Some(bin))
+}
+
 /// How [`Containerd::start_with`] sets up an instance; the default is what [`Containerd::start`]
 /// does. In every string `{dir}` stands for the instance's directory.
 #[derive(Debug, Default, Clone)]
@@ -230,6 +298,8 @@ pub struct StartOptions {
     /// Run containerd (and so its shims and CNI plugins) in a network namespace of its own, with
     /// only `lo`, up.
     pub own_netns: bool,
+    /// Which containerd to run (and which `ctr` drives it).
+    pub version: Version,
 }
 
 /// `text` with `{dir}` replaced by `dir`.
@@ -272,6 +342,8 @@ fn enter_own_netns() -> std::io::Result<()> {
 pub struct Containerd {
     dir: PathBuf,
     config: PathBuf,
+    /// The directory of containerd 2.4's binaries, when it is the one running.
+    bin: Option<PathBuf>,
     namespace: String,
     child: Option<Child>,
     opts: StartOptions,
@@ -281,6 +353,20 @@ impl Containerd {
     /// Start a containerd in a fresh temp dir and wait until it answers.
     pub fn start() -> Result<Containerd> {
         Containerd::start_with(StartOptions::default())
+    }
+
+    /// Start containerd 2.4 with the busybox image imported; `None` (the test skips) when the
+    /// tools tarball is absent.
+    pub fn start_v2() -> Result<Option<Containerd>> {
+        if containerd2_bin()?.is_none() {
+            return Ok(None);
+        }
+        let c = Containerd::start_with(StartOptions {
+            version: Version::V2_4,
+            ..StartOptions::default()
+        })?;
+        c.import_busybox()?;
+        Ok(Some(c))
     }
 
     /// Start a containerd set up as `opts` says and wait until it answers.
@@ -319,8 +405,15 @@ impl Containerd {
         } else {
             r#""io.containerd.grpc.v1.cri""#
         };
+        let bin = match opts.version {
+            Version::Debian => None,
+            Version::V2_4 => {
+                Some(containerd2_bin()?.ok_or_else(|| anyhow!("containerd 2.4 is not available"))?)
+            }
+        };
+        let config_version = if bin.is_some() { 3 } else { 2 };
         let mut text = format!(
-            r#"version = 2
+            r#"version = {config_version}
 root = "{root}"
 state = "{state}"
 disabled_plugins = [{disabled}]
@@ -346,6 +439,7 @@ disabled_plugins = [{disabled}]
         let mut c = Containerd {
             dir,
             config,
+            bin,
             namespace,
             child: None,
             opts,
@@ -355,16 +449,21 @@ disabled_plugins = [{disabled}]
     }
 
     fn launch(&mut self) -> Result<()> {
-        let path = format!(
-            "{}:{}",
-            target_dir().display(),
-            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into())
-        );
+        let system =
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+        let path = match &self.bin {
+            Some(bin) => format!("{}:{}:{system}", target_dir().display(), bin.display()),
+            None => format!("{}:{system}", target_dir().display()),
+        };
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join("containerd.log"))?;
-        let mut cmd = Command::new("/usr/bin/containerd");
+        let binary = self.bin.as_ref().map_or_else(
+            || PathBuf::from("/usr/bin/containerd"),
+            |b| b.join("containerd"),
+        );
+        let mut cmd = Command::new(&binary);
         cmd.arg("--config")
             .arg(&self.config)
             .env("PATH", path)
@@ -377,7 +476,9 @@ disabled_plugins = [{disabled}]
                 std::os::unix::process::CommandExt::pre_exec(&mut cmd, enter_own_netns);
             }
         }
-        let child = cmd.spawn().context("starting /usr/bin/containerd")?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -480,8 +581,17 @@ disabled_plugins = [{disabled}]
         fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
+    /// The containerd version this instance runs.
+    pub fn version(&self) -> Version {
+        self.opts.version
+    }
+
     fn ctr_command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
+        let ctr = self
+            .bin
+            .as_ref()
+            .map_or_else(|| PathBuf::from("ctr"), |b| b.join("ctr"));
+        let mut cmd = Command::new(ctr);
         cmd.arg("--address")
             .arg(self.socket())
             .arg("--namespace")

@@ -713,6 +713,7 @@ impl CriNode {
                 (skiff, "{dir}/broken-root".into()),
             ],
             own_netns: true,
+            ..StartOptions::default()
         })?;
         containerd.import_busybox()?;
         containerd.import_image(&pause_image()?)?;

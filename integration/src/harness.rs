@@ -234,11 +234,15 @@ pub struct Harness {
 impl Harness {
     /// A fresh harness. Fails when not root or when the runtime binary is missing.
     pub fn new() -> Result<Harness> {
+        Harness::with_runtime(runtime_binary())
+    }
+
+    /// A fresh harness driving `bin` (e.g. `/usr/sbin/runc`, to compare with it).
+    pub fn with_runtime(bin: PathBuf) -> Result<Harness> {
         // SAFETY: geteuid(2) cannot fail and touches no memory.
         if unsafe { libc::geteuid() } != 0 {
             bail!("the integration tests create real containers and must run as root");
         }
-        let bin = runtime_binary();
         if !bin.is_file() {
             bail!(
                 "runtime binary {} not found: build it first (`cargo build -p skiff`) or point \
@@ -717,6 +721,19 @@ impl Harness {
     }
 }
 
+/// Removes a cgroup directory and the sub-cgroups a test made in it (e.g. for `exec --cgroup`),
+/// deepest first; errors are ignored (this is cleanup).
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
 impl Drop for Harness {
     fn drop(&mut self) {
         // 1. Ask the runtime to remove every container we created (killing running ones).
@@ -751,7 +768,7 @@ impl Drop for Harness {
         let cgroups = self.cgroups.lock().map(|l| l.clone()).unwrap_or_default();
         for cgroup in cgroups {
             for dir in host::existing_cgroup_dirs(&cgroup).unwrap_or_default() {
-                let _ = fs::remove_dir(&dir);
+                remove_cgroup_tree(&dir);
             }
         }
         // 5. The temp dir itself goes when `self.tmp` drops.

@@ -5,11 +5,11 @@
 //!
 //! | type URL | sent by | how the keys arrive |
 //! | --- | --- | --- |
-//! | `containerd.runc.v1.Options` | CRI or `ctr` for runc-type runtimes | fields `binary_name`, `root`, `systemd_cgroup` |
+//! | `containerd.runc.v1.Options` | CRI or `ctr` for runc-type runtimes | fields `binary_name`, `root`, `systemd_cgroup`, `shim_cgroup` |
 //! | `runtimeoptions.v1.Options` | CRI and `ctr run --runtime-config-path` for any other runtime | `config_path` (field 2) names a TOML file, or `config_body` (field 3) holds it |
 //!
 //! The TOML file uses the runc option names: `BinaryName = "/usr/sbin/runc"`, `Root = "/run/x"`,
-//! `SystemdCgroup = true`. Only flat `key = value` lines matter; section headers and unknown keys
+//! `SystemdCgroup = true`, `ShimCgroup = "/shims"`. Only flat `key = value` lines matter; section headers and unknown keys
 //! are ignored, so a file written for containerd's runc shim works unchanged.
 
 use std::path::{Path, PathBuf};
@@ -59,6 +59,8 @@ pub struct RuntimeOptions {
     pub root: Option<String>,
     /// Pass `--systemd-cgroup` to the runtime (`SystemdCgroup`).
     pub systemd_cgroup: bool,
+    /// The cgroup the shim's server moves into when it starts (`ShimCgroup`).
+    pub shim_cgroup: Option<String>,
 }
 
 impl RuntimeOptions {
@@ -79,6 +81,7 @@ impl RuntimeOptions {
                     binary_name: non_empty(o.binary_name),
                     root: non_empty(o.root),
                     systemd_cgroup: o.systemd_cgroup,
+                    shim_cgroup: non_empty(o.shim_cgroup),
                 })
             }
             RUNTIME_OPTIONS => {
@@ -159,6 +162,9 @@ fn parse_toml(text: &str, origin: &str) -> Result<RuntimeOptions, OptionsError> 
             "systemdcgroup" => {
                 opts.systemd_cgroup = value.flag().ok_or_else(|| err("want true or false"))?
             }
+            "shimcgroup" => {
+                opts.shim_cgroup = non_empty(value.text().ok_or_else(|| err("want a string"))?)
+            }
             _ => {}
         }
     }
@@ -224,8 +230,9 @@ mod tests {
 
     #[test]
     fn toml_with_runc_names() {
-        let text = "# runtime\n[options]\nBinaryName = \"/usr/sbin/runc\"\nRoot='/run/x' # c\nSystemdCgroup = true\nOther = 3\n";
+        let text = "# runtime\n[options]\nBinaryName = \"/usr/sbin/runc\"\nRoot='/run/x' # c\nSystemdCgroup = true\nShimCgroup = \"/shims\"\nOther = 3\n";
         let o = parse_toml(text, "t").unwrap();
+        assert_eq!(o.shim_cgroup.as_deref(), Some("/shims"));
         assert_eq!(o.binary_name.as_deref(), Some("/usr/sbin/runc"));
         assert_eq!(o.root.as_deref(), Some("/run/x"));
         assert!(o.systemd_cgroup);
@@ -243,12 +250,14 @@ mod tests {
         let mut o = RuncOptions::new();
         o.binary_name = "/usr/bin/crun".into();
         o.systemd_cgroup = true;
+        o.shim_cgroup = "/pods/shims".into();
         let mut any = Any::new();
         any.type_url = RUNC_OPTIONS.into();
         any.value = o.write_to_bytes().unwrap();
         let got = RuntimeOptions::from_any(Some(&any)).unwrap();
         assert_eq!(got.binary_name.as_deref(), Some("/usr/bin/crun"));
         assert!(got.systemd_cgroup);
+        assert_eq!(got.shim_cgroup.as_deref(), Some("/pods/shims"));
         assert_eq!(got.root, None);
     }
 

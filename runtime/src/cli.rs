@@ -111,9 +111,10 @@ pub struct ExecArgs {
     /// Pass this many extra descriptors (from fd 3) to the process.
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: u32,
-    /// Sub-cgroup to run in (cgroup v2).
+    /// Run in an existing sub-cgroup of the container: `PATH` (cgroup v2) or
+    /// `CONTROLLER[,CONTROLLER...]:PATH` (repeatable, cgroup v1).
     #[arg(long)]
-    pub cgroup: Option<String>,
+    pub cgroup: Vec<String>,
     /// Exec even if the container is paused.
     #[arg(long = "ignore-paused")]
     pub ignore_paused: bool,

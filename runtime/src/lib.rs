@@ -11,6 +11,8 @@ pub mod commands;
 pub mod hooks;
 pub mod log;
 pub mod namespaces;
+pub mod netdev;
+pub mod numa;
 pub mod plan;
 pub mod process;
 pub mod rootfs;

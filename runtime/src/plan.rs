@@ -19,6 +19,8 @@ pub enum PlanError {
     Invalid { field: String, reason: String },
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
+    Numa(#[from] crate::numa::NumaError),
 }
 
 fn invalid(field: impl Into<String>, reason: impl Into<String>) -> PlanError {
@@ -69,6 +71,11 @@ pub struct Plan {
     pub options: LaunchOptions,
     /// The compiled seccomp filters, if the spec has a profile.
     pub seccomp: Option<crate::seccomp::SeccompPlan>,
+    /// `linux.memoryPolicy`, checked: set by the init before execve.
+    pub mem_policy: Option<crate::numa::MemPolicy>,
+    /// `linux.netDevices`: (host name, name in the container), moved by the
+    /// parent once the container's network namespace exists.
+    pub net_devices: Vec<(String, String)>,
 }
 
 /// Which namespaces the init gets.
@@ -165,6 +172,9 @@ pub struct ProcessPlan {
     /// `ioprio_set(2)` value (`process.ioPriority`).
     pub io_priority: Option<i32>,
     pub scheduler: Option<SchedAttr>,
+    /// `process.execCPUAffinity` (`exec` only: the spec keeps it off the
+    /// container's init).
+    pub exec_affinity: crate::numa::ExecAffinity,
 }
 
 /// `struct sched_attr` of `sched_setattr(2)` (`process.scheduler`).
@@ -192,8 +202,10 @@ pub struct Rlimit {
 /// The hooks by the point of the lifecycle at which they run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct HookPlan {
-    /// prestart and createRuntime: in the runtime's namespaces, after the
-    /// container's namespaces exist, before pivot_root.
+    /// prestart (deprecated) then createRuntime: in the runtime's
+    /// namespaces, after the container's namespaces exist, before
+    /// pivot_root.
+    pub prestart: Vec<Hook>,
     pub create_runtime: Vec<Hook>,
     /// In the container's namespaces, before pivot_root.
     pub create_container: Vec<Hook>,
@@ -236,7 +248,7 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
             )
         })?,
     };
-    refuse_unsupported(spec, &linux)?;
+    refuse_unsupported(&linux)?;
     let mut process = process_plan(spec, &opts)?;
     process.personality = linux.personality().as_ref().map(|p| match p.domain() {
         oci_spec::runtime::LinuxPersonalityDomain::PerLinux => 0x0000,
@@ -267,6 +279,7 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
             ));
         }
     }
+    let net_devices = net_devices(&linux, &namespaces)?;
     Ok(Plan {
         id: id.to_string(),
         bundle: bundle.to_path_buf(),
@@ -298,7 +311,58 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
             .as_ref()
             .map(crate::seccomp::compile)
             .transpose()?,
+        mem_policy: linux
+            .memory_policy()
+            .as_ref()
+            .map(crate::numa::mem_policy)
+            .transpose()?,
+        net_devices,
     })
+}
+
+/// `linux.netDevices` checked: valid names, no two devices with one name in
+/// the container, and a network namespace that is not the runtime's.
+fn net_devices(
+    linux: &oci_spec::runtime::Linux,
+    ns: &NamespacePlan,
+) -> Result<Vec<(String, String)>, PlanError> {
+    let Some(devices) = linux.net_devices().as_ref().filter(|d| !d.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let own_net = ns.clone_flags & libc::CLONE_NEWNET as u64 != 0
+        || ns.joins.iter().any(|(k, _)| *k == NsKind::Net);
+    if !own_net {
+        return Err(invalid(
+            "linux.netDevices",
+            "needs a network namespace in linux.namespaces (the devices would stay on the host)",
+        ));
+    }
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (host, dev) in devices {
+        let inside = dev
+            .name()
+            .clone()
+            .filter(|n| !n.is_empty())
+            .unwrap_or(host.clone());
+        for (what, name) in [("", host), (".name", &inside)] {
+            if !crate::netdev::valid_name(name) {
+                return Err(invalid(
+                    format!("linux.netDevices[{host:?}]{what}"),
+                    format!("{name:?} is not a valid interface name"),
+                ));
+            }
+        }
+        if out.iter().any(|(_, n)| *n == inside) {
+            return Err(invalid(
+                format!("linux.netDevices[{host:?}].name"),
+                format!("{inside:?} is given to two devices"),
+            ));
+        }
+        out.push((host.clone(), inside));
+    }
+    // Host names first in a stable order, whatever the JSON map's.
+    out.sort();
+    Ok(out)
 }
 
 /// The resources for the cgroup: validated, with an `rwm` device rule for
@@ -719,6 +783,12 @@ pub fn process_from_oci(
         personality: None,
         io_priority: io_priority(p)?,
         scheduler: scheduler(p)?,
+        exec_affinity: p
+            .exec_cpu_affinity()
+            .as_ref()
+            .map(crate::numa::exec_affinity)
+            .transpose()?
+            .unwrap_or_default(),
         console_size: p.console_size().map(|b| {
             (
                 b.height().min(u16::MAX as u64) as u16,
@@ -825,7 +895,7 @@ fn lsm_refusal(field: &str, lsm: &str, value: &str) -> PlanError {
 
 /// Fields of the spec skiff does not implement: refused by name rather
 /// than silently ignored.
-fn refuse_unsupported(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<(), PlanError> {
+fn refuse_unsupported(linux: &oci_spec::runtime::Linux) -> Result<(), PlanError> {
     let refuse = |field: &str, what: &str| {
         Err(PlanError::Unsupported {
             field: field.into(),
@@ -837,19 +907,6 @@ fn refuse_unsupported(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<(
     }
     if linux.intel_rdt().is_some() {
         return refuse("linux.intelRdt", "Intel RDT (resctrl)");
-    }
-    if linux.memory_policy().is_some() {
-        return refuse("linux.memoryPolicy", "a NUMA memory policy");
-    }
-    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
-        return refuse("linux.netDevices", "moving network devices");
-    }
-    if spec
-        .process()
-        .as_ref()
-        .is_some_and(|p| p.exec_cpu_affinity().is_some())
-    {
-        return refuse("process.execCPUAffinity", "a CPU affinity for exec");
     }
     if linux
         .personality()
@@ -930,10 +987,9 @@ fn hook_plan(spec: &Spec) -> HookPlan {
     let conv = |v: &Option<Vec<oci_spec::runtime::Hook>>| -> Vec<Hook> {
         v.iter().flatten().map(Hook::from_oci).collect()
     };
-    let mut create_runtime = conv(h.prestart());
-    create_runtime.extend(conv(h.create_runtime()));
     HookPlan {
-        create_runtime,
+        prestart: conv(h.prestart()),
+        create_runtime: conv(h.create_runtime()),
         create_container: conv(h.create_container()),
         start_container: conv(h.start_container()),
         poststart: conv(h.poststart()),
@@ -1237,28 +1293,23 @@ mod tests {
     }
 
     #[test]
-    fn hooks_prestart_runs_with_create_runtime() {
+    fn hooks_keep_their_stage_and_whether_env_was_given() {
         let mut v = base();
         v["hooks"] = serde_json::json!({
             "prestart": [{"path": "/bin/a"}],
-            "createRuntime": [{"path": "/bin/b", "timeout": 3}],
-            "poststop": [{"path": "/bin/c", "args": ["c", "x"]}]
+            "createRuntime": [{"path": "/bin/b", "timeout": 3, "env": []}],
+            "poststop": [{"path": "/bin/c", "args": ["c", "x"], "env": ["A=1"]}]
         });
         let p = plan(v).unwrap();
-        let names: Vec<_> = p
-            .hooks
-            .create_runtime
-            .iter()
-            .map(|h| h.path.clone())
-            .collect();
-        assert_eq!(
-            names,
-            vec![PathBuf::from("/bin/a"), PathBuf::from("/bin/b")]
-        );
+        assert_eq!(p.hooks.prestart[0].path, PathBuf::from("/bin/a"));
+        assert_eq!(p.hooks.prestart[0].env, None);
+        assert_eq!(p.hooks.create_runtime[0].path, PathBuf::from("/bin/b"));
+        assert_eq!(p.hooks.create_runtime[0].env, Some(vec![]));
         assert_eq!(
             p.hooks.poststop[0].args,
             vec!["c".to_string(), "x".to_string()]
         );
+        assert_eq!(p.hooks.poststop[0].env, Some(vec!["A=1".to_string()]));
     }
 }
 

@@ -1,11 +1,12 @@
 //! A container's cgroup as the shim sees it from the host: found through `/proc/<pid>/cgroup` and
 //! `/proc/self/mountinfo`, read for `Stats`, `Pids` and the OOM watcher. The shim never writes
-//! cgroups; the runtime owns them.
+//! the containers' cgroups (the runtime owns them); it only moves its own server into the
+//! `ShimCgroup` the runtime options name ([`join_cgroup`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use skiff_proto::metrics::{keyed, v1_metrics, v2_metrics};
+use skiff_proto::metrics::{hugetlb_sizes, keyed, v1_metrics, v2_metrics};
 use skiff_proto::protobuf::well_known_types::any::Any;
 
 /// A container's cgroup directories.
@@ -48,6 +49,59 @@ fn mounts(mountinfo: &str) -> Vec<MountEntry> {
 fn join(point: &Path, root: &str, path: &str) -> PathBuf {
     let rel = path.strip_prefix(root).unwrap_or(path);
     point.join(rel.trim_start_matches('/'))
+}
+
+/// Why the shim could not move into its `ShimCgroup`.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("reading /proc/self/mountinfo: {0}")]
+    Mountinfo(std::io::Error),
+    #[error("ShimCgroup {0}: no such cgroup in any hierarchy")]
+    NotFound(String),
+    #[error("moving pid {pid} into {path}: {source}")]
+    Write {
+        pid: u32,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The `cgroup.procs` files of cgroup `path` (absolute in its hierarchies): on a unified host the
+/// cgroup2 one; otherwise every v1 hierarchy's that has the directory (as containerd's runc shim
+/// loads a static v1 path: hierarchies without it are skipped).
+fn procs_files(path: &str, mountinfo: &str) -> Vec<PathBuf> {
+    let mounts = mounts(mountinfo);
+    let unified = mounts
+        .iter()
+        .find(|m| m.point == Path::new("/sys/fs/cgroup") && m.fstype == "cgroup2");
+    let chosen: Vec<&MountEntry> = match unified {
+        Some(m) => vec![m],
+        None => mounts.iter().filter(|m| m.fstype == "cgroup").collect(),
+    };
+    chosen
+        .into_iter()
+        .map(|m| join(&m.point, &m.root, path))
+        .filter(|dir| dir.is_dir())
+        .map(|dir| dir.join("cgroup.procs"))
+        .collect()
+}
+
+/// Move process `pid` into the cgroup `path` (the runtime options' `ShimCgroup`).
+pub fn join_cgroup(pid: u32, path: &str) -> Result<(), JoinError> {
+    let mountinfo =
+        std::fs::read_to_string("/proc/self/mountinfo").map_err(JoinError::Mountinfo)?;
+    let files = procs_files(path, &mountinfo);
+    if files.is_empty() {
+        return Err(JoinError::NotFound(path.to_string()));
+    }
+    for file in files {
+        std::fs::write(&file, pid.to_string()).map_err(|source| JoinError::Write {
+            pid,
+            path: file.clone(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 impl Cgroup {
@@ -133,14 +187,44 @@ impl Cgroup {
                     dirs.get(controller)
                         .and_then(|d| std::fs::read_to_string(d.join(file)).ok())
                 };
-                skiff_proto::convert::to_any(&v1_metrics(&read))
+                let sizes = dirs
+                    .get("hugetlb")
+                    .map(|d| page_sizes(d))
+                    .unwrap_or_default();
+                skiff_proto::convert::to_any(&v1_metrics(&read, &sizes, &device_name))
             }
             Cgroup::V2(dir) => {
                 let read = |file: &str| std::fs::read_to_string(dir.join(file)).ok();
-                skiff_proto::convert::to_any(&v2_metrics(&read))
+                skiff_proto::convert::to_any(&v2_metrics(&read, &page_sizes(dir)))
             }
         }
     }
+}
+
+/// The hugetlb page sizes a cgroup directory has files for.
+fn page_sizes(dir: &Path) -> Vec<String> {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    hugetlb_sizes(names.iter().map(String::as_str))
+}
+
+/// `/dev/<name>` of block device `major:minor` (from its uevent), as containerd names blkio
+/// entries; empty when the kernel does not say.
+fn device_name(major: u64, minor: u64) -> String {
+    std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("DEVNAME="))
+                .map(|name| format!("/dev/{name}"))
+        })
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -168,6 +252,26 @@ mod tests {
             }
             Cgroup::V2(_) => panic!("want v1"),
         }
+    }
+
+    #[test]
+    fn shim_cgroup_in_every_v1_hierarchy_that_has_it() {
+        let dir = std::env::temp_dir().join(format!("skiff-cg-{}", std::process::id()));
+        for h in ["cpu", "memory"] {
+            std::fs::create_dir_all(dir.join(h).join("shims")).unwrap();
+        }
+        std::fs::create_dir_all(dir.join("systemd")).unwrap();
+        let mi = MOUNTINFO.replace("/sys/fs/cgroup/", &format!("{}/", dir.display()));
+        let got = procs_files("/shims", &mi);
+        assert_eq!(
+            got,
+            vec![
+                dir.join("cpu/shims/cgroup.procs"),
+                dir.join("memory/shims/cgroup.procs")
+            ]
+        );
+        assert!(procs_files("/nope", &mi).is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -144,6 +144,8 @@ pub struct ProcessIo {
     /// The pty master, for resizing.
     console: Option<File>,
     outputs: Arc<Outputs>,
+    /// Pipe streams not yet handed to the loop (see [`ProcessIo::start_copying`]).
+    held: Vec<NewStream>,
 }
 
 /// A console socket waiting for the runtime to send the pty master.
@@ -405,8 +407,11 @@ fn readable_within(f: &File, timeout: Duration) -> bool {
 }
 
 impl ProcessIo {
-    /// Set up non-terminal stdio: returns what the runtime command gets and the shim's side, with
-    /// the streams handed to the I/O loop.
+    /// Set up non-terminal stdio: returns what the runtime command gets and the shim's side. The
+    /// pipes are copied only from [`ProcessIo::start_copying`] on, once the runtime command
+    /// succeeded: what a failing runtime writes on its (the process's) stderr is its error, which
+    /// the caller returns, and it must not reach the process's streams (containerd's runc shim,
+    /// too, starts copying after the runtime returns).
     pub fn pipes(
         paths: &StdioPaths,
         owner: &Owner,
@@ -477,9 +482,6 @@ impl ProcessIo {
                 }
             }
         }
-        if !streams.is_empty() {
-            io.send(LoopCommand::Add(streams));
-        }
         Ok((
             child,
             ProcessIo {
@@ -487,6 +489,7 @@ impl ProcessIo {
                 io: io.clone(),
                 console: None,
                 outputs,
+                held: streams,
             },
         ))
     }
@@ -532,7 +535,17 @@ impl ProcessIo {
             io: io.clone(),
             console: Some(master),
             outputs,
+            held: Vec::new(),
         })
+    }
+
+    /// Hand the pipe streams to the I/O loop. Dropping a `ProcessIo` that never started copying
+    /// closes them with whatever they hold.
+    pub fn start_copying(&mut self) {
+        let streams = std::mem::take(&mut self.held);
+        if !streams.is_empty() {
+            self.io.send(LoopCommand::Add(streams));
+        }
     }
 
     /// `CloseIO` with `stdin`: the process sees EOF once what is pending is written (a terminal
@@ -649,7 +662,8 @@ mod tests {
             }
         };
         let io = IoLoop::start(None).unwrap();
-        let (child, pio) = ProcessIo::pipes(&paths, &owner(), &io).unwrap();
+        let (child, mut pio) = ProcessIo::pipes(&paths, &owner(), &io).unwrap();
+        pio.start_copying();
         (dir, path, child, pio)
     }
 

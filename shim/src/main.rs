@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `-namespace NS -address A -publish-binary B -id ID [-debug] start` | run in the bundle directory: start (or reuse) the server, write `address` in the bundle, print the address |
 //! | `-namespace NS -address A -id ID [-bundle DIR] delete` | clean up after a dead shim: force-delete the container, unmount the rootfs, print a `DeleteResponse` |
+//! | `-info` | print a `RuntimeInfo` (name, version, the runtime's features) for the options on stdin ([`info`]) |
 //! | `-v` | print the version |
 //! | `... -socket PATH serve` | (internal) the server itself, started by `start` |
 //!
@@ -37,6 +38,7 @@ macro_rules! log_line {
 
 mod cgroup;
 mod events;
+mod info;
 mod io;
 mod ioloop;
 mod memory;
@@ -99,6 +101,10 @@ enum MainError {
     Loop(#[from] ioloop::LoopError),
     #[error(transparent)]
     Server(#[from] server::ServerError),
+    #[error(transparent)]
+    Info(#[from] info::InfoError),
+    #[error(transparent)]
+    ShimCgroup(#[from] cgroup::JoinError),
 }
 
 fn file_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MainError {
@@ -117,6 +123,7 @@ struct Args {
     socket: Option<PathBuf>,
     debug: bool,
     version: bool,
+    info: bool,
     action: Option<String>,
 }
 
@@ -138,6 +145,7 @@ fn parse_args(argv: &[String]) -> Result<Args, MainError> {
         match name {
             "debug" => args.debug = inline.as_deref() != Some("false"),
             "v" | "version" => args.version = true,
+            "info" => args.info = inline.as_deref() != Some("false"),
             "namespace" | "address" | "publish-binary" | "id" | "bundle" | "socket" => {
                 let value = match inline {
                     Some(v) => v,
@@ -167,10 +175,14 @@ fn main() -> ExitCode {
     let result = parse_args(&argv).and_then(|args| {
         if args.version {
             println!(
-                "containerd-shim-skiff-v2:\n  Version: {}\n  Revision: skiff",
-                skiff_proto::VERSION
+                "containerd-shim-skiff-v2:\n  Version: {}\n  Revision: {}",
+                skiff_proto::VERSION,
+                info::REVISION
             );
             return Ok(());
+        }
+        if args.info {
+            return Ok(info::run(shim_dir().as_deref())?);
         }
         match args.action.as_deref() {
             Some("start") => start(&args),
@@ -186,6 +198,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The shim binary's directory, where the default runtime binary is looked for first.
+fn shim_dir() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
 /// FNV-1a: a stable, dependency-free hash for socket names.
@@ -257,7 +276,15 @@ fn start(args: &Args) -> Result<(), MainError> {
             Ok(())
         });
     }
-    let child = cmd.spawn().map_err(MainError::Spawn)?;
+    let mut child = cmd.spawn().map_err(MainError::Spawn)?;
+    // Before containerd learns the address, as containerd's runc shim does: the server (and the
+    // runtime commands it starts) are accounted to the ShimCgroup from the first request on.
+    if let Err(e) = enter_shim_cgroup(child.id()) {
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
     announce(&bundle, &address, Some(child.id()))
 }
 
@@ -294,6 +321,21 @@ fn bind_or_share(path: &Path) -> Result<Option<UnixListener>, MainError> {
     UnixListener::bind(path)
         .map(Some)
         .map_err(file_err("binding", path))
+}
+
+/// Move the new server into the `ShimCgroup` of the runtime options containerd wrote on stdin.
+/// Options that cannot be read are left to `Create` to report.
+fn enter_shim_cgroup(pid: u32) -> Result<(), MainError> {
+    let Ok(options) = info::read_options() else {
+        return Ok(());
+    };
+    let Ok(opts) = RuntimeOptions::from_any(options.as_ref()) else {
+        return Ok(());
+    };
+    match opts.shim_cgroup {
+        Some(path) => Ok(cgroup::join_cgroup(pid, &path)?),
+        None => Ok(()),
+    }
 }
 
 /// The bundle's `log` fifo (containerd reads the shim's log from it), else `/dev/null`.
@@ -433,6 +475,7 @@ fn delete(args: &Args) -> Result<(), MainError> {
             .unwrap_or_else(|| runtime_root(&defaults, &args.namespace)),
         systemd_cgroup: recorded["systemd_cgroup"].as_bool().unwrap_or(false),
         log: bundle.join("log.json"),
+        bundle: bundle.clone(),
         reaper,
     };
     if let Err(e) = runtime.run(&["delete", "--force", &args.id]) {
@@ -480,6 +523,7 @@ mod tests {
         assert_eq!(b.bundle, Some(PathBuf::from("/b")));
         assert_eq!(b.action.as_deref(), Some("delete"));
         assert!(parse_args(&argv("-v")).unwrap().version);
+        assert!(parse_args(&argv("-info")).unwrap().info);
         assert!(parse_args(&argv("-id")).is_err());
     }
 

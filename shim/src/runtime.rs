@@ -1,5 +1,6 @@
 //! The runtime binary (skiff, runc, crun): every call is
-//! `BINARY --root ROOT --log BUNDLE/log.json --log-format json [--systemd-cgroup] COMMAND ...`.
+//! `BINARY --root ROOT --log BUNDLE/log.json --log-format json [--systemd-cgroup] COMMAND ...`,
+//! run in the bundle directory.
 //!
 //! A failing call's error is the last `"level":"error"` line the runtime logged during that call
 //! (runc's log format), else its stderr, else its exit status. Runtime processes are waited for
@@ -87,6 +88,9 @@ pub struct Runtime {
     pub systemd_cgroup: bool,
     /// The `--log` file (`<bundle>/log.json`).
     pub log: PathBuf,
+    /// The bundle: every command runs with it as its working directory, as containerd's runc shim
+    /// runs them (wrappers named by `BinaryName` find `config.json` there).
+    pub bundle: PathBuf,
     pub reaper: Arc<Reaper>,
 }
 
@@ -111,6 +115,11 @@ impl Runtime {
             cmd.arg("--systemd-cgroup");
         }
         cmd.args(args);
+        // A bundle already removed must not make the command fail to start (`delete` after a
+        // crash); the runtime then runs from the shim's own directory.
+        if self.bundle.is_dir() {
+            cmd.current_dir(&self.bundle);
+        }
         cmd
     }
 

@@ -86,6 +86,8 @@ pub enum ServiceError {
     NotImplemented(&'static str),
     #[error("missing {0} in the request")]
     Missing(&'static str),
+    #[error("the exec's process spec: {0}")]
+    ProcessSpec(serde_json::Error),
     #[error(transparent)]
     Options(#[from] OptionsError),
     #[error(transparent)]
@@ -117,7 +119,9 @@ impl ServiceError {
                 Code::FAILED_PRECONDITION
             }
             ServiceError::NotImplemented(_) => Code::UNIMPLEMENTED,
-            ServiceError::Missing(_) | ServiceError::Options(_) => Code::INVALID_ARGUMENT,
+            ServiceError::Missing(_) | ServiceError::Options(_) | ServiceError::ProcessSpec(_) => {
+                Code::INVALID_ARGUMENT
+            }
             ServiceError::Runtime(_) => Code::UNKNOWN,
             ServiceError::Io(_)
             | ServiceError::Mount(_)
@@ -144,6 +148,66 @@ fn kill_error(id: &str, e: RuntimeError) -> ServiceError {
     } else {
         ServiceError::Runtime(e)
     }
+}
+
+/// An exec's process spec with `terminal` set from the request, as containerd's runc shim does:
+/// the request's IO decides whether the runtime gets a console socket, and the runtime refuses a
+/// console socket for a process without a terminal (and the reverse).
+fn with_terminal(spec: &[u8], terminal: bool) -> Result<Vec<u8>> {
+    let mut process: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(spec).map_err(ServiceError::ProcessSpec)?;
+    if process.get("terminal").and_then(serde_json::Value::as_bool) == Some(terminal) {
+        return Ok(spec.to_vec());
+    }
+    process.insert("terminal".into(), terminal.into());
+    serde_json::to_vec(&process).map_err(ServiceError::ProcessSpec)
+}
+
+/// Whether a container's other processes must be killed when its init exits: unless the config
+/// gives it a pid namespace of its own (which dies with the init), they would live on
+/// (containerd's runc shim decides the same way, and also when the config cannot be read).
+fn kills_all_on_exit(config_json: &str) -> bool {
+    let Ok(config) = serde_json::from_str::<serde_json::Value>(config_json) else {
+        return true;
+    };
+    let own_pid_ns = config["linux"]["namespaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|ns| ns["type"] == "pid" && ns["path"].as_str().is_none_or(str::is_empty));
+    !own_pid_ns
+}
+
+/// On an init's exit: `runtime kill --all <id> SIGKILL` when the container shares a pid namespace.
+fn kill_all_without_own_pid_namespace(runtime: &Runtime, id: &str, bundle: &Path) {
+    let config = std::fs::read_to_string(bundle.join("config.json")).unwrap_or_default();
+    if !kills_all_on_exit(&config) {
+        return;
+    }
+    let signal = libc::SIGKILL.to_string();
+    if let Err(e) = runtime.run(&["kill", "--all", id, &signal]) {
+        if !(e.is_already_finished() || e.is_not_found()) {
+            log_line!("skiff-shim: {id}: killing what is left after the init: {e}");
+        }
+    }
+}
+
+/// A `runtime kill` that failed: when the runtime no longer has the container's record (removed
+/// outside the shim: a `delete` behind containerd's back that left processes, a wiped state
+/// directory) while the shim has not yet reaped the init, the shim signals the processes itself,
+/// so that containerd can still stop the task. The init's pid cannot have been reused: it is the
+/// shim's unreaped child. Anything else is [`kill_error`].
+fn kill_unrecorded(c: &Container, signal: i32, all: bool, e: RuntimeError) -> Result<()> {
+    if !e.is_not_found() || !c.init.state.is_alive() {
+        return Err(kill_error(&c.id, e));
+    }
+    if all {
+        for pid in c.cgroup.as_ref().map(Cgroup::pids).unwrap_or_default() {
+            let _ = crate::reaper::signal(pid, signal);
+        }
+    }
+    crate::reaper::signal(c.init.pid, signal)
+        .map_err(|_| ServiceError::Finished { id: c.id.clone() })
 }
 
 /// What the service needs from `main`.
@@ -301,6 +365,7 @@ impl Service {
             root: runtime_root(opts, &cfg.namespace),
             systemd_cgroup: opts.systemd_cgroup,
             log: bundle.join("log.json"),
+            bundle: bundle.to_path_buf(),
             reaper: cfg.reaper.clone(),
         }
     }
@@ -340,14 +405,13 @@ impl Service {
             launched
         } else {
             args.push(id.into());
-            let (child, io) = ProcessIo::pipes(stdio, &owner, &self.shared.config.io)?;
-            let result = runtime
+            let (child, mut io) = ProcessIo::pipes(stdio, &owner, &self.shared.config.io)?;
+            // On failure `io` is dropped uncopied: the runtime's error is returned, not written
+            // into the process's streams.
+            runtime
                 .spawn(&args, child)
-                .and_then(|running| running.wait(runtime));
-            if let Err(e) = result {
-                io.shutdown();
-                return Err(e.into());
-            }
+                .and_then(|running| running.wait(runtime))?;
+            io.start_copying();
             match read_pid(pid_file) {
                 Ok(pid) => Ok((pid, io)),
                 Err(e) => {
@@ -374,6 +438,9 @@ impl Service {
         } = exit;
         let Ok(mut table) = self.table() else { return };
         let mut found: Option<(String, String)> = None;
+        // The runtime and container whose other processes die with the init (never run with the
+        // table locked).
+        let mut kill_rest: Option<(Runtime, String, PathBuf)> = None;
         for c in table.values_mut() {
             let unreaped = !matches!(c.init.state, ProcState::Stopped { .. } | ProcState::Exiting);
             if c.init.pid == pid && unreaped {
@@ -382,6 +449,7 @@ impl Service {
                     c.pending_init_exit = Some((raw, at));
                     return;
                 }
+                kill_rest = Some((c.runtime.clone(), c.id.clone(), c.bundle.clone()));
                 if c.has_live_execs() {
                     // The init's exit is reported after its execs'; they die with its pid
                     // namespace, and are killed here when they share the host's.
@@ -389,7 +457,7 @@ impl Service {
                     for e in c.execs.values().filter(|e| e.state.is_alive()) {
                         let _ = crate::reaper::signal(e.pid, libc::SIGKILL);
                     }
-                    return;
+                    break;
                 }
                 c.init.state = ProcState::Exiting;
                 found = Some((c.id.clone(), String::new()));
@@ -405,7 +473,7 @@ impl Service {
                 break;
             }
         }
-        let Some((id, exec_id)) = found else {
+        if found.is_none() && kill_rest.is_none() {
             // Perhaps the pid of a launch that has not recorded it yet.
             if let Ok(mut l) = self.launches() {
                 if l.active > 0 && l.early.len() < EARLY_EXITS {
@@ -413,12 +481,23 @@ impl Service {
                 }
             }
             return;
-        };
-        let waiter = table
-            .get(&id)
-            .and_then(|c| c.process(&exec_id))
-            .and_then(|p| p.io.as_ref().map(ProcessIo::output_waiter));
+        }
         drop(table);
+        if let Some((runtime, id, bundle)) = kill_rest {
+            kill_all_without_own_pid_namespace(&runtime, &id, &bundle);
+        }
+        if let Some((id, exec_id)) = found {
+            self.report(id, exec_id, raw, at);
+        }
+    }
+
+    /// Report the exit of a process marked `Exiting` once its output is written.
+    fn report(&self, id: String, exec_id: String, raw: i32, at: SystemTime) {
+        let waiter = self.table().ok().and_then(|t| {
+            t.get(&id)
+                .and_then(|c| c.process(&exec_id))
+                .and_then(|p| p.io.as_ref().map(ProcessIo::output_waiter))
+        });
         match waiter {
             // The output is still being written: wait for it on a thread of its own, so that
             // one process holding its stdout open does not delay other processes' exits.
@@ -433,7 +512,7 @@ impl Service {
                         service.finish_process(&tid, &teid, raw, at);
                     });
                 if let Err(e) = spawned {
-                    log_line!("skiff-shim: exit of {pid}: no thread ({e}), not waiting for output");
+                    log_line!("skiff-shim: exit in {id}: no thread ({e}), not waiting for output");
                     self.finish_process(&id, &exec_id, raw, at);
                 }
             }
@@ -463,13 +542,16 @@ impl Service {
         self.publisher().publish(topics::TASK_EXIT_EVENT_TOPIC, &ev);
         // An exec exit may release a held-back init exit.
         let released = match (exec_id.is_empty(), c.has_live_execs()) {
-            (false, false) => c.pending_init_exit.take().map(|e| (c.init.pid, e)),
+            (false, false) => c.pending_init_exit.take(),
             _ => None,
         };
+        if released.is_some() {
+            c.init.state = ProcState::Exiting;
+        }
         drop(table);
         self.exits_changed();
-        if let Some((pid, (status, at))) = released {
-            self.handle_exit(Exit { pid, status, at });
+        if let Some((status, at)) = released {
+            self.report(id.to_string(), String::new(), status, at);
         }
     }
 
@@ -886,7 +968,16 @@ impl Service {
         }
         args.push(&req.id);
         args.push(&signal);
-        runtime.run(&args).map_err(|e| kill_error(&req.id, e))
+        match runtime.run(&args) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let table = self.table()?;
+                let c = table
+                    .get(&req.id)
+                    .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
+                kill_unrecorded(c, req.signal as i32, req.all, e)
+            }
+        }
     }
 
     fn do_exec(&self, req: &ExecProcessRequest) -> Result<()> {
@@ -907,12 +998,8 @@ impl Service {
                 state: c.init.state,
             });
         }
-        let spec = req
-            .spec
-            .as_ref()
-            .ok_or(ServiceError::Missing("spec"))?
-            .value
-            .clone();
+        let spec = req.spec.as_ref().ok_or(ServiceError::Missing("spec"))?;
+        let spec = with_terminal(&spec.value, req.terminal)?;
         let mut p = Process::new(
             &req.exec_id,
             StdioPaths {
@@ -1276,6 +1363,40 @@ mod tests {
             kill_error("c", failed("permission denied")).code(),
             Code::UNKNOWN
         );
+    }
+
+    #[test]
+    fn exec_spec_terminal_follows_the_request() {
+        let spec = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).unwrap();
+        let got = with_terminal(br#"{"terminal":false,"args":["sh"]}"#, true).unwrap();
+        assert_eq!(
+            spec(&got),
+            serde_json::json!({"terminal": true, "args": ["sh"]})
+        );
+        let got = with_terminal(br#"{"args":["sh"]}"#, false).unwrap();
+        assert_eq!(spec(&got)["terminal"], false);
+        let unchanged = br#"{"terminal":true}"#;
+        assert_eq!(with_terminal(unchanged, true).unwrap(), unchanged.to_vec());
+        assert_eq!(
+            with_terminal(b"[1]", true).unwrap_err().code(),
+            Code::INVALID_ARGUMENT
+        );
+        assert!(with_terminal(b"not json", true).is_err());
+    }
+
+    #[test]
+    fn only_an_own_pid_namespace_spares_the_kill_all() {
+        let own = r#"{"linux":{"namespaces":[{"type":"mount"},{"type":"pid"}]}}"#;
+        assert!(!kills_all_on_exit(own));
+        let own_empty_path = r#"{"linux":{"namespaces":[{"type":"pid","path":""}]}}"#;
+        assert!(!kills_all_on_exit(own_empty_path));
+        let joined = r#"{"linux":{"namespaces":[{"type":"pid","path":"/proc/1/ns/pid"}]}}"#;
+        assert!(kills_all_on_exit(joined));
+        assert!(kills_all_on_exit(
+            r#"{"linux":{"namespaces":[{"type":"mount"}]}}"#
+        ));
+        assert!(kills_all_on_exit("{}"));
+        assert!(kills_all_on_exit("not json"));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod bpf;
 pub mod resources;
 pub mod stats;
+pub mod sub;
 pub mod v1;
 pub mod v2;
 
@@ -574,6 +575,15 @@ pub(crate) fn write_file(file: &Path, value: &str) -> Result<(), CgroupError> {
 /// `rmdir` with bounded retries on EBUSY (tasks still exiting), then an
 /// error listing the processes still there.
 pub(crate) fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
+    // Sub-cgroups first (made for `exec --cgroup`, or by the container
+    // itself through its cgroup namespace), deepest first, as runc does.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_dir(&e.path())?;
+            }
+        }
+    }
     let start = Instant::now();
     let mut delay = std::time::Duration::from_millis(1);
     for _ in 0..16 {

@@ -391,10 +391,14 @@ pub fn v1_stats(read: &dyn Fn(&str, &str) -> Option<String>, hugetlb: Option<&Pa
         n => n,
     };
 
-    // CFQ's files, else BFQ's, else the throttling ones (as runc).
+    // CFQ's files, else BFQ's, else the throttling ones: the first that counted anything (as
+    // runc; every policy's files exist whether or not it handles the device).
     for prefix in ["blkio.", "blkio.bfq.", "blkio.throttle."] {
-        if let Some(t) = read("blkio", &format!("{prefix}io_serviced_recursive")) {
-            s.blkio.io_serviced_recursive = stats::blkio_v1(&t);
+        let serviced = stats::blkio_v1(
+            &read("blkio", &format!("{prefix}io_serviced_recursive")).unwrap_or_default(),
+        );
+        if !serviced.is_empty() {
+            s.blkio.io_serviced_recursive = serviced;
             s.blkio.io_service_bytes_recursive = stats::blkio_v1(
                 &read("blkio", &format!("{prefix}io_service_bytes_recursive")).unwrap_or_default(),
             );
@@ -450,6 +454,8 @@ mod tests {
             (("memory", "memory.stat"), "cache 8192\nrss 4096\n"),
             (("pids", "pids.current"), "3\n"),
             (("pids", "pids.max"), "50\n"),
+            // CFQ's file is there but counted nothing: BFQ's are taken.
+            (("blkio", "blkio.io_serviced_recursive"), "Total 0\n"),
             (
                 ("blkio", "blkio.bfq.io_serviced_recursive"),
                 "8:0 Read 2\nTotal 2\n",

@@ -50,12 +50,18 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, _log: &mut Logger) -> Result<i32, Cm
             "SELinux is not supported on this host",
         ));
     }
-    if a.cgroup.is_some() {
-        return Err(refuse(
-            "--cgroup",
-            "exec into a sub-cgroup is not supported yet",
-        ));
-    }
+    // The sub-cgroup (`--cgroup`) is checked before anything is spawned.
+    let cgroup_dirs = if a.cgroup.is_empty() {
+        None
+    } else {
+        let r = &c.record;
+        Some(crate::cgroups::sub::sub_cgroup_dirs(
+            &r.cgroup_mode,
+            &r.cgroup_dirs,
+            &r.cgroup_controllers,
+            &a.cgroup,
+        )?)
+    };
     let spec = crate::spec::load(&c.record.bundle)?;
     // The terminal, if asked for, is always handed over (to the console
     // socket or to us), so the plan's console check is satisfied by it.
@@ -143,6 +149,7 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, _log: &mut Logger) -> Result<i32, Cm
         seccomp: seccomp.as_ref(),
         console,
         preserve_fds: a.preserve_fds,
+        cgroup_dirs,
     })?;
     if let Some(p) = &a.pid_file {
         parent::write_pid_file(p, pid)?;

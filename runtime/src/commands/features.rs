@@ -79,7 +79,13 @@ pub fn features() -> Value {
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},
             "intelRdt": {"enabled": false},
-            "mountExtensions": {"idmap": {"enabled": false}}
+            "memoryPolicy": {
+                "modes": ["MPOL_DEFAULT", "MPOL_PREFERRED", "MPOL_BIND", "MPOL_INTERLEAVE", "MPOL_LOCAL",
+                          "MPOL_PREFERRED_MANY", "MPOL_WEIGHTED_INTERLEAVE"],
+                "flags": ["MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"]
+            },
+            "mountExtensions": {"idmap": {"enabled": false}},
+            "netDevices": {"enabled": true}
         },
         "annotations": {"io.github.skiff.version": env!("CARGO_PKG_VERSION")}
     })
@@ -92,5 +98,16 @@ mod tests {
         let v = super::features();
         let f: oci_spec::runtime::Features = serde_json::from_value(v).unwrap();
         assert_eq!(f.oci_version_min(), "1.0.0");
+        let linux = f.linux().as_ref().unwrap();
+        let modes = linux
+            .memory_policy()
+            .as_ref()
+            .unwrap()
+            .modes()
+            .clone()
+            .unwrap();
+        assert!(modes.contains(&"MPOL_BIND".to_string()));
+        let net = linux.net_devices().as_ref().unwrap();
+        assert_eq!(net.enabled(), &Some(true));
     }
 }

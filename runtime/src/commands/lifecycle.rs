@@ -22,6 +22,7 @@ pub(crate) fn create(
     cli: &Cli,
     a: &CreateArgs,
     foreground: bool,
+    log: &mut Logger,
 ) -> Result<(Container, Option<OwnedFd>), CmdError> {
     spec::validate_id(&a.id)?;
     let bundle = std::fs::canonicalize(&a.bundle)
@@ -54,7 +55,20 @@ pub(crate) fn create(
         pid_file: a.pid_file.as_deref(),
         systemd_cgroup: cli.systemd_cgroup,
     };
-    let c = parent::create(&plan, req)?;
+    let c = match parent::create(&plan, req) {
+        Ok(c) => c,
+        Err(e) => {
+            // Another container's id is not ours to end.
+            let exists = matches!(
+                e,
+                parent::CreateError::State(crate::state::StateError::AlreadyExists(_))
+            );
+            if !exists {
+                poststop_after_failed_create(&plan, log);
+            }
+            return Err(e.into());
+        }
+    };
     // The init sent the master before Ready, so it is already queued.
     let master = match ours {
         Some(sock) => Some(
@@ -68,6 +82,16 @@ pub(crate) fn create(
 
 /// Releases the init blocked on exec.fifo and runs the poststart hooks.
 pub(crate) fn start(c: Container, log: &mut Logger) -> Result<(), CmdError> {
+    start_with_hooks_in(c, log, None)
+}
+
+/// `start`, running the poststart hooks in `hook_cwd` (`run`: the bundle,
+/// as runc, which chdirs there) rather than in our own cwd.
+fn start_with_hooks_in(
+    c: Container,
+    log: &mut Logger,
+    hook_cwd: Option<&Path>,
+) -> Result<(), CmdError> {
     let status = c.status();
     if !status.can_start() {
         return Err(CmdError::BadStatus {
@@ -88,15 +112,87 @@ pub(crate) fn start(c: Container, log: &mut Logger) -> Result<(), CmdError> {
     })?;
     crate::sys::write_all(std::os::fd::AsFd::as_fd(&fifo), b"0")
         .map_err(io_err("write exec fifo"))?;
-    drop(fifo);
     let _ = std::fs::remove_file(&fifo_path);
+    // poststart hooks run once the process has started (after the
+    // startContainer hooks): the init's end of the fifo closes at execve.
+    if !c.record.poststart.is_empty() {
+        wait_for_exec(&fifo, &c);
+    }
+    drop(fifo);
     let state = serde_json::to_vec(&c.record.oci_state(Status::Running))
         .map_err(|e| io_err("state JSON")(std::io::Error::other(e)))?;
-    // The spec: a failing poststart hook is logged, the container goes on.
-    if let Err(e) = hooks::run_all("poststart", &c.record.poststart, &state) {
+    // runtime-spec 1.2: a failing poststart hook is a warning; the
+    // remaining hooks run and the container goes on.
+    let stage = hooks::Stage {
+        cwd: hook_cwd,
+        ..hooks::Stage::new("poststart")
+    };
+    for e in hooks::run_each(&stage, &c.record.poststart, &state) {
         log.warn(&e.to_string());
     }
     Ok(())
+}
+
+/// A create that failed once the container existed ends as a deleted
+/// container does: with its poststop hooks (the runtime-spec's lifecycle
+/// goes on at "destroy"; runc does the same).
+fn poststop_after_failed_create(plan: &plan::Plan, log: &mut Logger) {
+    if plan.hooks.poststop.is_empty() {
+        return;
+    }
+    let mut state = serde_json::json!({
+        "ociVersion": crate::state::OCI_VERSION,
+        "id": plan.id,
+        "status": "stopped",
+        "bundle": plan.bundle,
+    });
+    if !plan.annotations.is_empty() {
+        state["annotations"] = serde_json::json!(plan.annotations);
+    }
+    let state = serde_json::to_vec(&state).unwrap_or_default();
+    let stage = hooks::Stage::new("poststop").in_dir(&plan.bundle);
+    for e in hooks::run_each(&stage, &plan.hooks.poststop, &state) {
+        log.warn(&e.to_string());
+    }
+}
+
+/// Waits until the init has exec'd the process (or died): the init holds
+/// the only read end of the exec fifo, close-on-exec, and a fifo's writer
+/// sees POLLERR once no reader is left. Bounded, in case a process kept the
+/// read end (`--preserve-fds` naming it).
+fn wait_for_exec(fifo: &OwnedFd, c: &Container) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut pfd = libc::pollfd {
+        fd: fifo.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    while Instant::now() < deadline
+        && crate::state::process_alive(c.record.pid, c.record.init_start_time)
+    {
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut pfd, 1, 100) };
+        if r > 0 && pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            return;
+        }
+        if r < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+}
+
+/// The state a poststop hook reads: a stopped container has no pid, and
+/// runc leaves the field out.
+fn poststop_state(state: serde_json::Result<serde_json::Value>) -> Vec<u8> {
+    let Ok(mut state) = state else {
+        return Vec::new();
+    };
+    if let Some(m) = state.as_object_mut() {
+        if m.get("pid").and_then(|p| p.as_i64()) == Some(0) {
+            m.remove("pid");
+        }
+    }
+    serde_json::to_vec(&state).unwrap_or_default()
 }
 
 pub(crate) fn kill(c: &Container, sig: libc::c_int, all: bool) -> Result<(), CmdError> {
@@ -153,6 +249,16 @@ fn wait_gone(pid: i32, start_time: u64, limit: Duration) -> bool {
 /// Removes the container: kills what is left, removes the cgroup, runs the
 /// poststop hooks and removes the state.
 pub(crate) fn delete(c: Container, force: bool, log: &mut Logger) -> Result<(), CmdError> {
+    delete_with_hooks_in(c, force, log, None)
+}
+
+/// `delete`, running the poststop hooks in `hook_cwd` (see `start`).
+fn delete_with_hooks_in(
+    c: Container,
+    force: bool,
+    log: &mut Logger,
+    hook_cwd: Option<&Path>,
+) -> Result<(), CmdError> {
     let status = c.status();
     if !status.can_delete() && !force {
         return Err(CmdError::BadStatus {
@@ -186,13 +292,20 @@ pub(crate) fn delete(c: Container, force: bool, log: &mut Logger) -> Result<(), 
         let _ = cg.kill_all();
     }
     let cg_result = cg.remove();
-    let state = serde_json::to_vec(&c.record.oci_state(Status::Stopped))
-        .map_err(|e| io_err("state JSON")(std::io::Error::other(e)))?;
-    let hook_result = hooks::run_all("poststop", &c.record.poststop, &state);
+    let state = poststop_state(serde_json::to_value(c.record.oci_state(Status::Stopped)));
+    let stage = hooks::Stage {
+        cwd: hook_cwd,
+        ..hooks::Stage::new("poststop")
+    };
+    let hook_errors = hooks::run_each(&stage, &c.record.poststop, &state);
     c.destroy()?;
     cg_result?;
-    // runc reports a failing poststop hook but the container is gone.
-    hook_result?;
+    // runtime-spec 1.2: a failing poststop hook is a warning, the others
+    // still run and the container is gone (runc 1.1.5 logs it and exits 0
+    // too, but skips the remaining hooks).
+    for e in hook_errors {
+        log.warn(&e.to_string());
+    }
     Ok(())
 }
 
@@ -203,10 +316,13 @@ pub(crate) fn run(
     keep: bool,
     log: &mut Logger,
 ) -> Result<i32, CmdError> {
-    let (c, master) = create(cli, a, !detach)?;
+    let (c, master) = create(cli, a, !detach, log)?;
     let pid = c.record.pid;
+    // runc chdirs to the bundle for `run`: the poststart and poststop hooks
+    // run there.
+    let bundle = c.record.bundle.clone();
     if detach {
-        if let Err(e) = start(c, log) {
+        if let Err(e) = start_with_hooks_in(c, log, Some(&bundle)) {
             cleanup_after_failed_start(cli, &a.id, log);
             return Err(e);
         }
@@ -216,7 +332,7 @@ pub(crate) fn run(
     // lost; the init's mask was reset at clone time.
     let sigfd = ForwardSignals::new().map_err(io_err("signalfd"))?;
     let id = c.record.id.clone();
-    if let Err(e) = start(c, log) {
+    if let Err(e) = start_with_hooks_in(c, log, Some(&bundle)) {
         cleanup_after_failed_start(cli, &id, log);
         return Err(e);
     }
@@ -230,7 +346,7 @@ pub(crate) fn run(
     .map_err(io_err("wait for the container"))?;
     if !keep {
         let c = Container::load(&cli.root, &id)?;
-        delete(c, true, log)?;
+        delete_with_hooks_in(c, true, log, Some(&bundle))?;
     }
     Ok(code)
 }

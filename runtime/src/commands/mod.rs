@@ -35,6 +35,8 @@ pub enum CmdError {
     Signal(#[from] SignalError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error(transparent)]
+    SubCgroup(#[from] crate::cgroups::sub::SubCgroupError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -74,7 +76,7 @@ pub fn dispatch(cli: &Cli, cmd: &Command, log: &mut Logger) -> Result<i32, CmdEr
             Ok(0)
         }
         Command::Create(a) => {
-            lifecycle::create(cli, a, false)?;
+            lifecycle::create(cli, a, false, log)?;
             Ok(0)
         }
         Command::Start { id } => {

@@ -34,6 +34,9 @@ pub struct ExecRequest<'a> {
     /// A connected console socket when the process has a terminal.
     pub console: Option<OwnedFd>,
     pub preserve_fds: u32,
+    /// The cgroup directories to join instead of the container's
+    /// (`exec --cgroup`), in the record's layout.
+    pub cgroup_dirs: Option<Vec<PathBuf>>,
 }
 
 /// The order in which an exec'd process enters the container's namespaces
@@ -86,7 +89,15 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
     if !req.container.init_alive() {
         return Err(CreateError::InitDied);
     }
-    let cg = req.container.record.cgroup();
+    let record = &req.container.record;
+    let cg = match &req.cgroup_dirs {
+        Some(dirs) => crate::cgroups::Manager::from_record(
+            &record.cgroup_mode,
+            dirs,
+            &record.cgroup_controllers,
+        ),
+        None => record.cgroup(),
+    };
     // Into the cgroup without a migration by pid where possible
     // (`cgroups::Entry`).
     let mut entry = cg.entry();
@@ -97,6 +108,11 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
     // which would block resume, kill and delete; a delete racing with us
     // now makes the exec fail, which is the right outcome.
     drop(req.container);
+    // execCPUAffinity.initial is for the runtime's side, before the cgroup
+    // is joined: set on ourselves, the child inherits it.
+    if let Some(mask) = &req.process.exec_affinity.initial {
+        crate::numa::set_affinity(mask, "sched_setaffinity (process.execCPUAffinity.initial)")?;
+    }
     let (parent_end, child_end) = Channel::pair()?;
     let process = req.process;
     let seccomp = req.seccomp;
@@ -179,6 +195,11 @@ fn child(
                 got,
             })
         }
+    }
+    // In the container's cgroup now (whose cpuset may have reset our
+    // affinity): execCPUAffinity.final is the process's.
+    if let Some(mask) = &process.exec_affinity.last {
+        crate::numa::set_affinity(mask, "sched_setaffinity (process.execCPUAffinity.final)")?;
     }
     // User namespace first (it grants the rights for the rest), mount last
     // (it also moves our root and cwd into the container).

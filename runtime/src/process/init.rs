@@ -42,6 +42,8 @@ pub enum InitError {
     Seccomp(#[from] SeccompError),
     #[error(transparent)]
     Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
+    Numa(#[from] crate::numa::NumaError),
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -192,7 +194,7 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
     })?;
     // createRuntime/prestart hooks run in the runtime's namespaces: ask the
     // parent, which has them, and wait.
-    if !plan.hooks.create_runtime.is_empty() {
+    if !plan.hooks.prestart.is_empty() || !plan.hooks.create_runtime.is_empty() {
         a.channel.send(&Msg::RunHooks)?;
         match a.channel.recv()? {
             Msg::HooksDone => {}
@@ -206,12 +208,13 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
         }
     }
     // createContainer hooks: in the container's namespaces, before
-    // pivot_root (their paths are the runtime's).
-    hooks::run_all(
-        "createContainer",
-        &plan.hooks.create_container,
-        state.as_bytes(),
-    )?;
+    // pivot_root (their paths are the runtime's); as runc, in the rootfs
+    // and with process.env when they name no env.
+    let env = hooks::env_entries(&plan.process.env);
+    let stage = hooks::Stage::new("createContainer")
+        .in_dir(&plan.rootfs)
+        .inheriting(&env);
+    hooks::run_all(&stage, &plan.hooks.create_container, state.as_bytes())?;
     rootfs::pivot(plan, &root)?;
     drop(root);
     // sysctls are written through the container's /proc, into its
@@ -234,6 +237,11 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
     if !plan.options.no_new_keyring {
         join_session_keyring(&plan.id)?;
     }
+    // The memory policy is the process's: set after the runtime's own setup
+    // (so that is never constrained by it), kept across execve.
+    if let Some(p) = &plan.mem_policy {
+        crate::numa::apply_mem_policy(p)?;
+    }
     let prepared = become_process(
         &plan.process,
         plan.seccomp.as_ref(),
@@ -244,8 +252,18 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
     a.channel.send(&Msg::Ready)?;
     // Block until `skiff start` writes into the fifo.
     wait_for_start(&a.fifo)?;
+    // startContainer hooks: in process.cwd (entered above) and, when they
+    // name no env, with the environment the process gets.
+    let env = hooks::env_entries(
+        &prepared
+            .envp
+            .iter()
+            .map(|e| e.as_bytes())
+            .collect::<Vec<_>>(),
+    );
+    let stage = hooks::Stage::new("startContainer").inheriting(&env);
     hooks::run_all(
-        "startContainer",
+        &stage,
         &plan.hooks.start_container,
         created_state.as_bytes(),
     )?;

@@ -33,6 +33,10 @@ pub enum CreateError {
     #[error(transparent)]
     Hook(#[from] HookError),
     #[error(transparent)]
+    Numa(#[from] crate::numa::NumaError),
+    #[error(transparent)]
+    NetDev(#[from] crate::netdev::NetDevError),
+    #[error(transparent)]
     Channel(#[from] ChannelError),
     #[error("{what}: {source}")]
     Sys {
@@ -161,6 +165,18 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     if plan.namespaces.new_user {
         write_id_maps(pid, &plan.namespaces)?;
     }
+    // The container's network namespace exists (created by the clone, or
+    // named by path): move the host's devices into it before any hook runs.
+    if !plan.net_devices.is_empty() {
+        let ns = plan
+            .namespaces
+            .joins
+            .iter()
+            .find(|(k, _)| *k == NsKind::Net)
+            .map(|(_, p)| p.clone())
+            .unwrap_or_else(|| PathBuf::from(format!("/proc/{pid}/ns/net")));
+        crate::netdev::move_devices(&plan.net_devices, &ns)?;
+    }
     let start_time = state::proc_stat(pid)
         .map(|s| s.start_time)
         .ok_or_else(|| init_error_or(&parent_end, CreateError::InitDied))?;
@@ -222,11 +238,15 @@ fn drive(plan: &Plan, ch: &Channel, state_json: &str) -> Result<(), CreateError>
     loop {
         match ch.recv() {
             Ok(Msg::RunHooks) => {
-                if let Err(e) = hooks::run_all(
-                    "createRuntime",
-                    &plan.hooks.create_runtime,
-                    state_json.as_bytes(),
-                ) {
+                // In the bundle, as runc (which chdirs there for create).
+                let state = state_json.as_bytes();
+                let run = |name, list| {
+                    let stage = hooks::Stage::new(name).in_dir(&plan.bundle);
+                    hooks::run_all(&stage, list, state)
+                };
+                let result = run("prestart", &plan.hooks.prestart)
+                    .and_then(|()| run("createRuntime", &plan.hooks.create_runtime));
+                if let Err(e) = result {
                     let _ = ch.send(&Msg::Error {
                         message: e.to_string(),
                     });
