@@ -995,10 +995,10 @@ fn task_pid(c: &Containerd, id: &str) -> Result<i32> {
     Ok(row.1.parse()?)
 }
 
-/// Start task `id` with `runtime`, crash containerd, kill the task's init, start containerd again:
-/// the task must be listed STOPPED and delete with status 137. Returns containerd's log from the
-/// restart on.
-fn exit_while_containerd_is_down(c: &mut Containerd, runtime: &str, id: &str) -> Result<String> {
+/// Start task `id` with `runtime`, crash containerd, kill the task's init while containerd is down
+/// (the shim must stay meanwhile) and start containerd again. Returns containerd's log offset at
+/// the restart.
+fn crash_and_kill_the_init(c: &mut Containerd, runtime: &str, id: &str) -> Result<usize> {
     c.ctr_ok(&["run", "-d", "--runtime", runtime, IMAGE, id, "sleep", "300"])?;
     let pid = task_pid(c, id)?;
     let shims = c.shim_pids();
@@ -1014,6 +1014,13 @@ fn exit_while_containerd_is_down(c: &mut Containerd, runtime: &str, id: &str) ->
     );
     let log_start = c.log().len();
     c.relaunch()?;
+    Ok(log_start)
+}
+
+/// [`crash_and_kill_the_init`], then (containerd 1.6) the task must be listed STOPPED and delete
+/// with status 137. Returns containerd's log from the restart on.
+fn exit_while_containerd_is_down(c: &mut Containerd, runtime: &str, id: &str) -> Result<String> {
+    let log_start = crash_and_kill_the_init(c, runtime, id)?;
     assert!(
         c.wait_until(Duration::from_secs(10), || {
             c.task_status(id).ok().flatten().as_deref() == Some("STOPPED")
@@ -1050,6 +1057,34 @@ fn an_exit_while_containerd_is_down_is_kept_until_the_task_is_deleted() -> Resul
         "no TaskExit after the restart:\n{log}"
     );
     assert_no_leftovers(&c, "down-skiff", None)?;
+    Ok(())
+}
+
+/// containerd 2.x does otherwise on its restart: a task shim with no process left (`Pids` empty)
+/// is taken for a leak and cleaned up, the task with it. The skiff shim must be found and cleaned
+/// up the same way as containerd's runc shim, leaving nothing.
+#[test]
+fn an_exit_while_containerd_2_is_down_is_cleaned_up_as_with_runc() -> Result<()> {
+    let Some(mut c) = Containerd::start_v2()? else {
+        return Ok(());
+    };
+    for (runtime, id) in [
+        ("io.containerd.runc.v2", "down2-runc"),
+        (SKIFF_RUNTIME, "down2-skiff"),
+    ] {
+        crash_and_kill_the_init(&mut c, runtime, id)?;
+        assert!(
+            c.wait_until(Duration::from_secs(10), || {
+                c.task_status(id).ok().flatten().is_none() && c.shim_pids().is_empty()
+            }),
+            "{runtime}: {:?} {:?}\n{}",
+            c.tasks(),
+            c.shim_pids(),
+            c.log_tail()
+        );
+        c.ctr_ok(&["container", "delete", id])?;
+    }
+    assert_no_leftovers(&c, "down2-skiff", None)?;
     Ok(())
 }
 
