@@ -1544,3 +1544,55 @@ fn a_server_out_of_descriptors_serves_its_open_connections_on() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn processes_that_exit_at_once_are_reported() -> Result<()> {
+    let c = containerd()?;
+    // An init that exits while `start` runs, and execs that exit before their pid is recorded:
+    // each exit is reported (a lost one hangs ctr until its timeout).
+    for i in 0..3 {
+        let id = format!("quick{i}");
+        let out = c.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            SKIFF_RUNTIME,
+            IMAGE,
+            &id,
+            "sh",
+            "-c",
+            "exit 4",
+        ])?;
+        assert_eq!(out.exit_code(), 4, "{out}\n{}", c.log_tail());
+    }
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        IMAGE,
+        "quickexec",
+        "sleep",
+        "300",
+    ])?;
+    for i in 0..10 {
+        let exec_id = format!("e{i}");
+        let out = c.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            &exec_id,
+            "quickexec",
+            "sh",
+            "-c",
+            "exit 5",
+        ])?;
+        assert_eq!(out.exit_code(), 5, "{out}\n{}", c.log_tail());
+    }
+    c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "quickexec"])?;
+    assert!(c.wait_until(Duration::from_secs(10), || {
+        c.task_status("quickexec").ok().flatten().as_deref() == Some("STOPPED")
+    }));
+    c.ctr_ok(&["task", "delete", "quickexec"])?;
+    Ok(())
+}

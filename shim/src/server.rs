@@ -943,4 +943,25 @@ mod tests {
         drop(c);
         srv.stop();
     }
+
+    #[test]
+    fn a_connection_parks_a_bounded_number_of_calls() {
+        let srv = run_server("parked");
+        let mut c = srv.connect();
+        let mut wait = WaitRequest::new();
+        wait.id = "c1".into();
+        let body = wait.write_to_bytes().unwrap();
+        let mut stream_id = 1;
+        for _ in 0..MAX_PARKED {
+            call(&mut c, stream_id, "Wait", body.clone());
+            stream_id += 2;
+        }
+        call(&mut c, stream_id, "Wait", body.clone());
+        let (id, res) = answer(&mut c);
+        assert_eq!(
+            (id, code(&res)),
+            (stream_id, Code::RESOURCE_EXHAUSTED as i32)
+        );
+        srv.stop();
+    }
 }
