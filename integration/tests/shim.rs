@@ -1596,3 +1596,54 @@ fn processes_that_exit_at_once_are_reported() -> Result<()> {
     c.ctr_ok(&["task", "delete", "quickexec"])?;
     Ok(())
 }
+
+#[test]
+fn a_runtime_command_that_leaves_a_process_holding_its_output_does_not_hang_the_call() -> Result<()>
+{
+    let c = containerd()?;
+    let skiff = skiff_integration::harness::runtime_binary();
+    // A runtime whose `kill` leaves a process behind with its stdout and stderr.
+    let holder = c.dir().join("holder.pid");
+    let wrapper = c.dir().join("leaky-runtime");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n{} \"$@\"; rc=$?\ncase \" $* \" in *\" kill \"*) sleep 20 & echo $! > {};; esac\nexit $rc\n",
+            skiff.display(),
+            holder.display()
+        ),
+    )?;
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let config = runtime_config(&c, "leaky", &wrapper.display().to_string())?;
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        "--runtime-config-path",
+        &config,
+        IMAGE,
+        "leaky",
+        "sleep",
+        "300",
+    ])?;
+    let started = std::time::Instant::now();
+    let out = c.ctr(&["task", "kill", "-s", "SIGKILL", "leaky"]);
+    let took = started.elapsed();
+    if let Ok(pid) = std::fs::read_to_string(&holder) {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            // SAFETY: kill takes plain integers; the pid is the wrapper's background sleep.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    assert!(out?.success());
+    assert!(took < Duration::from_secs(5), "Kill took {took:?}");
+    assert!(c.wait_until(Duration::from_secs(10), || {
+        c.task_status("leaky").ok().flatten().as_deref() == Some("STOPPED")
+    }));
+    c.ctr_ok(&["task", "delete", "leaky"])?;
+    Ok(())
+}
