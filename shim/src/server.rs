@@ -59,6 +59,8 @@ const MAX_WORKERS: usize = 32;
 pub const MAX_OUTPUT: usize = 1 << 20;
 /// Parked calls (`Wait`s) one connection may have.
 pub const MAX_PARKED: usize = 1024;
+/// How long calls in flight may take to finish once the server stops.
+const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long the listener rests after `accept` ran out of descriptors.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 
@@ -274,6 +276,7 @@ impl Server {
                 }
             }
             if self.stop.try_recv().is_ok() {
+                self.finish_workers();
                 let ids: Vec<u64> = self.conns.keys().copied().collect();
                 for id in ids {
                     self.flush(id);
@@ -514,6 +517,25 @@ impl Server {
                     self.flush(conn);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Before stopping: let the calls in flight finish (a `Delete` of another container may
+    /// still be publishing its `TaskDelete`), at most [`STOP_GRACE`]; queued ones are dropped.
+    fn finish_workers(&mut self) {
+        self.jobs.clear();
+        let deadline = std::time::Instant::now() + STOP_GRACE;
+        while self.workers > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.done_rx.recv_timeout(left) {
+                Ok(done) => {
+                    self.workers -= 1;
+                    if let Some(c) = self.conns.get_mut(&done.conn) {
+                        c.out.extend_from_slice(&done.frames);
+                    }
+                }
+                Err(_) => return,
             }
         }
     }
