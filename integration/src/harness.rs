@@ -23,6 +23,9 @@ use crate::host;
 /// starts, so that leftovers can be found (and only ours are ever killed).
 pub const TAG_VAR: &str = "SKIFF_IT_TAG";
 
+/// runc, the reference the runtime is compared with.
+pub const RUNC: &str = "/usr/sbin/runc";
+
 /// Harnesses created by this test process, to make tags unique across test threads.
 static HARNESSES: AtomicUsize = AtomicUsize::new(0);
 
@@ -229,16 +232,22 @@ pub struct Harness {
     ids: Mutex<Vec<String>>,
     cgroups: Mutex<Vec<String>>,
     ns_files: Mutex<Vec<PathBuf>>,
+    host_ns: Option<HostMountNs>,
 }
 
 impl Harness {
     /// A fresh harness. Fails when not root or when the runtime binary is missing.
     pub fn new() -> Result<Harness> {
-        Harness::with_runtime(runtime_binary())
+        Harness::with_binary(runtime_binary())
     }
 
-    /// A fresh harness driving `bin` (e.g. `/usr/sbin/runc`, to compare with it).
-    pub fn with_runtime(bin: PathBuf) -> Result<Harness> {
+    /// A harness driving runc ([`RUNC`]), the oracle a test compares the runtime under test with.
+    pub fn runc() -> Result<Harness> {
+        Harness::with_binary(PathBuf::from(RUNC))
+    }
+
+    /// A fresh harness driving `bin`.
+    pub fn with_binary(bin: PathBuf) -> Result<Harness> {
         // SAFETY: geteuid(2) cannot fail and touches no memory.
         if unsafe { libc::geteuid() } != 0 {
             bail!("the integration tests create real containers and must run as root");
@@ -266,6 +275,7 @@ impl Harness {
             ids: Mutex::new(Vec::new()),
             cgroups: Mutex::new(Vec::new()),
             ns_files: Mutex::new(Vec::new()),
+            host_ns: None,
         })
     }
 
@@ -377,7 +387,55 @@ impl Harness {
         if let Some(cwd) = &opts.cwd {
             cmd.current_dir(cwd);
         }
+        if let Some(ns) = &self.host_ns {
+            ns.enter_in(&mut cmd, opts.cwd.as_deref());
+        }
         cmd
+    }
+
+    /// Run every later runtime command of this harness in a mount namespace of its own that stands
+    /// in for the host: every mount in it is shared, as systemd leaves a real host's, but in peer
+    /// groups of its own, so nothing a runtime does there can reach the real host (whose mounts may
+    /// be private, as on the development machines). [`Harness::host_mountinfo`] reads it.
+    pub fn use_shared_host_mount_ns(&mut self) -> Result<()> {
+        self.host_ns = Some(HostMountNs::start()?);
+        Ok(())
+    }
+
+    /// The mountinfo of the host's mount namespace as this harness's runtime commands see it: the
+    /// stand-in's ([`Harness::use_shared_host_mount_ns`]) or the test process's own.
+    pub fn host_mountinfo(&self) -> Result<String> {
+        let path = match &self.host_ns {
+            Some(ns) => format!("/proc/{}/mountinfo", ns.holder.id()),
+            None => "/proc/self/mountinfo".to_string(),
+        };
+        fs::read_to_string(&path).with_context(|| format!("reading {path}"))
+    }
+
+    /// `mnt:[N]`, the host's mount namespace as this harness's runtime commands see it.
+    pub fn host_mount_ns(&self) -> Result<String> {
+        let path = match &self.host_ns {
+            Some(ns) => format!("/proc/{}/ns/mnt", ns.holder.id()),
+            None => "/proc/self/ns/mnt".to_string(),
+        };
+        let link = fs::read_link(&path).with_context(|| format!("reading {path}"))?;
+        Ok(link.display().to_string())
+    }
+
+    /// Run `argv` to success in the host's mount namespace as this harness's runtime commands see it
+    /// (for mounts the test makes there, such as a rootfs that is a mount point of its own).
+    pub fn run_in_host_ns(&self, argv: &[&str]) -> Result<()> {
+        let (program, args) = argv.split_first().context("empty command")?;
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        if let Some(ns) = &self.host_ns {
+            ns.enter_in(&mut cmd, None);
+        }
+        let status = cmd.status().with_context(|| format!("running {argv:?}"))?;
+        if !status.success() {
+            bail!("{argv:?} failed: {status}");
+        }
+        Ok(())
     }
 
     /// Start `RUNTIME --root R <args>` in the background.
@@ -771,7 +829,81 @@ impl Drop for Harness {
                 remove_cgroup_tree(&dir);
             }
         }
-        // 5. The temp dir itself goes when `self.tmp` drops.
+        // 5. The stand-in host mount namespace, and what is mounted in it.
+        drop(self.host_ns.take());
+        // 6. The temp dir itself goes when `self.tmp` drops.
+    }
+}
+
+/// A mount namespace whose every mount is shared in peer groups of its own, kept alive by a `sleep`
+/// we start (and kill when the harness drops: the namespace and its mounts go with it).
+#[derive(Debug)]
+struct HostMountNs {
+    holder: Child,
+    ns: File,
+}
+
+impl HostMountNs {
+    fn start() -> Result<HostMountNs> {
+        // Private first, so the copy's peer groups are cut from the real host's; then shared.
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount --make-rshared / && echo ready && exec sleep 3600")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped());
+        // SAFETY: prctl(2) is async-signal-safe; the holder dies with the test if it is killed.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let mut holder = cmd
+            .spawn()
+            .context("starting a mount namespace with unshare (util-linux)")?;
+        let mut ready = String::new();
+        if let Some(out) = holder.stdout.take() {
+            use std::io::BufRead;
+            std::io::BufReader::new(out).read_line(&mut ready)?;
+        }
+        if ready.trim() != "ready" {
+            let _ = holder.kill();
+            let _ = holder.wait();
+            bail!("the stand-in host mount namespace did not come up");
+        }
+        let ns = File::open(format!("/proc/{}/ns/mnt", holder.id()))?;
+        Ok(HostMountNs { holder, ns })
+    }
+
+    /// Make `cmd` enter this namespace before it execs (and go to `cwd` again, which `setns`
+    /// resets to the namespace's root).
+    fn enter_in(&self, cmd: &mut Command, cwd: Option<&Path>) {
+        let fd = self.ns.as_raw_fd();
+        let cwd = cwd.and_then(|c| std::ffi::CString::new(c.as_os_str().as_encoded_bytes()).ok());
+        // SAFETY: the closure runs in the child between fork and exec and only calls setns(2) and
+        // chdir(2), which are async-signal-safe; the fd and string outlive the spawn.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::setns(fd, libc::CLONE_NEWNS) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                if let Some(dir) = &cwd {
+                    if libc::chdir(dir.as_ptr()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Drop for HostMountNs {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
     }
 }
 

@@ -33,6 +33,23 @@ pub fn mount_points_under(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(points)
 }
 
+/// Lines of the mountinfo text `before` that are not in `now` (mounts that went, or whose
+/// propagation changed), leaving out those whose mount point no longer exists: removing a
+/// directory detaches what is mounted on it in every namespace, and other tests remove theirs.
+pub fn mountinfo_lost(before: &str, now: &str) -> Vec<String> {
+    let current: std::collections::BTreeSet<&str> = now.lines().collect();
+    before
+        .lines()
+        .filter(|l| !current.contains(l))
+        .filter(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|p| Path::new(&unescape_mountinfo(p)).exists())
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 fn unescape_mountinfo(field: &str) -> String {
     field
         .replace("\\040", " ")

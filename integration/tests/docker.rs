@@ -320,3 +320,59 @@ fn docker_detached_container_with_skiff_exec_limits_stop_rm() -> Result<()> {
     assert!(cgroups.is_empty(), "cgroups left: {cgroups:?}");
     Ok(())
 }
+
+/// The exit codes Docker's CLI derives from the runtime's error text (127 for a missing command,
+/// 126 for one that cannot be executed), for `docker run` and `docker exec` with `runtime`.
+fn command_failure_codes(d: &Dockerd, runtime: &str, name: &str) -> Result<Vec<i32>> {
+    let mut codes = Vec::new();
+    for cmd in ["nonexistent", "/nonexistent", "/etc/passwd"] {
+        let out = d.docker(&[
+            "run",
+            "--rm",
+            "--pull",
+            "never",
+            "--network",
+            "none",
+            "--runtime",
+            runtime,
+            IMAGE,
+            cmd,
+        ])?;
+        codes.push(out.exit_code());
+    }
+    d.docker_ok(&[
+        "run",
+        "-d",
+        "--pull",
+        "never",
+        "--network",
+        "none",
+        "--runtime",
+        runtime,
+        "--name",
+        name,
+        IMAGE,
+        "sleep",
+        "600",
+    ])?;
+    for cmd in ["nonexistent", "/etc/passwd"] {
+        codes.push(d.docker(&["exec", name, cmd])?.exit_code());
+    }
+    d.docker_ok(&["rm", "-f", name])?;
+    Ok(codes)
+}
+
+#[test]
+fn docker_cli_exit_codes_for_missing_and_non_executable_commands_match_runc() -> Result<()> {
+    let Some(d) = dockerd()? else { return Ok(()) };
+    let runc = command_failure_codes(&d, "runc", "codes-runc")?;
+    assert_eq!(
+        &runc[..3],
+        [127, 127, 126],
+        "runc: {runc:?}\n{}",
+        d.log_tail()
+    );
+    let ours = command_failure_codes(&d, "skiff", "codes-skiff")?;
+    assert_eq!(ours, runc, "{}", d.log_tail());
+    Ok(())
+}

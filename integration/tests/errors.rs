@@ -18,7 +18,18 @@ fn error_lines(out: &Output) -> Vec<&str> {
 /// `create` must fail with status 1 and a single stderr line mentioning one of `words`
 /// (case-insensitive), and leave nothing behind.
 fn assert_rejected(h: &Harness, b: &Bundle, id: &str, words: &[&str]) -> Result<()> {
-    let out = h.try_create(id, b, &[])?;
+    assert_rejected_with(h, b, id, &[], words)
+}
+
+/// [`assert_rejected`] for `create` with `extra` flags.
+fn assert_rejected_with(
+    h: &Harness,
+    b: &Bundle,
+    id: &str,
+    extra: &[&str],
+    words: &[&str],
+) -> Result<()> {
+    let out = h.try_create(id, b, extra)?;
     assert_eq!(out.exit_code(), 1, "{out}");
     let lines = error_lines(&out);
     assert_eq!(lines.len(), 1, "want a one-line error: {out}");
@@ -117,13 +128,20 @@ fn ids_with_slashes_or_dot_dot_are_refused() -> Result<()> {
     Ok(())
 }
 
+/// Without a mount namespace runc runs a config (see namespaces.rs), but not one with masked or
+/// read-only paths ("unable to restrict sys entries without a private MNT namespace").
 #[test]
-fn no_mount_namespace_is_refused_before_touching_the_host() -> Result<()> {
+fn masked_paths_without_a_mount_namespace_are_refused_before_touching_the_host() -> Result<()> {
     let h = Harness::new()?;
     let mut b = h.bundle()?;
     b.remove_namespace("mount")?;
     let before = fs::read_to_string("/proc/self/mountinfo")?.lines().count();
-    assert_rejected(&h, &b, &h.id("nomnt"), &["mount namespace"])?;
+    assert_rejected(
+        &h,
+        &b,
+        &h.id("nomnt"),
+        &["mount namespace", "MNT namespace"],
+    )?;
     let after = fs::read_to_string("/proc/self/mountinfo")?.lines().count();
     assert_eq!(before, after, "the host's mount table changed");
     Ok(())
@@ -138,5 +156,182 @@ fn hostname_without_a_uts_namespace_is_refused() -> Result<()> {
     let host = fs::read_to_string("/proc/sys/kernel/hostname")?;
     assert_rejected(&h, &b, &h.id("nouts"), &["hostname"])?;
     assert_eq!(fs::read_to_string("/proc/sys/kernel/hostname")?, host);
+    Ok(())
+}
+
+/// The form of one stderr line.
+#[derive(Debug, PartialEq, Eq)]
+enum Form {
+    /// logrus's text line: `time="…" level=error msg="…"`.
+    Text,
+    /// logrus's JSON line with `level`, `msg` and `time`.
+    Json,
+    /// Anything else (a bare message).
+    Plain,
+}
+
+fn form(line: &str) -> Form {
+    if line.starts_with("time=\"") && line.contains("\" level=error msg=\"") && line.ends_with('"')
+    {
+        return Form::Text;
+    }
+    match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(v) if v["level"] == "error" && v["msg"].is_string() && v["time"].is_string() => {
+            Form::Json
+        }
+        _ => Form::Plain,
+    }
+}
+
+/// What a client parses from a failed command: the exit code, the form of each stderr line, and
+/// the text.
+fn failure(h: &Harness, args: &[&str]) -> Result<(i32, Vec<Form>, String)> {
+    let out = h.cmd(args)?;
+    let forms = error_lines(&out).into_iter().map(form).collect();
+    Ok((out.exit_code(), forms, out.stderr.clone()))
+}
+
+/// Error cases, `ID` standing for a running container: the command line, the exit code runc gives,
+/// and words its message holds (those clients match on).
+const CASES: &[(&[&str], i32, &[&str])] = &[
+    (&["state", "nope"], 1, &["does not exist"]),
+    (&["start", "nope"], 1, &["does not exist"]),
+    (&["kill", "nope"], 1, &["does not exist"]),
+    (&["delete", "nope"], 1, &["does not exist"]),
+    (&["pause", "nope"], 1, &["does not exist"]),
+    (&["resume", "nope"], 1, &["does not exist"]),
+    (&["ps", "nope"], 1, &["does not exist"]),
+    (&["exec", "nope", "true"], 255, &["does not exist"]),
+    (&["create"], 1, &[]),
+    (&["kill"], 1, &[]),
+    (&["bogus"], 3, &[]),
+    (&["--bogus", "list"], 1, &[]),
+    (&["list", "--format", "bad"], 1, &[]),
+    (
+        &["--log-format", "json", "state", "nope"],
+        1,
+        &["does not exist"],
+    ),
+    (
+        &["exec", "ID", "/nonexistent"],
+        255,
+        &["no such file or directory"],
+    ),
+    (
+        &["exec", "ID", "nonexistent"],
+        255,
+        &["executable file not found in $PATH"],
+    ),
+    (&["exec", "ID", "/etc/passwd"], 255, &["permission denied"]),
+    (&["exec", "ID", "/etc"], 255, &["permission denied"]),
+    (
+        &["exec", "--cwd", "/nonexistent", "ID", "true"],
+        255,
+        &["no such file or directory"],
+    ),
+    (&["exec", "-d", "-t", "ID", "true"], 255, &["console"]),
+    (&["exec", "ID"], 255, &[]),
+    (&["exec", "ID", "sh", "-c", "exit 3"], 3, &[]),
+    (&["start", "ID"], 1, &["running"]),
+    (&["delete", "ID"], 1, &["running"]),
+];
+
+/// Runs every case against a runtime.
+fn all_failures(h: &Harness) -> Result<Vec<(i32, Vec<Form>, String)>> {
+    let mut b = h.bundle()?;
+    b.args(&["sleep", "600"])?;
+    let id = h.create_and_start("errors", &b)?;
+    let mut seen = Vec::new();
+    for (args, _, _) in CASES {
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "ID" { id.as_str() } else { a })
+            .collect();
+        seen.push(failure(h, &args)?);
+    }
+    h.delete_force(&id)?;
+    Ok(seen)
+}
+
+#[test]
+fn every_error_has_runcs_exit_code_stderr_form_and_wording() -> Result<()> {
+    let runc = all_failures(&Harness::runc()?)?;
+    let ours = all_failures(&Harness::new()?)?;
+    for (((args, code, words), theirs), mine) in CASES.iter().zip(&runc).zip(&ours) {
+        assert_eq!(theirs.0, *code, "runc {args:?}: {}", theirs.2);
+        assert_eq!(mine.0, *code, "{args:?}: {}", mine.2);
+        assert_eq!(
+            mine.1, theirs.1,
+            "{args:?}: stderr\n{}\nrunc's\n{}",
+            mine.2, theirs.2
+        );
+        for w in *words {
+            assert!(theirs.2.contains(w), "runc {args:?}: {}", theirs.2);
+            assert!(mine.2.contains(w), "{args:?}: no {w:?} in {}", mine.2);
+        }
+        assert!(!mine.2.contains("(os error"), "{args:?}: {}", mine.2);
+    }
+    Ok(())
+}
+
+#[test]
+fn with_a_log_file_stderr_has_the_bare_message_as_in_runc() -> Result<()> {
+    for h in [Harness::runc()?, Harness::new()?] {
+        let log = h.path("runtime.log");
+        let log_arg = log.display().to_string();
+        let out = h.cmd(&["--log", &log_arg, "state", "nope"])?;
+        assert_eq!(out.exit_code(), 1, "{out}");
+        let lines = error_lines(&out);
+        assert_eq!(lines.len(), 1, "{out}");
+        assert_eq!(form(lines[0]), Form::Plain, "{out}");
+        assert!(lines[0].contains("does not exist"), "{out}");
+        let text = fs::read_to_string(&log)?;
+        let last = text.lines().next_back().unwrap_or_default();
+        assert_eq!(form(last), Form::Text, "{text}");
+        // The same message, bare.
+        let quoted = last.split_once(" msg=").map(|(_, m)| m).unwrap_or_default();
+        let msg: String = serde_json::from_str(quoted)?;
+        assert_eq!(lines[0], msg, "{text}");
+    }
+    Ok(())
+}
+
+#[test]
+fn run_with_a_missing_or_non_executable_program_fails_as_in_runc() -> Result<()> {
+    let cases: [(&str, &str); 3] = [
+        ("nonexistent", "executable file not found in $PATH"),
+        ("/nonexistent", "no such file or directory"),
+        ("/etc/passwd", "permission denied"),
+    ];
+    for h in [Harness::runc()?, Harness::new()?] {
+        let who = h.bin().display().to_string();
+        for (program, words) in cases {
+            let mut b = h.bundle()?;
+            b.args(&[program])?;
+            let id = h.id("noexe");
+            let out = h.run(&id, &b, &[])?;
+            assert_eq!(out.exit_code(), 1, "{who}: {out}");
+            let lines = error_lines(&out);
+            assert_eq!(
+                lines.iter().map(|l| form(l)).collect::<Vec<_>>(),
+                [Form::Text],
+                "{who}: {out}"
+            );
+            assert!(lines[0].contains(words), "{who}: {out}");
+            h.check_no_trace(&id, &b)?;
+        }
+    }
+    Ok(())
+}
+
+/// runc refuses rootfsPropagation [r]private with --no-pivot ("not safe without pivot_root").
+#[test]
+fn private_root_propagation_without_pivot_root_is_refused() -> Result<()> {
+    let h = Harness::new()?;
+    for mode in ["rprivate", "private"] {
+        let mut b = h.bundle()?;
+        b.edit(|c| c["linux"]["rootfsPropagation"] = json!(mode))?;
+        assert_rejected_with(&h, &b, &h.id("nopivot"), &["--no-pivot"], &["pivot_root"])?;
+    }
     Ok(())
 }

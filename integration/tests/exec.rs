@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::json;
 use skiff_integration::console::read_terminal;
-use skiff_integration::harness::runtime_binary;
 use skiff_integration::host::{check_in_cgroup, process_alive, thaw_cgroup};
 use skiff_integration::procfs::{fd_listing, status_field};
 use skiff_integration::spec::DEFAULT_CAPS;
@@ -25,16 +24,9 @@ fn sleeper(h: &Harness) -> Result<(Bundle, String)> {
     Ok((b, id))
 }
 
-/// The exit code of a runtime whose `exec` itself fails (the process never ran): 1 for skiff, 255
-/// for runc (which the tests are validated against with `SKIFF_BIN`).
+/// The exit code of a runtime whose `exec` itself fails (the process never ran): 255, as runc's.
 fn exec_failure_code() -> i32 {
-    let bin = runtime_binary();
-    let name = bin.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    if name.starts_with("runc") {
-        255
-    } else {
-        1
-    }
+    255
 }
 
 fn field(status: &str, name: &str) -> String {

@@ -333,7 +333,7 @@ fn normalise_state(state: &Value, id: &str, bundle: &str, pid: i32) -> Value {
 /// create (from `/`), start (from `/usr`), wait, delete (from `/var`) with `bin`; what each hook
 /// saw.
 fn observe_hooks(bin: &str) -> Result<Seen> {
-    let h = Harness::with_runtime(bin.into())?;
+    let h = Harness::with_binary(bin.into())?;
     let out = h.dir("hookprobe")?;
     let host_dir = out.display().to_string();
     let mut b = h.bundle()?;
@@ -461,7 +461,7 @@ struct FailureSeen {
 }
 
 fn observe_failure(bin: &str, failing: &str) -> Result<FailureSeen> {
-    let h = Harness::with_runtime(bin.into())?;
+    let h = Harness::with_binary(bin.into())?;
     let out = h.dir("hookfail")?;
     let host_dir = out.display().to_string();
     let mut b = h.bundle()?;

@@ -448,3 +448,38 @@ fn commands_on_an_unknown_container_fail() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn a_missing_state_root_is_made_private_as_in_runc() -> Result<()> {
+    for h in [Harness::runc()?, Harness::new()?] {
+        let who = h.bin().display().to_string();
+        let top = h.tmp().join("fresh-root");
+        let root = top.join("a/b");
+        let root_arg = root.display().to_string();
+        let mut b = h.bundle()?;
+        b.args(&["true"])?;
+        let id = h.id("root");
+        let path = b.path_str();
+        let opts = || skiff_integration::Opts {
+            no_root: true,
+            ..Default::default()
+        };
+        let out = h.exec(
+            &["--root", &root_arg, "create", "--bundle", &path, &id],
+            opts(),
+        )?;
+        let modes: Vec<u32> = [&top, &top.join("a"), &root]
+            .iter()
+            .map(|d| {
+                fs::metadata(d)
+                    .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777)
+            })
+            .collect::<std::io::Result<_>>()?;
+        h.exec(&["--root", &root_arg, "delete", "--force", &id], opts())?
+            .ok()?;
+        out.ok()?;
+        assert_eq!(modes, [0o700, 0o700, 0o700], "{who}");
+        fs::remove_dir_all(&top)?;
+    }
+    Ok(())
+}

@@ -189,3 +189,121 @@ fn sysctls_apply_inside_the_new_namespaces_only() -> Result<()> {
     );
     Ok(())
 }
+
+/// What a container without a mount namespace shows: its rootfs (a marker file), its mount
+/// namespace, whether its root is read-only; and the lines it added to the host's mountinfo
+/// while it ran and after `delete`.
+struct NoMountNs {
+    inside: String,
+    while_running: usize,
+    /// Host lines that changed or went while it ran (runc makes the host's mounts slaves).
+    changed: Vec<String>,
+    after_delete: Vec<String>,
+}
+
+fn without_mount_ns(h: &Harness) -> Result<NoMountNs> {
+    let mut b = h.bundle()?;
+    b.remove_namespace("mount")?;
+    b.edit(|c| {
+        c["linux"]["maskedPaths"] = json!([]);
+        c["linux"]["readonlyPaths"] = json!([]);
+    })?;
+    fs::write(b.rootfs().join("etc/marker"), "in-the-rootfs\n")?;
+    b.sh("cat /etc/marker; readlink /proc/self/ns/mnt; \
+          touch /w 2>&1 && echo root-writable && rm /w; \
+          grep -c ' /proc ' /proc/self/mountinfo; exec sleep 1000")?;
+    let old: std::collections::BTreeSet<String> =
+        h.host_mountinfo()?.lines().map(str::to_string).collect();
+    let added = |h: &Harness| -> Result<Vec<String>> {
+        Ok(h.host_mountinfo()?
+            .lines()
+            .filter(|l| !old.contains(*l))
+            .map(str::to_string)
+            .collect())
+    };
+    let id = h.id("nomnt");
+    h.create(&id, &b)?;
+    h.start(&id)?.ok()?;
+    let inside = skiff_integration::wait_for_content(&h.stdout_path(&id), h.timeout())?;
+    // Wait for the last line (the mount count) before looking at the host.
+    let deadline = std::time::Instant::now() + h.timeout();
+    let mut inside = inside;
+    while inside.lines().count() < 4 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        inside = h.stdout_of(&id)?;
+    }
+    let while_running = added(h)?.len();
+    let old_text: String = old.iter().map(|l| format!("{l}\n")).collect();
+    let changed = skiff_integration::host::mountinfo_lost(&old_text, &h.host_mountinfo()?);
+    h.kill(&id, Some("KILL"))?.ok()?;
+    h.wait_status(&id, "stopped")?;
+    h.delete(&id)?.ok()?;
+    Ok(NoMountNs {
+        inside,
+        while_running,
+        changed,
+        after_delete: added(h)?,
+    })
+}
+
+/// Without a mount namespace the container shares the host's (runc runs such a config): its
+/// rootfs is built there and entered with chroot (writable despite `root.readonly`, as runc
+/// finalizes a rootfs only in a mount namespace of its own), and `delete` leaves none of its
+/// mounts on the host (runc 1.1.5 leaves them all). Run from a stand-in host whose mounts are
+/// shared, beside runc for what the container sees.
+#[test]
+fn without_a_mount_namespace_the_container_shares_the_hosts() -> Result<()> {
+    let mut h = Harness::new()?;
+    h.use_shared_host_mount_ns()?;
+    let got = without_mount_ns(&h)?;
+    let host_ns = h.host_mount_ns()?;
+    assert_eq!(
+        got.inside,
+        format!("in-the-rootfs\n{host_ns}\nroot-writable\n1\n"),
+        "what the container sees"
+    );
+    // Its /proc, /dev, /sys, cgroups... are on the host while it runs, as with runc, but the
+    // host's own mounts keep their propagation (runc makes them all slaves).
+    assert!(got.while_running >= 5, "{} mounts", got.while_running);
+    assert!(
+        got.changed.is_empty(),
+        "host mounts changed:\n{}",
+        got.changed.join("\n")
+    );
+    assert!(
+        got.after_delete.is_empty(),
+        "left on the host after delete:\n{}",
+        got.after_delete.join("\n")
+    );
+    // A create that fails half-way (after /proc, /dev... are mounted) leaves nothing either.
+    let mut b = h.bundle()?;
+    b.remove_namespace("mount")?;
+    b.edit(|c| {
+        c["linux"]["maskedPaths"] = json!([]);
+        c["linux"]["readonlyPaths"] = json!([]);
+    })?;
+    b.add_mount(json!({"destination": "/bad", "type": "nosuchfs", "source": "none"}))?;
+    let before = h.host_mountinfo()?;
+    let out = h.try_create(&h.id("nomntfail"), &b, &[])?;
+    assert!(!out.success(), "{out}");
+    let now = h.host_mountinfo()?;
+    let left: Vec<&str> = now.lines().filter(|l| !before.contains(l)).collect();
+    assert!(
+        left.is_empty(),
+        "left after a failed create:\n{}",
+        left.join("\n")
+    );
+    let runc_bin = std::path::Path::new(skiff_integration::harness::RUNC);
+    if runc_bin.is_file() && h.bin() != runc_bin {
+        let mut r = Harness::runc()?;
+        r.use_shared_host_mount_ns()?;
+        let oracle = without_mount_ns(&r)?;
+        let runc_ns = r.host_mount_ns()?;
+        assert_eq!(
+            got.inside.replace(&host_ns, "HOST-NS"),
+            oracle.inside.replace(&runc_ns, "HOST-NS"),
+            "skiff vs runc inside"
+        );
+    }
+    Ok(())
+}

@@ -65,6 +65,76 @@ fn env_is_exactly_the_configured_environment() -> Result<()> {
     Ok(())
 }
 
+const ECHO_HOME: &str = "echo \"HOME=${HOME-unset}\"";
+
+/// What `HOME` the process sees in each case, for run and for exec.
+fn homes(h: &Harness) -> Result<Vec<String>> {
+    let mut seen = Vec::new();
+    let cases: [(u32, bool, Option<&str>); 5] = [
+        (0, true, None),
+        (65534, true, None),
+        (1000, true, None),
+        (0, false, None),
+        (0, true, Some("HOME=/custom")),
+    ];
+    for (uid, passwd, env) in cases {
+        let mut b = h.bundle()?;
+        b.sh(ECHO_HOME)?;
+        b.edit(|c| c["process"]["user"] = json!({"uid": uid, "gid": uid}))?;
+        if let Some(var) = env {
+            b.add_env(var)?;
+        }
+        if !passwd {
+            fs::remove_file(b.rootfs().join("etc/passwd"))?;
+        }
+        let out = h.run_ok(&b)?;
+        seen.push(format!(
+            "run uid {uid} passwd {passwd} env {env:?}: {}",
+            out.trim()
+        ));
+    }
+    let mut b = h.bundle()?;
+    b.args(&["sleep", "600"])?;
+    let id = h.create_and_start("home", &b)?;
+    for flags in [
+        &[][..],
+        &["-u", "65534"],
+        &["-u", "1000"],
+        &["--env", "HOME=/x"],
+    ] {
+        let out = h.exec_in(&id, flags, &["sh", "-c", ECHO_HOME])?.ok()?;
+        seen.push(format!("exec {flags:?}: {}", out.stdout.trim()));
+    }
+    Ok(seen)
+}
+
+#[test]
+fn home_comes_from_the_containers_passwd_as_in_runc() -> Result<()> {
+    let ours = homes(&Harness::new()?)?;
+    let runc = homes(&Harness::runc()?)?;
+    assert_eq!(ours, runc);
+    let values: Vec<&str> = ours
+        .iter()
+        .filter_map(|l| l.rsplit_once(": "))
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(
+        values,
+        [
+            "HOME=/root",
+            "HOME=/nonexistent",
+            "HOME=/",
+            "HOME=/",
+            "HOME=/custom",
+            "HOME=/root",
+            "HOME=/nonexistent",
+            "HOME=/",
+            "HOME=/x"
+        ]
+    );
+    Ok(())
+}
+
 #[test]
 fn user_uid_gid_and_additional_gids_apply() -> Result<()> {
     let h = Harness::new()?;
@@ -224,5 +294,105 @@ fn sigpipe_is_not_ignored_and_ends_a_writer() -> Result<()> {
         "SIGPIPE ignored: {out}"
     );
     assert!(out.ends_with("y\n"), "{out}");
+    Ok(())
+}
+
+/// Runs `RUNTIME --root R args...` from a shell that ignores SIGHUP and SIGINT, as under `nohup` or
+/// `trap '' HUP INT`; the ignored dispositions are inherited by the runtime.
+fn run_ignoring_hup_and_int(h: &Harness, args: &[&str]) -> Result<()> {
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("trap '' HUP INT; exec \"$@\"")
+        .arg("sh")
+        .arg(h.bin())
+        .arg("--root")
+        .arg(h.root())
+        .args(args)
+        .env(skiff_integration::harness::TAG_VAR, h.tag())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "{args:?}: {status}");
+    Ok(())
+}
+
+/// SigIgn of a host pid, as a bit mask.
+fn ignored_signals(pid: i32) -> Result<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(u64::from_str_radix(status_field(&status, "SigIgn"), 16)?)
+}
+
+/// Waits until `pid` is gone (or a zombie).
+fn wait_gone(pid: i32) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if !skiff_integration::host::process_alive(pid) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+/// The signals a process must not have ignored: the caller's HUP and INT, and PIPE.
+const MUST_NOT_IGNORE: u64 =
+    1 << (libc::SIGHUP - 1) | 1 << (libc::SIGINT - 1) | 1 << (libc::SIGPIPE - 1);
+
+/// Signals the runtime's caller ignores are not ignored in the container or its execs (runc resets
+/// every disposition but the C library's own 32 and 33): SIGHUP ends the process. Returns the
+/// init's and the exec'd process's SigIgn.
+fn signals_reset(h: &Harness) -> Result<(u64, u64)> {
+    let who = h.bin().display().to_string();
+    // No pid namespace, so the init is not a namespace's pid 1 (which only gets the signals it
+    // has handlers for) and a SIGHUP with the default disposition ends it.
+    let mut b = h.bundle()?;
+    b.remove_namespace("pid")?;
+    b.args(&["sleep", "600"])?;
+    let id = h.id("sigign");
+    let bundle = b.path_str();
+    run_ignoring_hup_and_int(h, &["run", "-d", "--bundle", &bundle, &id])?;
+    let init_ignored = ignored_signals(h.pid(&id)?)?;
+    assert_eq!(
+        init_ignored & MUST_NOT_IGNORE,
+        0,
+        "{who}: init's SigIgn {init_ignored:x}"
+    );
+
+    let pid_file = h.path("exec.pid");
+    let pid_arg = pid_file.display().to_string();
+    run_ignoring_hup_and_int(
+        h,
+        &["exec", "-d", "--pid-file", &pid_arg, &id, "sleep", "600"],
+    )?;
+    let exec_pid: i32 = fs::read_to_string(&pid_file)?.trim().parse()?;
+    let exec_ignored = ignored_signals(exec_pid)?;
+    assert_eq!(
+        exec_ignored & MUST_NOT_IGNORE,
+        0,
+        "{who}: exec's SigIgn {exec_ignored:x}"
+    );
+    // SAFETY: kill(2) on a process this test started.
+    assert_eq!(unsafe { libc::kill(exec_pid, libc::SIGHUP) }, 0);
+    assert!(
+        wait_gone(exec_pid),
+        "{who}: SIGHUP did not end the exec'd process"
+    );
+
+    h.kill(&id, Some("HUP"))?;
+    h.wait_status(&id, "stopped")?;
+    h.delete(&id)?;
+    Ok((init_ignored, exec_ignored))
+}
+
+#[test]
+fn signals_ignored_by_the_caller_are_reset_as_in_runc() -> Result<()> {
+    let (runc_init, runc_exec) = signals_reset(&Harness::runc()?)?;
+    let ours = signals_reset(&Harness::new()?)?;
+    // Every disposition is the default; runc differs only in signal 32 (SIGCANCEL to the C library),
+    // which its Go runtime leaves as the caller had it (ignored when the caller was started with
+    // posix_spawn from a threaded program, as this test's commands are).
+    assert_eq!(ours, (0, 0));
+    let sig32 = 1 << (32 - 1);
+    assert_eq!((runc_init & !sig32, runc_exec & !sig32), ours);
     Ok(())
 }

@@ -337,3 +337,314 @@ fn rootfs_propagation_decides_whether_host_mounts_propagate_in() -> Result<()> {
     }
     Ok(())
 }
+
+/// Mount point to propagation, without the peer group numbers (`shared`, `master`, `shared
+/// master`, `unbindable`, or `private` when there is no tag), from the lines a container printed
+/// with [`PROPAGATION_SCRIPT`].
+fn propagation_by_mount_point(out: &str) -> std::collections::BTreeMap<String, String> {
+    out.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split_once(' ').unwrap_or((l, "")))
+        .map(|(point, tags)| {
+            let tags = tags.trim();
+            let tags = if tags.is_empty() { "private" } else { tags };
+            (point.to_string(), tags.to_string())
+        })
+        .collect()
+}
+
+/// Prints each mount point of the container with its propagation tags, then `end`.
+const PROPAGATION_SCRIPT: &str = "awk '{ t = \"\"; for (i = 7; $i != \"-\"; i++) \
+     { split($i, a, \":\"); t = t \" \" a[1] }; print $5 t }' /proc/self/mountinfo; \
+     echo end; exec sleep 1000";
+
+/// Lines of `now` that were not in `before` (a mountinfo line names the mount's id, so a new mount
+/// is a new line).
+fn new_lines(before: &str, now: &str) -> Vec<String> {
+    let old: std::collections::BTreeSet<&str> = before.lines().collect();
+    now.lines()
+        .filter(|l| !old.contains(l))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The host's mountinfo `now` has no line that `before` lacks (no mount of the container reached
+/// it) and kept every line (none of its mounts went or changed propagation).
+fn assert_host_untouched(before: &str, now: &str, what: &str) {
+    let leaked = new_lines(before, now);
+    assert!(
+        leaked.is_empty(),
+        "{what}: on the host:\n{}",
+        leaked.join("\n")
+    );
+    let lost = skiff_integration::host::mountinfo_lost(before, now);
+    assert!(
+        lost.is_empty(),
+        "{what}: host mounts gone or changed:\n{}",
+        lost.join("\n")
+    );
+}
+
+/// Runs a container with `linux.rootfsPropagation` = `mode` (unset for `None`) and an `rshared`
+/// bind of a host mount at /shared-bind, from a host whose mounts are all shared, optionally with the rootfs a
+/// mount point of its own (as containerd's overlay is). Asserts that none of the container's
+/// mounts appears on the host while it runs or after `delete` and that the host's own mounts are
+/// untouched, and returns the propagation of each of the container's mounts, or None when
+/// `create` failed.
+fn propagation_case(
+    h: &Harness,
+    mode: Option<&str>,
+    rootfs_is_mount: bool,
+) -> Result<Option<std::collections::BTreeMap<String, String>>> {
+    let mut b = h.bundle()?;
+    if let Some(mode) = mode {
+        b.edit(|c| c["linux"]["rootfsPropagation"] = json!(mode))?;
+    }
+    // A mount of its own, so that a non-recursive `unbindable` `/` does not refuse the bind.
+    let src = h.dir("shared-src")?;
+    let src_path = src.display().to_string();
+    h.run_in_host_ns(&["mount", "--bind", &src_path, &src_path])?;
+    b.add_mount(json!({
+        "destination": "/shared-bind", "type": "bind",
+        "source": src.display().to_string(), "options": ["rbind", "rshared"]
+    }))?;
+    b.sh(PROPAGATION_SCRIPT)?;
+    if rootfs_is_mount {
+        let rootfs = b.rootfs().display().to_string();
+        h.run_in_host_ns(&["mount", "--bind", &rootfs, &rootfs])?;
+    }
+    let what = format!("{} rootfsPropagation {mode:?}", h.bin().display());
+    let before = h.host_mountinfo()?;
+    let id = h.id("prop");
+    let created = h.try_create(&id, &b, &[])?;
+    let result = if created.success() {
+        h.start(&id)?.ok()?;
+        let deadline = std::time::Instant::now() + h.timeout();
+        let mut out = String::new();
+        while !out.ends_with("\nend\n") && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            out = fs::read_to_string(h.stdout_path(&id)).unwrap_or_default();
+        }
+        assert_host_untouched(
+            &before,
+            &h.host_mountinfo()?,
+            &format!("{what} while running"),
+        );
+        h.kill(&id, Some("KILL"))?.ok()?;
+        h.wait_status(&id, "stopped")?;
+        h.delete(&id)?.ok()?;
+        Some(propagation_by_mount_point(out.trim_end_matches("end\n")))
+    } else {
+        None
+    };
+    assert_host_untouched(
+        &before,
+        &h.host_mountinfo()?,
+        &format!("{what} after delete"),
+    );
+    Ok(result)
+}
+
+/// What runc 1.1.5 shows on `/` for each mode, from a host whose mounts are shared. runc applies
+/// the mode to `/` of the new namespace, makes the mount holding the rootfs private if it is still
+/// shared, binds the rootfs and pivots into it; it does not apply the mode again afterwards. So a
+/// `slave` root keeps its master only when the rootfs was not a shared mount of its own, and an
+/// `unbindable` `/` makes the rootfs bind fail when the rootfs is a plain directory on `/`.
+const PROPAGATION_MODES: [(Option<&str>, &str, &str); 9] = [
+    // (mode, rootfs a plain directory, rootfs a mount point of its own)
+    (None, "master", "master"),
+    (Some("rslave"), "master", "master"),
+    (Some("slave"), "master", "private"),
+    (Some("rprivate"), "private", "private"),
+    (Some("private"), "private", "private"),
+    (Some("rshared"), "private", "private"),
+    (Some("shared"), "private", "private"),
+    (Some("runbindable"), "create failed", "create failed"),
+    (Some("unbindable"), "create failed", "private"),
+];
+
+/// Each rootfsPropagation mode works as in runc, and never leaks a container's mounts (its cgroup
+/// binds, /proc, /dev...) into a host whose mounts are shared: checked against the table above
+/// and, when runc is installed, against runc itself on the same host.
+fn rootfs_propagation_modes(rootfs_is_mount: bool) -> Result<()> {
+    let mut h = Harness::new()?;
+    h.use_shared_host_mount_ns()?;
+    let runc_bin = std::path::Path::new(skiff_integration::harness::RUNC);
+    let mut runc = match runc_bin.is_file() && h.bin() != runc_bin {
+        true => Some(Harness::runc()?),
+        false => None,
+    };
+    if let Some(r) = &mut runc {
+        r.use_shared_host_mount_ns()?;
+    }
+    for (mode, plain, own) in PROPAGATION_MODES {
+        let want = if rootfs_is_mount { own } else { plain };
+        let got = propagation_case(&h, mode, rootfs_is_mount)?;
+        let root = |seen: &Option<std::collections::BTreeMap<String, String>>| match seen {
+            Some(m) => m.get("/").cloned().unwrap_or_default(),
+            None => "create failed".to_string(),
+        };
+        assert_eq!(root(&got), want, "rootfsPropagation {mode:?}: /");
+        if let Some(m) = &got {
+            // A mount's own propagation option survives pivot_root.
+            let bind = m.get("/shared-bind").map(String::as_str).unwrap_or("");
+            assert!(
+                bind.starts_with("shared"),
+                "{mode:?}: /shared-bind is {bind}"
+            );
+        }
+        if let Some(r) = &runc {
+            let oracle = propagation_case(r, mode, rootfs_is_mount)?;
+            assert_eq!(
+                root(&got),
+                root(&oracle),
+                "{mode:?}: / under skiff and runc"
+            );
+            // Every mount both have (skiff also mounts a hybrid host's cgroup2) propagates alike.
+            if let (Some(g), Some(o)) = (&got, &oracle) {
+                for (point, tags) in g {
+                    if let Some(theirs) = o.get(point) {
+                        assert_eq!(tags, theirs, "{mode:?}: {point} under skiff and runc");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn rootfs_propagation_modes_with_a_plain_rootfs_directory() -> Result<()> {
+    rootfs_propagation_modes(false)
+}
+
+#[test]
+fn rootfs_propagation_modes_with_a_rootfs_mount_point() -> Result<()> {
+    rootfs_propagation_modes(true)
+}
+
+/// A bind of a host directory `src` (with a tmpfs mounted at `src/sub`) at /data with `options`:
+/// the mount options of /data and /data/sub inside, and what a write to each says; or the
+/// failure of `run`.
+fn recursive_attr_case(h: &Harness, src: &std::path::Path, options: &[&str]) -> Result<String> {
+    let mut b = h.bundle()?;
+    b.add_mount(json!({
+        "destination": "/data", "type": "bind",
+        "source": src.display().to_string(), "options": options
+    }))?;
+    b.sh(
+        "for p in /data /data/sub; do awk -v p=$p '$5 == p { print p, $6 }' /proc/self/mountinfo; \
+         touch $p/w 2>&1 && echo $p writable && rm $p/w; done; true",
+    )?;
+    let id = h.id("rattr");
+    let out = h.run(&id, &b, &[])?;
+    Ok(if out.success() {
+        out.stdout
+    } else {
+        format!("run failed with {}", out.exit_code())
+    })
+}
+
+/// Recursive mount attributes reach the submounts of a bind (mount_setattr with AT_RECURSIVE),
+/// where a plain `ro` stops at the bind itself: as in runc 1.1.5, which the test also runs.
+#[test]
+fn recursive_mount_attributes_reach_submounts() -> Result<()> {
+    let h = Harness::new()?;
+    let src = h.dir("rsrc")?;
+    fs::create_dir(src.join("sub"))?;
+    h.mount_tmpfs(&src.join("sub"))?;
+    let runc_bin = std::path::Path::new(skiff_integration::harness::RUNC);
+    let runc = match runc_bin.is_file() && h.bin() != runc_bin {
+        true => Some(Harness::runc()?),
+        false => None,
+    };
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["rbind", "rro"],
+            "/data ro,relatime\ntouch: /data/w: Read-only file system\n\
+             /data/sub ro,relatime\ntouch: /data/sub/w: Read-only file system\n",
+        ),
+        (
+            &["rbind", "ro"],
+            "/data ro,relatime\ntouch: /data/w: Read-only file system\n\
+             /data/sub rw,relatime\n/data/sub writable\n",
+        ),
+        (
+            &[
+                "rbind",
+                "rnosuid",
+                "rnodev",
+                "rnoexec",
+                "rnoatime",
+                "rnosymfollow",
+            ],
+            "/data rw,nosuid,nodev,noexec,noatime,nosymfollow\n/data writable\n\
+             /data/sub rw,nosuid,nodev,noexec,noatime,nosymfollow\n/data/sub writable\n",
+        ),
+        // rrw clears what `ro` set; a bit both set and cleared stays set.
+        (
+            &["rbind", "ro", "rrw"],
+            "/data rw,relatime\n/data writable\n/data/sub rw,relatime\n/data/sub writable\n",
+        ),
+        (
+            &["rbind", "rrw", "rro"],
+            "/data ro,relatime\ntouch: /data/w: Read-only file system\n\
+             /data/sub ro,relatime\ntouch: /data/sub/w: Read-only file system\n",
+        ),
+        (
+            &["rbind", "rstrictatime", "rnodiratime"],
+            "/data rw,nodiratime\n/data writable\n/data/sub rw,nodiratime\n/data/sub writable\n",
+        ),
+        // runc hands this to the kernel, which refuses it; skiff refuses it up front.
+        (&["rbind", "ratime"], "run failed with 1"),
+    ];
+    for (options, want) in cases {
+        let got = recursive_attr_case(&h, &src, options)?;
+        if let Some(r) = &runc {
+            let oracle = recursive_attr_case(r, &src, options)?;
+            assert_eq!(got, oracle, "{options:?}: skiff vs runc");
+        }
+        assert_eq!(got, want, "{options:?}");
+    }
+    Ok(())
+}
+
+/// What a container shows of relative (and empty) maskedPaths and readonlyPaths, with
+/// `process.cwd` elsewhere than `/`.
+fn relative_paths_case(h: &Harness) -> Result<String> {
+    let mut b = h.bundle()?;
+    let rootfs = b.rootfs();
+    fs::write(rootfs.join("etc/secret"), "secret\n")?;
+    fs::write(rootfs.join("etc/other"), "other\n")?;
+    fs::create_dir_all(rootfs.join("data"))?;
+    fs::write(rootfs.join("data/near"), "near\n")?;
+    b.edit(|c| {
+        c["process"]["cwd"] = json!("/data");
+        c["linux"]["maskedPaths"] = json!(["etc/secret", "../etc/other", "", "near"]);
+        c["linux"]["readonlyPaths"] = json!(["./data", ""]);
+    })?;
+    b.sh(
+        "for f in /etc/secret /etc/other /data/near; do echo \"$f=[$(cat $f)]\"; done; \
+         awk '$5 == \"/data\" { print $5, $6 }' /proc/self/mountinfo",
+    )?;
+    h.run_ok(&b)
+}
+
+/// runc takes a relative maskedPaths or readonlyPaths entry from the container's `/` (its working
+/// directory when it applies them, whatever process.cwd is) and skips an empty one; so does skiff,
+/// compared with runc when it is installed.
+#[test]
+fn relative_masked_and_readonly_paths_start_at_the_root() -> Result<()> {
+    let h = Harness::new()?;
+    let got = relative_paths_case(&h)?;
+    assert_eq!(
+        got,
+        "/etc/secret=[]\n/etc/other=[]\n/data/near=[near]\n/data ro,relatime\n"
+    );
+    let runc_bin = std::path::Path::new(skiff_integration::harness::RUNC);
+    if runc_bin.is_file() && h.bin() != runc_bin {
+        let oracle = relative_paths_case(&Harness::runc()?)?;
+        assert_eq!(got, oracle, "skiff vs runc");
+    }
+    Ok(())
+}

@@ -98,8 +98,8 @@ fn errno_rule_makes_mkdir_fail_in_an_exec_process() -> Result<()> {
 #[test]
 fn the_profile_applies_without_no_new_privileges_too() -> Result<()> {
     let h = Harness::new()?;
-    // Without no_new_privs the filter must be loaded while the runtime still holds CAP_SYS_ADMIN,
-    // so the runtime's last steps (identity, capabilities, cwd, execve) run under it.
+    // Without no_new_privs the filter must be loaded while the runtime still holds CAP_SYS_ADMIN
+    // (kept effective across the identity change until the filter is in).
     let mut b = bundle_with(&h, Some(edquot_profile()))?;
     b.edit(|c| c["process"]["noNewPrivileges"] = json!(false))?;
     b.sh(&format!(
@@ -109,8 +109,8 @@ fn the_profile_applies_without_no_new_privileges_too() -> Result<()> {
     assert!(out.starts_with("touch-ok\nmkdir=1\n"), "{out}");
     assert_eq!(status_field(&out, "Seccomp"), Some("2"), "{out}");
 
-    // The same with the default allow-list and a non-root user: what the runtime still does
-    // after loading the filter must be on the list.
+    // The same with the default allow-list and a non-root user: only the capability sets and
+    // execve follow the filter.
     let mut b = bundle_with(&h, Some(default_profile()))?;
     b.edit(|c| {
         c["process"]["noNewPrivileges"] = json!(false);
@@ -121,6 +121,114 @@ fn the_profile_applies_without_no_new_privileges_too() -> Result<()> {
     let out = h.run_ok(&b)?;
     assert!(out.starts_with("1000\n/tmp\n"), "{out}");
     assert_eq!(status_field(&out, "Seccomp"), Some("2"), "{out}");
+    Ok(())
+}
+
+/// An allow-list of what runc 1.1.5 calls after loading its filter (traced with strace for `run`
+/// and `exec`, with and without no_new_privileges, a non-root user and a cwd) and what busybox
+/// needs for [`STRICT_PROBE`]. It leaves out what runc never calls under its filter, such as
+/// openat2, fchdir, close_range, poll, sendto and seccomp itself.
+fn strict_profile() -> Value {
+    let names = [
+        "arch_prctl",
+        "brk",
+        "capget",
+        "capset",
+        "chdir",
+        "clock_nanosleep",
+        "clone",
+        "close",
+        "epoll_ctl",
+        "epoll_pwait",
+        "execve",
+        "exit",
+        "exit_group",
+        "faccessat2",
+        "fchown",
+        "fcntl",
+        "fstat",
+        "fstatfs",
+        "futex",
+        "getcwd",
+        "getdents64",
+        "getegid",
+        "geteuid",
+        "getgid",
+        "getpid",
+        "getppid",
+        "getrandom",
+        "gettid",
+        "getuid",
+        "madvise",
+        "mmap",
+        "mprotect",
+        "munmap",
+        "nanosleep",
+        "newfstatat",
+        "openat",
+        "prctl",
+        "prlimit64",
+        "read",
+        "readlink",
+        "rseq",
+        "rt_sigaction",
+        "rt_sigprocmask",
+        "rt_sigreturn",
+        "sched_yield",
+        "set_robust_list",
+        "set_tid_address",
+        "setgid",
+        "setgroups",
+        "setuid",
+        "sigaltstack",
+        "tgkill",
+        "uname",
+        "wait4",
+        "write",
+    ];
+    json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "syscalls": [{"names": names.to_vec(), "action": "SCMP_ACT_ALLOW"}]
+    })
+}
+
+const STRICT_PROBE: &str = "id -u; pwd; grep -E '^(NoNewPrivs|Seccomp):' /proc/self/status";
+
+/// A bundle under [`strict_profile`] for user 1000 in /tmp, running `args`.
+fn strict_bundle(h: &Harness, nnp: bool, args: &[&str]) -> Result<Bundle> {
+    let mut b = h.bundle()?;
+    b.edit(|c| {
+        c["linux"]["seccomp"] = strict_profile();
+        c["process"]["noNewPrivileges"] = json!(nnp);
+        c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+        c["process"]["cwd"] = json!("/tmp");
+    })?;
+    b.args(args)?;
+    Ok(b)
+}
+
+#[test]
+fn a_strict_allow_list_that_runc_survives_runs_the_container_and_its_execs() -> Result<()> {
+    // runc first: the profile must be one its own sequence survives.
+    for h in [Harness::runc()?, Harness::new()?] {
+        let who = h.bin().display().to_string();
+        for nnp in [false, true] {
+            let want = format!("1000\n/tmp\nNoNewPrivs:\t{}\nSeccomp:\t2\n", nnp as u8);
+            let b = strict_bundle(&h, nnp, &["sh", "-c", STRICT_PROBE])?;
+            let id = h.id("strict");
+            let out = h.run(&id, &b, &[])?;
+            assert!(out.success(), "{who}, noNewPrivileges {nnp}: {out}");
+            assert_eq!(out.stdout, want, "{who}, noNewPrivileges {nnp}: {out}");
+
+            let b = strict_bundle(&h, false, &["sleep", "600"])?;
+            let id = h.create_and_start("strict", &b)?;
+            let flags: &[&str] = if nnp { &["--no-new-privs"] } else { &[] };
+            let out = h.exec_in(&id, flags, &["sh", "-c", STRICT_PROBE])?;
+            assert!(out.success(), "{who}, exec {flags:?}: {out}");
+            assert_eq!(out.stdout, want, "{who}, exec {flags:?}: {out}");
+            h.delete_force(&id)?;
+        }
+    }
     Ok(())
 }
 

@@ -66,3 +66,79 @@ fn foreground_run_with_a_terminal_uses_the_callers_terminal() -> Result<()> {
     assert!(out.contains("all-stdio-are-ttys"), "{out:?}");
     Ok(())
 }
+
+/// Runs `RUNTIME --root R args...` as a daemon or a CI job would: in a session of its own (no
+/// controlling terminal), stdin, stdout and stderr not terminals. Returns the exit code (`None`
+/// when it had to be killed after 15 s) and stderr.
+fn without_a_terminal(h: &Harness, args: &[&str]) -> Result<(Option<i32>, String)> {
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+    let stderr = h.path("notty.stderr");
+    let mut cmd = Command::new(h.bin());
+    cmd.arg("--root")
+        .arg(h.root())
+        .args(args)
+        .env(skiff_integration::harness::TAG_VAR, h.tag())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(File::create(&stderr)?);
+    // SAFETY: setsid(2) is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn()?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let code = loop {
+        if let Some(status) = child.try_wait()? {
+            break status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Ok((code, std::fs::read_to_string(&stderr)?))
+}
+
+#[test]
+fn a_terminal_without_a_terminal_of_ours_fails_at_once_as_in_runc() -> Result<()> {
+    for h in [Harness::runc()?, Harness::new()?] {
+        let who = h.bin().display().to_string();
+        // `run`: an interactive shell on a terminal whose input nobody could ever type.
+        let mut b = h.bundle()?;
+        b.edit(|c| c["process"]["terminal"] = json!(true))?;
+        b.args(&["sh"])?;
+        let id = h.id("notty");
+        let path = b.path_str();
+        let (code, stderr) = without_a_terminal(&h, &["run", "--bundle", &path, &id])?;
+        assert_eq!(code, Some(1), "{who} run: {stderr}");
+        assert!(
+            stderr.contains("open /dev/tty: no such device or address"),
+            "{who}: {stderr}"
+        );
+        h.check_no_trace(&id, &b)?;
+
+        // `exec -t`: fails as runc's does, and starts nothing in the container.
+        let mut b = h.bundle()?;
+        b.args(&["sleep", "600"])?;
+        let id = h.create_and_start("notty", &b)?;
+        let (code, stderr) = without_a_terminal(&h, &["exec", "-t", &id, "sh"])?;
+        assert_eq!(code, Some(255), "{who} exec -t: {stderr}");
+        assert!(
+            stderr.contains("open /dev/tty: no such device or address"),
+            "{who}: {stderr}"
+        );
+        let pids = h.cmd(&["ps", "--format", "json", &id])?.ok()?;
+        let pids: Vec<i32> = serde_json::from_str(&pids.stdout)?;
+        assert_eq!(pids.len(), 1, "{who}: {pids:?}");
+        h.delete_force(&id)?;
+    }
+    Ok(())
+}

@@ -108,6 +108,32 @@ impl CapSets {
     }
 }
 
+/// Makes CAP_SYS_ADMIN effective (it must be permitted), for loading a
+/// seccomp filter without no_new_privs after the uid change; returns the
+/// effective set it replaced.
+pub fn raise_sys_admin() -> Result<CapsHashSet, CapError> {
+    let err = |action| {
+        move |source| CapError::Apply {
+            action,
+            set: "effective",
+            source,
+        }
+    };
+    let before = caps::read(None, CapSet::Effective).map_err(err("read"))?;
+    caps::raise(None, CapSet::Effective, Capability::CAP_SYS_ADMIN)
+        .map_err(err("raise CAP_SYS_ADMIN in"))?;
+    Ok(before)
+}
+
+/// Sets the effective set back to `effective` (see [`raise_sys_admin`]).
+pub fn set_effective(effective: &CapsHashSet) -> Result<(), CapError> {
+    caps::set(None, CapSet::Effective, effective).map_err(|source| CapError::Apply {
+        action: "restore",
+        set: "effective",
+        source,
+    })
+}
+
 /// Whether the running kernel knows `cap` (`/proc/sys/kernel/cap_last_cap`).
 fn cap_supported(cap: Capability) -> bool {
     thread_local! {

@@ -1,10 +1,10 @@
 //! runc's command line: global flags and subcommands, parsed with clap.
-//! Every error becomes one message (stderr and the `--log` file) and exit
-//! status 1, as with runc.
+//! Every error becomes one message (stderr and the `--log` file) and runc's
+//! exit status: 1, 255 for `exec`, 3 for an unknown command.
 
 use crate::commands;
 use crate::log::Logger;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 
 /// skiff: a runc-compatible OCI container runtime.
@@ -194,16 +194,7 @@ pub enum Command {
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
-            let code = match e.kind() {
-                clap::error::ErrorKind::DisplayHelp
-                | clap::error::ErrorKind::DisplayVersion
-                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
-                _ => 1,
-            };
-            let _ = e.print();
-            return code;
-        }
+        Err(e) => return usage_error(&e),
     };
     if cli.version {
         println!(
@@ -216,22 +207,141 @@ pub fn main() -> i32 {
     let mut log = match Logger::new(cli.log.as_deref(), &cli.log_format, cli.debug) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
-                "skiff: --log {}: {e}",
-                cli.log.as_deref().unwrap_or_else(|| "".as_ref()).display()
-            );
+            let path = cli.log.as_deref().unwrap_or_else(|| "".as_ref());
+            Logger::stderr(&cli.log_format).error(&format!("--log {}: {e}", path.display()));
             return 1;
         }
     };
     let Some(cmd) = &cli.command else {
-        eprintln!("skiff: no command given; see skiff --help");
-        return 1;
+        // As runc: no command prints the help.
+        let _ = Cli::command().print_help();
+        return 0;
     };
     match commands::dispatch(&cli, cmd, &mut log) {
         Ok(code) => code,
         Err(e) => {
             log.error(&e.to_string());
-            1
+            failure_status(cmd)
         }
+    }
+}
+
+/// The exit status of a failed command: runc's `exec` exits 255 when the
+/// process could not be started (its own status otherwise), every other
+/// command 1.
+fn failure_status(cmd: &Command) -> i32 {
+    match cmd {
+        Command::Exec(_) => 255,
+        _ => 1,
+    }
+}
+
+/// A command line clap refused: help and version go to stdout (status 0);
+/// an error becomes one log line, as runc's, with runc's status (3 for an
+/// unknown command, 1 for the rest).
+fn usage_error(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return 0;
+        }
+        _ => {}
+    }
+    let (log_path, format) = early_log_options(std::env::args().skip(1));
+    let mut log = Logger::new(log_path.as_deref(), &format, false)
+        .unwrap_or_else(|_| Logger::stderr(&format));
+    log.error(&clap_message(&e.render().to_string()));
+    match e.kind() {
+        ErrorKind::InvalidSubcommand => 3,
+        _ => 1,
+    }
+}
+
+/// clap's rendered error as one line: its text up to the usage, without
+/// the `error: ` prefix.
+fn clap_message(rendered: &str) -> String {
+    let text = rendered.trim_start().trim_start_matches("error: ");
+    let head = text.split("\n\n").next().unwrap_or(text);
+    head.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `--log` and `--log-format` from the global flags before the command,
+/// for reporting a command line clap refused the way the command would
+/// have: containerd reads the error from that log.
+fn early_log_options(args: impl Iterator<Item = String>) -> (Option<PathBuf>, String) {
+    let mut log = None;
+    let mut format = "text".to_string();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let Some(flag) = arg.strip_prefix("--") else {
+            // The command: global flags come before it.
+            break;
+        };
+        let (name, inline) = match flag.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_string())),
+            None => (flag, None),
+        };
+        let takes_value = matches!(name, "root" | "log" | "log-format" | "criu" | "rootless");
+        let value = match (takes_value, inline) {
+            (true, Some(v)) => Some(v),
+            (true, None) => args.next(),
+            (false, _) => None,
+        };
+        match (name, value) {
+            ("log", Some(v)) => log = Some(PathBuf::from(v)),
+            ("log-format", Some(v)) if v == "json" || v == "text" => format = v,
+            _ => {}
+        }
+    }
+    (log, format)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> impl Iterator<Item = String> {
+        v.iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn log_options_come_from_the_flags_before_the_command() {
+        let (log, format) = early_log_options(strings(&[
+            "--root",
+            "/r",
+            "--log=/l.json",
+            "--log-format",
+            "json",
+            "create",
+            "--log",
+            "/x",
+        ]));
+        assert_eq!(log, Some(PathBuf::from("/l.json")));
+        assert_eq!(format, "json");
+        let (log, format) = early_log_options(strings(&["exec", "--log", "/x"]));
+        assert_eq!((log, format.as_str()), (None, "text"));
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let rendered = "error: the following required arguments were not provided:\n  <ID>\n\nUsage: skiff create <ID>\n";
+        assert_eq!(
+            clap_message(rendered),
+            "the following required arguments were not provided: <ID>"
+        );
+    }
+
+    #[test]
+    fn exec_fails_with_255_as_runc() {
+        let cli = Cli::try_parse_from(["skiff", "exec", "c", "true"]).unwrap();
+        assert_eq!(failure_status(cli.command.as_ref().unwrap()), 255);
+        let cli = Cli::try_parse_from(["skiff", "state", "c"]).unwrap();
+        assert_eq!(failure_status(cli.command.as_ref().unwrap()), 1);
     }
 }

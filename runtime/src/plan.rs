@@ -46,9 +46,13 @@ pub struct Plan {
     pub bundle: PathBuf,
     pub rootfs: PathBuf,
     pub rootfs_readonly: bool,
+    /// No mount namespace of its own: the rootfs is built in the caller's
+    /// (as runc does) under one private bind of the rootfs, which `delete`
+    /// detaches, and entered with chroot instead of pivot_root.
+    pub rootfs_on_host: bool,
     pub namespaces: NamespacePlan,
-    /// Propagation applied to `/` of the new mount namespace first, and to
-    /// the container's `/` after pivot_root.
+    /// Propagation applied to `/` of the new mount namespace before the
+    /// rootfs is bound (as runc does; not again after pivot_root).
     pub root_propagation: libc::c_ulong,
     pub mounts: Vec<MountOp>,
     /// Whether /dev is a tmpfs of ours to fill with device nodes and links.
@@ -136,6 +140,17 @@ pub struct MountOp {
     pub propagation: Vec<libc::c_ulong>,
     /// Filesystem-specific options (`mode=755,size=...`).
     pub data: String,
+    /// Recursive attributes (`rro`, `rnosuid`, ...) for `mount_setattr(2)`
+    /// on the mount and every mount below it; bind mounts only, as in runc
+    /// (which accepts and ignores them on other mounts).
+    pub rec_attr: Option<RecAttr>,
+}
+
+/// The `MOUNT_ATTR_*` bits `mount_setattr(2)` sets and clears.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecAttr {
+    pub set: u64,
+    pub clear: u64,
 }
 
 /// A device node to create in /dev.
@@ -248,6 +263,13 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
             )
         })?,
     };
+    // runc refuses this pair up front, before anything is made.
+    if opts.no_pivot && root_propagation & libc::MS_PRIVATE != 0 {
+        return Err(invalid(
+            "linux.rootfsPropagation",
+            "[r]private is not safe without pivot_root (--no-pivot)",
+        ));
+    }
     refuse_unsupported(&linux)?;
     let mut process = process_plan(spec, &opts)?;
     process.personality = linux.personality().as_ref().map(|p| match p.domain() {
@@ -255,15 +277,13 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
         oci_spec::runtime::LinuxPersonalityDomain::PerLinux32 => 0x0008,
     });
     let sysctl = sysctl_plan(&linux, &namespaces)?;
-    // The rootfs is built with mounts and pivot_root: without a mount
-    // namespace of its own they would happen on the host.
-    if namespaces.clone_flags & libc::CLONE_NEWNS as u64 == 0
-        && !namespaces.joins.iter().any(|(k, _)| *k == NsKind::Mount)
-    {
-        return Err(invalid(
-            "linux.namespaces",
-            "a mount namespace is required: the rootfs is built in it",
-        ));
+    // Without a mount namespace of its own the container shares the
+    // caller's: runc builds the rootfs there and chroots into it, and so do
+    // we, but never in a way that changes the host's own mounts.
+    let rootfs_on_host = namespaces.clone_flags & libc::CLONE_NEWNS as u64 == 0
+        && !namespaces.joins.iter().any(|(k, _)| *k == NsKind::Mount);
+    if rootfs_on_host {
+        refuse_without_mount_ns(&linux)?;
     }
     // Without a UTS namespace of its own, sethostname would rename the host.
     let has_uts = namespaces.clone_flags & libc::CLONE_NEWUTS as u64 != 0
@@ -284,14 +304,17 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
         id: id.to_string(),
         bundle: bundle.to_path_buf(),
         rootfs,
-        rootfs_readonly: root.readonly().unwrap_or(false),
+        // runc finalizes the rootfs (the read-only remount) only in a mount
+        // namespace of its own: a shared one keeps a writable root.
+        rootfs_readonly: root.readonly().unwrap_or(false) && !rootfs_on_host,
+        rootfs_on_host,
         namespaces,
         root_propagation,
         mounts,
         setup_dev,
         devices: devices(&linux)?,
-        masked_paths: clean_paths("linux.maskedPaths", linux.masked_paths())?,
-        readonly_paths: clean_paths("linux.readonlyPaths", linux.readonly_paths())?,
+        masked_paths: clean_paths(linux.masked_paths()),
+        readonly_paths: clean_paths(linux.readonly_paths()),
         hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
         domainname: spec.domainname().clone().filter(|h| !h.is_empty()),
         sysctl,
@@ -478,6 +501,31 @@ fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NamespacePlan, PlanErr
     Ok(plan)
 }
 
+/// What a container sharing the host's mount namespace cannot have: runc
+/// refuses masked and read-only paths there ("unable to restrict sys
+/// entries without a private MNT namespace"), and would apply
+/// rootfsPropagation to the host's `/`.
+fn refuse_without_mount_ns(linux: &oci_spec::runtime::Linux) -> Result<(), PlanError> {
+    for (field, paths) in [
+        ("linux.maskedPaths", linux.masked_paths()),
+        ("linux.readonlyPaths", linux.readonly_paths()),
+    ] {
+        if paths.as_ref().is_some_and(|p| !p.is_empty()) {
+            return Err(invalid(
+                field,
+                "needs a mount namespace in linux.namespaces (the paths would be covered on the host)",
+            ));
+        }
+    }
+    if linux.rootfs_propagation().is_some() {
+        return Err(invalid(
+            "linux.rootfsPropagation",
+            "needs a mount namespace in linux.namespaces (it would change the host's)",
+        ));
+    }
+    Ok(())
+}
+
 /// Lexically cleans an absolute container path (`..` cannot climb above `/`).
 pub fn clean_abs(p: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
@@ -493,20 +541,15 @@ pub fn clean_abs(p: &Path) -> PathBuf {
     out
 }
 
-fn clean_paths(field: &str, v: &Option<Vec<String>>) -> Result<Vec<PathBuf>, PlanError> {
+/// maskedPaths and readonlyPaths, cleaned. runc applies them from the new
+/// root with `/` as its working directory: a relative path is taken from
+/// `/` (whatever process.cwd is), and an empty one names nothing (ENOENT,
+/// which runc skips).
+fn clean_paths(v: &Option<Vec<String>>) -> Vec<PathBuf> {
     v.iter()
         .flatten()
-        .enumerate()
-        .map(|(i, p)| {
-            let path = Path::new(p);
-            if !path.is_absolute() {
-                return Err(invalid(
-                    format!("{field}[{i}]"),
-                    format!("{p:?} is not an absolute path"),
-                ));
-            }
-            Ok(clean_abs(path))
-        })
+        .filter(|p| !p.is_empty())
+        .map(|p| clean_abs(&Path::new("/").join(p)))
         .collect()
 }
 
@@ -561,18 +604,84 @@ pub fn propagation_flag(opt: &str) -> Option<libc::c_ulong> {
     })
 }
 
+/// Maps a recursive mount option to (whether it clears, its `MOUNT_ATTR_*`
+/// bit), as runc's table does.
+fn rec_attr_option(opt: &str) -> Option<(bool, u64)> {
+    use libc::*;
+    Some(match opt {
+        "rro" => (false, MOUNT_ATTR_RDONLY),
+        "rrw" => (true, MOUNT_ATTR_RDONLY),
+        "rnosuid" => (false, MOUNT_ATTR_NOSUID),
+        "rsuid" => (true, MOUNT_ATTR_NOSUID),
+        "rnodev" => (false, MOUNT_ATTR_NODEV),
+        "rdev" => (true, MOUNT_ATTR_NODEV),
+        "rnoexec" => (false, MOUNT_ATTR_NOEXEC),
+        "rexec" => (true, MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (false, MOUNT_ATTR_NODIRATIME),
+        "rdiratime" => (true, MOUNT_ATTR_NODIRATIME),
+        "rrelatime" => (false, MOUNT_ATTR_RELATIME),
+        "rnorelatime" => (true, MOUNT_ATTR_RELATIME),
+        "rnoatime" => (false, MOUNT_ATTR_NOATIME),
+        "ratime" => (true, MOUNT_ATTR_NOATIME),
+        "rstrictatime" => (false, MOUNT_ATTR_STRICTATIME),
+        "rnostrictatime" => (true, MOUNT_ATTR_STRICTATIME),
+        "rnosymfollow" => (false, MOUNT_ATTR_NOSYMFOLLOW),
+        "rsymfollow" => (true, MOUNT_ATTR_NOSYMFOLLOW),
+        _ => return None,
+    })
+}
+
+/// Adds one recursive option to `attr` as runc does: bits accumulate (a
+/// bit both set and cleared ends up set, since the kernel clears first),
+/// and an access-time mode to set also clears the whole access-time field,
+/// as `mount_setattr(2)` requires.
+fn add_rec_attr(attr: &mut RecAttr, (clear, bit): (bool, u64)) {
+    if clear {
+        attr.clear |= bit;
+    } else {
+        attr.set |= bit;
+        if bit & libc::MOUNT_ATTR__ATIME == bit {
+            attr.clear |= libc::MOUNT_ATTR__ATIME;
+        }
+    }
+}
+
+/// `mount_setattr(2)` refuses to clear one access-time mode alone
+/// (`ratime`, `rnostrictatime` without an access-time mode to set): runc
+/// hands that to the kernel and fails with EINVAL; refuse it here instead.
+fn check_rec_attr(i: usize, attr: &RecAttr, options: &[String]) -> Result<(), PlanError> {
+    let atime = attr.clear & libc::MOUNT_ATTR__ATIME;
+    if atime == 0 || atime == libc::MOUNT_ATTR__ATIME {
+        return Ok(());
+    }
+    let named: Vec<&str> = options
+        .iter()
+        .map(String::as_str)
+        .filter(|o| matches!(*o, "ratime" | "rnostrictatime"))
+        .collect();
+    Err(invalid(
+        format!("mounts[{i}].options"),
+        format!(
+            "{} clears one access-time mode without setting another, which mount_setattr(2) \
+             refuses: add rrelatime, rnoatime or rstrictatime",
+            named.join(", ")
+        ),
+    ))
+}
+
 /// Options runc accepts that change nothing for a kernel mount here.
 fn ignored_option(opt: &str) -> bool {
     matches!(opt, "tmpcopyup" | "private-bind" | "norbind")
 }
 
-fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp, PlanError> {
+pub(crate) fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp, PlanError> {
     let fstype = m.typ().clone().unwrap_or_default();
     let mut flags: libc::c_ulong = 0;
     let mut propagation = Vec::new();
     let mut data = Vec::new();
     let mut bind = fstype == "bind";
     let mut recursive = false;
+    let mut rec_attr = None;
     for opt in m.options().iter().flatten() {
         match opt.as_str() {
             "bind" => bind = true,
@@ -585,6 +694,8 @@ fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp, PlanError
                     flags = (flags & !clear) | set;
                 } else if let Some(p) = propagation_flag(o) {
                     propagation.push(p);
+                } else if let Some(r) = rec_attr_option(o) {
+                    add_rec_attr(rec_attr.get_or_insert_with(RecAttr::default), r);
                 } else if !ignored_option(o) {
                     data.push(o.to_string());
                 }
@@ -597,6 +708,9 @@ fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp, PlanError
                 format!("mounts[{i}].source"),
                 "a bind mount needs a source",
             ));
+        }
+        if let Some(attr) = &rec_attr {
+            check_rec_attr(i, attr, m.options().as_deref().unwrap_or_default())?;
         }
         MountKind::Bind { recursive }
     } else if fstype == "cgroup" || fstype == "cgroup2" {
@@ -616,6 +730,7 @@ fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp, PlanError
         flags,
         propagation,
         data: data.join(","),
+        rec_attr: rec_attr.filter(|_| bind),
     })
 }
 
@@ -1053,11 +1168,30 @@ mod tests {
     }
 
     #[test]
-    fn mount_namespace_is_required() {
+    fn without_a_mount_namespace_the_rootfs_is_built_on_the_host() {
+        assert!(!plan(base()).unwrap().rootfs_on_host);
         let mut v = base();
         v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}]);
-        let e = plan(v).unwrap_err().to_string();
-        assert!(e.contains("mount namespace"), "{e}");
+        let p = plan(v.clone()).unwrap();
+        assert!(p.rootfs_on_host);
+        assert!(!p.rootfs_readonly, "runc leaves the root writable there");
+        // What would change the host's own mounts is refused, naming the field.
+        for (field, value) in [
+            ("maskedPaths", serde_json::json!(["/proc/kcore"])),
+            ("readonlyPaths", serde_json::json!(["/proc/sys"])),
+            ("rootfsPropagation", serde_json::json!("rprivate")),
+        ] {
+            let mut w = v.clone();
+            w["linux"][field] = value;
+            let e = plan(w).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("linux.{field}: ")), "{e}");
+            assert!(e.contains("mount namespace"), "{e}");
+        }
+        // Empty lists are fine; a joined mount namespace is the container's own.
+        v["linux"]["maskedPaths"] = serde_json::json!([]);
+        assert!(plan(v.clone()).unwrap().rootfs_on_host);
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "mount", "path": "/proc/1/ns/mnt"}]);
+        assert!(!plan(v).unwrap().rootfs_on_host);
     }
 
     #[test]
@@ -1122,6 +1256,105 @@ mod tests {
         assert_eq!(b.flags, libc::MS_RDONLY);
         assert_eq!(b.propagation, vec![libc::MS_PRIVATE | libc::MS_REC]);
         assert!(p.setup_dev);
+    }
+
+    fn bind_with(options: &[&str]) -> Result<MountOp, PlanError> {
+        let m: oci_spec::runtime::Mount = serde_json::from_value(serde_json::json!({
+            "destination": "/data", "type": "bind", "source": "/src", "options": options
+        }))
+        .unwrap();
+        mount_op(3, &m)
+    }
+
+    #[test]
+    fn recursive_attributes_set_and_clear_as_runc() {
+        use libc::*;
+        let attr = |o: &[&str]| bind_with(o).unwrap().rec_attr;
+        assert_eq!(attr(&["rbind"]), None);
+        assert_eq!(
+            attr(&[
+                "rbind",
+                "rro",
+                "rnosuid",
+                "rnodev",
+                "rnoexec",
+                "rnosymfollow"
+            ]),
+            Some(RecAttr {
+                set: MOUNT_ATTR_RDONLY
+                    | MOUNT_ATTR_NOSUID
+                    | MOUNT_ATTR_NODEV
+                    | MOUNT_ATTR_NOEXEC
+                    | MOUNT_ATTR_NOSYMFOLLOW,
+                clear: 0
+            })
+        );
+        let clear = MOUNT_ATTR_RDONLY
+            | MOUNT_ATTR_NOSUID
+            | MOUNT_ATTR_NODEV
+            | MOUNT_ATTR_NOEXEC
+            | MOUNT_ATTR_NODIRATIME
+            | MOUNT_ATTR_NOSYMFOLLOW;
+        assert_eq!(
+            attr(&[
+                "rbind",
+                "rrw",
+                "rsuid",
+                "rdev",
+                "rexec",
+                "rdiratime",
+                "rsymfollow"
+            ]),
+            Some(RecAttr { set: 0, clear })
+        );
+        // Setting an access-time mode clears the whole field first.
+        for (opt, mode) in [
+            ("rnoatime", MOUNT_ATTR_NOATIME),
+            ("rstrictatime", MOUNT_ATTR_STRICTATIME),
+            ("rrelatime", MOUNT_ATTR_RELATIME),
+        ] {
+            assert_eq!(
+                attr(&[opt]),
+                Some(RecAttr {
+                    set: mode,
+                    clear: MOUNT_ATTR__ATIME
+                }),
+                "{opt}"
+            );
+        }
+        // No order: a bit both set and cleared stays set (the kernel clears first), as in runc.
+        assert_eq!(
+            attr(&["rro", "rrw"]),
+            Some(RecAttr {
+                set: MOUNT_ATTR_RDONLY,
+                clear: MOUNT_ATTR_RDONLY
+            })
+        );
+        // rnorelatime clears nothing (relatime is 0); with a mode to set, ratime is harmless.
+        assert_eq!(attr(&["rnorelatime"]), Some(RecAttr::default()));
+        assert_eq!(
+            attr(&["rnoatime", "ratime"]),
+            Some(RecAttr {
+                set: MOUNT_ATTR_NOATIME,
+                clear: MOUNT_ATTR__ATIME
+            })
+        );
+        // Recursive attributes are not mount data, and apply to binds only (as in runc).
+        let m: oci_spec::runtime::Mount = serde_json::from_value(serde_json::json!({
+            "destination": "/t", "type": "tmpfs", "source": "tmpfs", "options": ["rro", "size=1k"]
+        }))
+        .unwrap();
+        let t = mount_op(0, &m).unwrap();
+        assert_eq!((t.rec_attr, t.data.as_str()), (None, "size=1k"));
+    }
+
+    #[test]
+    fn clearing_one_access_time_mode_alone_is_refused() {
+        for opts in [&["rbind", "ratime"][..], &["rnostrictatime"][..]] {
+            let e = bind_with(opts).unwrap_err().to_string();
+            assert!(e.starts_with("mounts[3].options: r"), "{e}");
+            assert!(e.contains(opts[opts.len() - 1]), "{e}");
+        }
     }
 
     #[test]
@@ -1279,6 +1512,15 @@ mod tests {
         );
         v["linux"]["rootfsPropagation"] = "shared".into();
         assert_eq!(plan(v.clone()).unwrap().root_propagation, libc::MS_SHARED);
+        let no_pivot = LaunchOptions {
+            no_pivot: true,
+            ..LaunchOptions::default()
+        };
+        for (mode, ok) in [("rprivate", false), ("private", false), ("rslave", true)] {
+            v["linux"]["rootfsPropagation"] = mode.into();
+            let r = build("c1", Path::new("/b"), &spec(v.clone()), no_pivot.clone());
+            assert_eq!(r.is_ok(), ok, "{mode}");
+        }
         v["linux"]["rootfsPropagation"] = "bogus".into();
         assert!(plan(v)
             .unwrap_err()
@@ -1290,6 +1532,18 @@ mod tests {
     fn clean_paths_never_climb() {
         assert_eq!(clean_abs(Path::new("/../../etc")), PathBuf::from("/etc"));
         assert_eq!(clean_abs(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+    }
+
+    #[test]
+    fn relative_masked_and_readonly_paths_start_at_the_root() {
+        let mut v = base();
+        v["process"]["cwd"] = "/data".into();
+        v["linux"]["maskedPaths"] = serde_json::json!(["proc/kcore", "../etc/x", "", "/abs"]);
+        v["linux"]["readonlyPaths"] = serde_json::json!(["./proc/sys", ""]);
+        let p = plan(v).unwrap();
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(p.masked_paths, paths(&["/proc/kcore", "/etc/x", "/abs"]));
+        assert_eq!(p.readonly_paths, paths(&["/proc/sys"]));
     }
 
     #[test]
@@ -1329,6 +1583,9 @@ pub struct ExecOverrides {
 
 /// Builds the process of `skiff exec` without `--process`: the container's
 /// configured process with the command line's changes.
+///
+/// An unknown `--cap` is an error here; `exec` first drops those runc
+/// would ignore ([`unknown_exec_caps`]).
 pub fn exec_process(
     base: &oci_spec::runtime::Process,
     o: &ExecOverrides,
@@ -1370,14 +1627,8 @@ pub fn exec_process(
         plan.additional_gids = o.additional_gids.clone();
     }
     for c in &o.caps {
-        let name = if c.to_ascii_uppercase().starts_with("CAP_") {
-            c.to_ascii_uppercase()
-        } else {
-            format!("CAP_{}", c.to_ascii_uppercase())
-        };
-        let cap: caps::Capability = name
-            .parse()
-            .map_err(|_| invalid("--cap", format!("unknown capability {c:?}")))?;
+        let cap =
+            exec_cap(c).ok_or_else(|| invalid("--cap", format!("unknown capability {c:?}")))?;
         for set in [
             &mut plan.caps.bounding,
             &mut plan.caps.effective,
@@ -1387,6 +1638,26 @@ pub fn exec_process(
         }
     }
     Ok(plan)
+}
+
+/// A `--cap` value (with or without `CAP_`, any case) as a capability.
+fn exec_cap(c: &str) -> Option<caps::Capability> {
+    let upper = c.to_ascii_uppercase();
+    let name = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    name.parse().ok()
+}
+
+/// The `--cap` values that name no capability: runc warns ("ignoring
+/// unknown or unavailable capabilities") and runs the process without them.
+pub fn unknown_exec_caps(caps: &[String]) -> Vec<String> {
+    caps.iter()
+        .filter(|c| exec_cap(c).is_none())
+        .cloned()
+        .collect()
 }
 
 /// Parses `UID[:GID]` (numeric, as the runtime cannot trust the image's

@@ -97,22 +97,19 @@ pub fn prepare<E: From<RootfsError>>(
     plan: &Plan,
     cgroup_ready: &mut dyn FnMut() -> Result<(), E>,
 ) -> Result<OwnedFd, E> {
-    // Cut propagation to the host first, so nothing below leaks out (or
-    // apply the spec's rootfsPropagation, which runc applies here too).
-    sys::mount(None, Path::new("/"), None, plan.root_propagation, None)
-        .map_err(mount_err("propagation", Path::new("/")))?;
-    // pivot_root needs the new root to be a mount point.
     let rootfs = &plan.rootfs;
-    sys::mount(
-        Some(rootfs),
-        rootfs,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .map_err(mount_err(rootfs.display().to_string(), rootfs))?;
-    if plan.root_propagation & libc::MS_SHARED != 0 {
+    if plan.rootfs_on_host {
+        bind_rootfs_on_host(rootfs)?;
+    } else {
+        // Cut propagation to the host first, so nothing below leaks out (or
+        // apply the spec's rootfsPropagation, which runc applies here too).
+        sys::mount(None, Path::new("/"), None, plan.root_propagation, None)
+            .map_err(mount_err("propagation", Path::new("/")))?;
+        // Before the rootfs bind, which joins the peer group of the mount it
+        // is made from: see `make_parent_private`.
         make_parent_private(rootfs)?;
+        // pivot_root needs the new root to be a mount point.
+        bind_rootfs(rootfs)?;
     }
     let root = sys::open(rootfs, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(|source| {
         RootfsError::Rootfs {
@@ -143,23 +140,108 @@ pub fn prepare<E: From<RootfsError>>(
     Ok(root)
 }
 
-/// pivot_root fails when the new root's parent mount is shared: make the
-/// mount that holds the rootfs directory private.
+fn bind_rootfs(rootfs: &Path) -> Result<(), RootfsError> {
+    sys::mount(
+        Some(rootfs),
+        rootfs,
+        None,
+        libc::MS_BIND | libc::MS_REC,
+        None,
+    )
+    .map_err(mount_err(rootfs.display().to_string(), rootfs))
+}
+
+/// Without a mount namespace of its own, the container's mounts are made in
+/// the host's, as runc makes them, but the host's propagation is left alone:
+/// they all hang under one bind of the rootfs, made private at once so that
+/// nothing mounted under it propagates to the host's peers, and that
+/// `delete` detaches as a whole (see [`detach_host_rootfs`]).
+fn bind_rootfs_on_host(rootfs: &Path) -> Result<(), RootfsError> {
+    bind_rootfs(rootfs)?;
+    sys::mount(None, rootfs, None, libc::MS_PRIVATE, None)
+        .map_err(mount_err("private propagation", rootfs))
+}
+
+/// The id of the mount `rootfs` resolves to now (the container's own bind
+/// once `prepare` has made it), or None if it cannot be opened.
+pub fn rootfs_mount_id(rootfs: &Path) -> Option<u64> {
+    let dir = sys::open(rootfs, libc::O_PATH | libc::O_DIRECTORY, 0).ok()?;
+    sys::mount_id(dir.as_fd_borrowed()).ok()
+}
+
+/// Detaches the bind of a container without a mount namespace (with every
+/// mount made under it) if `rootfs` still resolves to mount `id`; a rootfs
+/// that resolves to another mount (the container's is gone, or was never
+/// made) is left alone.
+pub fn detach_host_rootfs(rootfs: &Path, id: u64) -> Result<(), RootfsError> {
+    if rootfs_mount_id(rootfs) != Some(id) {
+        return Ok(());
+    }
+    sys::umount2(rootfs, libc::MNT_DETACH).map_err(mount_err("detach", rootfs))
+}
+
+/// A bind of a shared mount is a peer of it: if the mount holding the rootfs
+/// is still shared with the host (a `shared`, `private` or `slave` root
+/// propagation only changes `/`), the rootfs bind and every mount made under
+/// it would propagate to the host, and pivot_root would refuse the new root.
+/// Make that mount (in our namespace only) private first, as runc does.
 fn make_parent_private(rootfs: &Path) -> Result<(), RootfsError> {
-    let text = sys::read_text("/proc/self/mountinfo").map_err(|source| RootfsError::Rootfs {
-        path: "/proc/self/mountinfo".into(),
-        source,
-    })?;
-    let parent = rootfs.parent().unwrap_or(Path::new("/"));
-    let best = text
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RootfsError::Rootfs { path, source }
+    };
+    let dir = sys::open(rootfs, libc::O_PATH | libc::O_DIRECTORY, 0).map_err(err(rootfs))?;
+    let info = Path::new("/proc/self/mountinfo");
+    let text = sys::read_text(info).map_err(err(info))?;
+    let found = match sys::mount_id(dir.as_fd_borrowed()) {
+        Ok(id) => mount_of(&text, id),
+        // Kernels before 5.8 have no mount id in statx: the longest mount
+        // point above the (resolved) rootfs path, as runc finds it.
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            let real = std::fs::canonicalize(rootfs).map_err(err(rootfs))?;
+            mount_above(&text, &real)
+        }
+        Err(e) => return Err(err(rootfs)(e)),
+    };
+    match found {
+        Some((point, true)) => sys::mount(None, &point, None, libc::MS_PRIVATE, None)
+            .map_err(mount_err("private propagation", &point)),
+        Some((_, false)) => Ok(()),
+        None => Err(err(info)(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no mount holds the rootfs",
+        ))),
+    }
+}
+
+/// The mount whose mount point is the longest one at or above `path` (the
+/// last mounted of those on the same point), and whether it is shared.
+fn mount_above(mountinfo: &str, path: &Path) -> Option<(PathBuf, bool)> {
+    mountinfo
         .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(cgroups::unescape))
-        .map(PathBuf::from)
-        .filter(|mp| parent.starts_with(mp))
-        .max_by_key(|mp| mp.as_os_str().len())
-        .unwrap_or_else(|| PathBuf::from("/"));
-    sys::mount(None, &best, None, libc::MS_PRIVATE, None)
-        .map_err(mount_err("private propagation", &best))
+        .filter_map(|line| {
+            let id = line.split(' ').next()?.parse::<u64>().ok()?;
+            mount_of(line, id)
+        })
+        .filter(|(point, _)| path.starts_with(point))
+        .max_by_key(|(point, _)| point.components().count())
+}
+
+/// The mount point of mount `id` in a mountinfo text, and whether the mount
+/// is shared (has a `shared:N` tag).
+fn mount_of(mountinfo: &str, id: u64) -> Option<(PathBuf, bool)> {
+    mountinfo.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        if fields.next()?.parse::<u64>().ok()? != id {
+            return None;
+        }
+        let point = fields.nth(3)?;
+        let shared = fields
+            .skip(1)
+            .take_while(|f| *f != "-")
+            .any(|f| f.starts_with("shared:"));
+        Some((PathBuf::from(cgroups::unescape(point)), shared))
+    })
 }
 
 fn dest_err(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
@@ -231,6 +313,13 @@ fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), Root
             sys::mount(None, &sys::fd_path(fd.as_fd_borrowed()), None, *p, None)
                 .map_err(mount_err("propagation", dest))?;
         }
+    }
+    // Last, as runc does: the recursive attributes reach every mount the
+    // steps above left under the destination.
+    if let Some(attr) = &op.rec_attr {
+        let fd = sys::open_path_in_root(root, dest).map_err(dest_err(dest))?;
+        sys::mount_setattr(fd.as_fd_borrowed(), attr.set, attr.clear)
+            .map_err(mount_err("recursive attributes", dest))?;
     }
     Ok(())
 }
@@ -497,14 +586,19 @@ fn make_device(root: BorrowedFd<'_>, d: &Device) -> Result<(), RootfsError> {
 }
 
 /// Makes the rootfs the process's root: pivot_root and detach the old root,
-/// or with `--no-pivot` move the mount over `/` and chroot.
+/// or with `--no-pivot` move the mount over `/` and chroot, or without a
+/// mount namespace of its own only chroot.
 pub fn pivot(plan: &Plan, root: &OwnedFd) -> Result<(), RootfsError> {
     let perr = |source| RootfsError::Pivot {
         path: plan.rootfs.clone(),
         source,
     };
     sys::fchdir(root.as_fd_borrowed()).map_err(perr)?;
-    if plan.options.no_pivot {
+    if plan.rootfs_on_host {
+        // The host's mount namespace: pivot_root would swap the host's root
+        // (and --no-pivot's move would cover it); only chroot, as runc does.
+        sys::chroot(Path::new(".")).map_err(perr)?;
+    } else if plan.options.no_pivot {
         sys::mount(
             Some(Path::new(".")),
             Path::new("/"),
@@ -515,8 +609,14 @@ pub fn pivot(plan: &Plan, root: &OwnedFd) -> Result<(), RootfsError> {
         .map_err(perr)?;
         sys::chroot(Path::new(".")).map_err(perr)?;
     } else {
+        // Held across pivot_root to act on the old root afterwards: "." is
+        // still the new root's mount, with the old one stacked on it.
+        let old_root =
+            sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0).map_err(perr)?;
         sys::pivot_root_here().map_err(perr)?;
-        // The old root is now stacked on "."; make it a slave so that
+        sys::fchdir(old_root.as_fd_borrowed()).map_err(perr)?;
+        // The old root's tree (only: the container's mounts keep their
+        // propagation, e.g. an rshared bind) becomes a slave, so that
         // detaching it cannot propagate an unmount to the host.
         sys::mount(
             None,
@@ -531,8 +631,10 @@ pub fn pivot(plan: &Plan, root: &OwnedFd) -> Result<(), RootfsError> {
     sys::chdir(Path::new("/")).map_err(perr)
 }
 
-/// Steps after pivot_root: masked and read-only paths, a read-only root,
-/// and the root's final propagation.
+/// Steps after pivot_root: masked and read-only paths and a read-only root.
+/// (runc does not apply rootfsPropagation to the new root again: it keeps
+/// the propagation its bind got, private unless the rootfs came from a
+/// slave mount.)
 pub fn finalize(plan: &Plan) -> Result<(), RootfsError> {
     let root =
         sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0).map_err(|source| {
@@ -555,10 +657,6 @@ pub fn finalize(plan: &Plan) -> Result<(), RootfsError> {
         let fd = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0)
             .map_err(dest_err(Path::new("/")))?;
         remount_bind(fd.as_fd_borrowed(), libc::MS_RDONLY, Path::new("/"))?;
-    }
-    if plan.root_propagation != (libc::MS_SLAVE | libc::MS_REC) {
-        sys::mount(None, Path::new("/"), None, plan.root_propagation, None)
-            .map_err(mount_err("propagation", Path::new("/")))?;
     }
     Ok(())
 }
@@ -650,4 +748,41 @@ fn mask_path(root: BorrowedFd<'_>, null: BorrowedFd<'_>, p: &Path) -> Result<(),
         )
     }
     .map_err(mount_err("mask", p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INFO: &str = "\
+27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+60 27 0:50 / /run/a\\040b rw shared:7 master:2 - tmpfs tmpfs rw
+61 27 0:51 / /var/x rw master:3 - tmpfs tmpfs rw
+";
+
+    #[test]
+    fn mount_of_finds_the_point_and_sharing_by_id() {
+        assert_eq!(mount_of(INFO, 27), Some((PathBuf::from("/"), true)));
+        assert_eq!(
+            mount_of(INFO, 31),
+            Some((PathBuf::from("/sys/fs/cgroup"), false))
+        );
+        assert_eq!(mount_of(INFO, 60), Some((PathBuf::from("/run/a b"), true)));
+        assert_eq!(mount_of(INFO, 61), Some((PathBuf::from("/var/x"), false)));
+        assert_eq!(mount_of(INFO, 2), None);
+    }
+
+    #[test]
+    fn mount_above_takes_the_longest_point_and_the_last_on_it() {
+        let info = format!("{INFO}62 60 0:52 / /run/a\\040b rw - tmpfs tmpfs rw\n");
+        let above = |p: &str| mount_above(&info, Path::new(p));
+        assert_eq!(above("/srv/x"), Some((PathBuf::from("/"), true)));
+        assert_eq!(above("/var/x"), Some((PathBuf::from("/var/x"), false)));
+        assert_eq!(above("/var/xy"), Some((PathBuf::from("/"), true)));
+        assert_eq!(
+            above("/run/a b/c"),
+            Some((PathBuf::from("/run/a b"), false))
+        );
+    }
 }

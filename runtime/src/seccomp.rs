@@ -8,8 +8,12 @@
 //!
 //! | filter | rules | on match | otherwise |
 //! |--------|-------|----------|-----------|
-//! | base (installed first) | every rule whose action differs from the default | allow | the default action |
+//! | base | every rule whose action differs from the default | allow | the default action |
 //! | one per other action A (not allow) | the rules with action A | A | allow |
+//!
+//! A filter that may refuse `seccomp(2)` itself (an allow-list without it)
+//! is loaded after the others, so loading needs no more than runc's one
+//! filter does.
 //!
 //! A call matching a rule with action A gets `min(allow, A) = A`; a call
 //! matching no rule gets the default from the base filter and `allow`
@@ -213,13 +217,21 @@ pub fn compile(s: &LinuxSeccomp) -> Result<SeccompPlan, SeccompError> {
             .map_err(|e| SeccompError::Compile(e.to_string()))?;
         BpfProgram::try_from(f).map_err(|e| SeccompError::Compile(e.to_string()))
     };
-    let mut filters = Vec::new();
+    // Each filter is loaded with seccomp(2) under the ones loaded before
+    // it: a filter that may refuse seccomp(2) itself goes last, so that an
+    // allow-list without seccomp needs nothing the runtime alone uses.
+    let nr_seccomp: i64 = libc::SYS_seccomp;
+    let mut staged: Vec<(bool, BpfProgram)> = Vec::new();
     if default != SeccompAction::Allow {
-        filters.push(build(base, default, SeccompAction::Allow)?);
+        let allows = base.get(&nr_seccomp).is_some_and(|chain| chain.is_empty());
+        staged.push((!allows, build(base, default, SeccompAction::Allow)?));
     }
     for (_, (act, rules)) in groups {
-        filters.push(build(rules, SeccompAction::Allow, act)?);
+        let refuses = rules.contains_key(&nr_seccomp);
+        staged.push((refuses, build(rules, SeccompAction::Allow, act)?));
     }
+    staged.sort_by_key(|(refuses, _)| *refuses);
+    let filters = staged.into_iter().map(|(_, f)| f).collect();
     let mut flags = 0;
     for f in s.flags().iter().flatten() {
         flags |= match f {
@@ -275,6 +287,35 @@ mod tests {
         })))
         .unwrap();
         assert_eq!(p.filters.len(), 1);
+    }
+
+    #[test]
+    fn a_filter_refusing_seccomp_is_loaded_last() {
+        let returns = |f: &BpfProgram, k: u32| f.iter().any(|i| i.code == 0x06 && i.k == k);
+        let errno = |e: u32| 0x0005_0000 | e;
+        // An allow-list without seccomp(2): its base filter (EPERM by
+        // default) must come after the ENOSYS filter for clone3.
+        let p = compile(&profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [
+                {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}
+            ]
+        })))
+        .unwrap();
+        assert_eq!(p.filters.len(), 2);
+        assert!(returns(&p.filters[1], errno(1)) && !returns(&p.filters[0], errno(1)));
+        // With seccomp allowed, but refused by a rule of its own action,
+        // that rule's filter goes last.
+        let p = compile(&profile(serde_json::json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [
+                {"names": ["seccomp"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
+                {"names": ["read"], "action": "SCMP_ACT_ALLOW"}
+            ]
+        })))
+        .unwrap();
+        assert!(returns(&p.filters[1], errno(38)) && !returns(&p.filters[0], errno(38)));
     }
 
     #[test]

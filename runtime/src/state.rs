@@ -112,6 +112,10 @@ pub struct Record {
     pub cgroup_controllers: Vec<Vec<String>>,
     /// Whether the container has its own pid namespace.
     pub private_pid: bool,
+    /// Without a mount namespace of its own: the id of the rootfs bind,
+    /// made in the host's, that `delete` detaches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_rootfs_mount: Option<u64>,
     /// Run by `start`, so it need not read the bundle's config again.
     #[serde(default)]
     pub poststart: Vec<Hook>,
@@ -209,7 +213,12 @@ pub struct NewDir {
 impl NewDir {
     /// Makes `<root>/<id>`; fails with `AlreadyExists` if it is there.
     pub fn make(root: &Path, id: &str) -> Result<NewDir, StateError> {
-        std::fs::create_dir_all(root).map_err(|source| StateError::Root {
+        // The root (and any missing parent) is private, 0700 as runc
+        // makes it: the records hold pids and bundle paths.
+        let mut r = std::fs::DirBuilder::new();
+        r.recursive(true);
+        std::os::unix::fs::DirBuilderExt::mode(&mut r, 0o700);
+        r.create(root).map_err(|source| StateError::Root {
             path: root.to_path_buf(),
             source,
         })?;
@@ -510,6 +519,7 @@ mod tests {
             cgroup_mode: String::new(),
             cgroup_controllers: vec![],
             private_pid: true,
+            host_rootfs_mount: None,
             poststart: vec![],
             poststop: vec![],
         };
@@ -520,6 +530,20 @@ mod tests {
         assert!(v.get("annotations").is_none());
         let v = serde_json::to_value(r.oci_state(Status::Stopped)).unwrap();
         assert_eq!(v["pid"], 0);
+    }
+
+    #[test]
+    fn the_root_and_its_missing_parents_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = std::env::temp_dir().join(format!("skiff-root-{}", std::process::id()));
+        let root = top.join("a/b");
+        let d = NewDir::make(&root, "c1").unwrap();
+        for dir in [&top, &top.join("a"), &root] {
+            let mode = std::fs::metadata(dir).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+        drop(d);
+        std::fs::remove_dir_all(&top).unwrap();
     }
 
     #[test]

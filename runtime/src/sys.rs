@@ -303,6 +303,61 @@ pub fn mount(
     check(r).map(|_| ())
 }
 
+/// The id of the mount holding `fd` (`statx(2)`'s `stx_mnt_id`, the first
+/// field of a mountinfo line).
+pub fn mount_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: zeroed statx is valid; the kernel fills it.
+    let mut st: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd, empty C string and pointer.
+    check(unsafe {
+        libc::statx(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_MNT_ID,
+            &mut st,
+        )
+    })?;
+    if st.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENOSYS));
+    }
+    Ok(st.stx_mnt_id)
+}
+
+/// `struct mount_attr` of `mount_setattr(2)` (size `MOUNT_ATTR_SIZE_VER0`).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `mount_setattr(2)` on the mount `fd` is the root of, and with
+/// `AT_RECURSIVE` on every mount below it: sets the `MOUNT_ATTR_*` bits of
+/// `set` and clears those of `clear`.
+pub fn mount_setattr(fd: BorrowedFd<'_>, set: u64, clear: u64) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: valid fd, empty C string and a pointer to a struct of the
+    // size passed.
+    check_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })
+    .map(|_| ())
+}
+
 /// `umount2(2)`.
 pub fn umount2(target: &Path, flags: libc::c_int) -> io::Result<()> {
     let t = cstr(target)?;

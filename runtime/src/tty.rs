@@ -119,6 +119,28 @@ pub fn setup(
     Ok(())
 }
 
+/// The terminal `run` or `exec` in the foreground gives a process with a
+/// terminal, found as runc finds it: the first of stderr, stdout and stdin
+/// that is one, else the controlling terminal (/dev/tty). Without one the
+/// command fails before anything is created (runc: `open /dev/tty: no such
+/// device or address`), rather than relaying into a terminal nobody reads.
+pub fn host_console() -> std::io::Result<OwnedFd> {
+    for fd in [2, 1, 0] {
+        // SAFETY: isatty and fcntl on the standard descriptors; the
+        // duplicate is a fresh descriptor we own.
+        unsafe {
+            if libc::isatty(fd) == 1 {
+                let dup = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3);
+                if dup < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                return Ok(std::os::fd::FromRawFd::from_raw_fd(dup));
+            }
+        }
+    }
+    sys::open(Path::new("/dev/tty"), libc::O_RDWR | libc::O_NOCTTY, 0)
+}
+
 /// Copies the window size of terminal `from` to `to` (no-op when `from` is
 /// not a terminal).
 pub fn copy_winsize(from: std::os::fd::RawFd, to: std::os::fd::RawFd) {

@@ -103,6 +103,71 @@ pub fn set_umask(umask: Option<u32>) {
     unsafe { libc::umask(umask.unwrap_or(0o022) as libc::mode_t) };
 }
 
+/// The largest /etc/passwd read for `HOME`; a bigger one is read up to
+/// this size.
+const PASSWD_LIMIT: u64 = 4 << 20;
+
+/// `env` with `HOME` set, as runc sets it, when it has none or an empty
+/// one (the last entry is the one that counts): the home directory of the
+/// process's uid in the container's /etc/passwd, `/` when it has none.
+pub fn with_home(env: &[String], uid: libc::uid_t) -> Vec<String> {
+    let home = env.iter().rev().find_map(|e| e.strip_prefix("HOME="));
+    if home.is_some_and(|h| !h.is_empty()) {
+        return env.to_vec();
+    }
+    let passwd = read_container_passwd().unwrap_or_default();
+    let var = format!("HOME={}", home_in_passwd(&passwd, uid).unwrap_or("/"));
+    let mut out: Vec<String> = env
+        .iter()
+        .filter(|e| !e.starts_with("HOME="))
+        .cloned()
+        .collect();
+    out.push(var);
+    out
+}
+
+/// The home directory of the first entry for `uid` in passwd(5) text.
+pub fn home_in_passwd(passwd: &str, uid: libc::uid_t) -> Option<&str> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.trim().split(':').collect();
+        let entry_uid: libc::uid_t = f.get(2)?.parse().ok()?;
+        (entry_uid == uid).then(|| f.get(5).copied().unwrap_or(""))
+    })
+}
+
+/// The container's /etc/passwd, read from inside its root (after
+/// pivot_root, or after joining its mount namespace): resolved in that
+/// root without magic links, and only a regular file (a fifo or a device
+/// there must not block or feed us). `None` when there is none, as runc
+/// takes any failure to open it.
+fn read_container_passwd() -> Option<String> {
+    use std::io::Read;
+    let root = sys::open(
+        std::path::Path::new("/"),
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+    )
+    .ok()?;
+    let fd = sys::openat2(
+        sys::AsFdBorrowed::as_fd_borrowed(&root),
+        std::path::Path::new("etc/passwd"),
+        libc::O_RDONLY | libc::O_NONBLOCK,
+        0,
+        sys::IN_ROOT,
+    )
+    .ok()?;
+    let st = sys::fstat(sys::AsFdBorrowed::as_fd_borrowed(&fd)).ok()?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return None;
+    }
+    let mut data = Vec::new();
+    std::fs::File::from(fd)
+        .take(PASSWD_LIMIT)
+        .read_to_end(&mut data)
+        .ok()?;
+    Some(String::from_utf8_lossy(&data).into_owned())
+}
+
 /// `PR_SET_NO_NEW_PRIVS`.
 pub fn no_new_privs() -> Result<(), UserError> {
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0).map_err(UserError::NoNewPrivs)
@@ -132,4 +197,31 @@ pub fn set_persona_and_scheduling(p: &ProcessPlan) -> Result<(), UserError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\n\
+                          \n\
+                          broken line\n\
+                          app:x:1000:1000::/home/app:/bin/sh\n\
+                          again:x:1000:1000::/second:/bin/sh\n\
+                          nohome:x:7:7\n";
+
+    #[test]
+    fn home_is_the_first_entry_of_the_uid() {
+        assert_eq!(home_in_passwd(PASSWD, 0), Some("/root"));
+        assert_eq!(home_in_passwd(PASSWD, 1000), Some("/home/app"));
+        assert_eq!(home_in_passwd(PASSWD, 7), Some(""));
+        assert_eq!(home_in_passwd(PASSWD, 4242), None);
+        assert_eq!(home_in_passwd("", 0), None);
+    }
+
+    #[test]
+    fn a_set_home_is_kept() {
+        let env = vec!["PATH=/bin".to_string(), "HOME=/mine".to_string()];
+        assert_eq!(with_home(&env, 0), env);
+    }
 }

@@ -9,7 +9,7 @@ use crate::plan::{self, ExecOverrides, LaunchOptions, PlanError};
 use crate::process::exec::{self, ExecRequest};
 use crate::process::parent;
 use crate::state::{Container, Status};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 
 fn refuse(field: &str, reason: &str) -> CmdError {
     CmdError::Plan(PlanError::Unsupported {
@@ -19,7 +19,7 @@ fn refuse(field: &str, reason: &str) -> CmdError {
 }
 
 /// Runs `skiff exec`; Ok carries the exit status.
-pub(crate) fn exec(cli: &Cli, a: &ExecArgs, _log: &mut Logger) -> Result<i32, CmdError> {
+pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, CmdError> {
     let c = Container::load(&cli.root, &a.id)?;
     match c.status() {
         Status::Stopped => {
@@ -97,7 +97,7 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, _log: &mut Logger) -> Result<i32, Cm
                 cwd: a.cwd.clone(),
                 user: a.user.clone(),
                 additional_gids: a.additional_gids.clone(),
-                caps: a.cap.clone(),
+                caps: known_caps(&a.cap, log),
                 no_new_privs: a.no_new_privs,
                 tty: a.tty,
             };
@@ -124,9 +124,11 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, _log: &mut Logger) -> Result<i32, Cm
             ))
         }
         (true, None, false) => {
+            // Our terminal first: without one, fail before the process exists.
+            let host = crate::tty::host_console().map_err(io_err("open /dev/tty"))?;
             let (x, y) =
                 std::os::unix::net::UnixStream::pair().map_err(io_err("console socketpair"))?;
-            (Some(OwnedFd::from(x)), Some(OwnedFd::from(y)))
+            (Some((OwnedFd::from(x), host)), Some(OwnedFd::from(y)))
         }
     };
     let seccomp = spec
@@ -157,20 +159,37 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, _log: &mut Logger) -> Result<i32, Cm
     let Some(signals) = signals else {
         return Ok(0);
     };
-    let master = match ours {
-        Some(sock) => Some(
+    let tty = match ours {
+        Some((sock, host)) => Some((
             crate::sys::recv_fd(std::os::fd::AsFd::as_fd(&sock))
                 .map_err(io_err("receive the pty master"))?,
-        ),
+            host,
+        )),
         None => None,
     };
-    let code = match master {
-        Some(m) => {
-            let _raw = crate::tty::RawMode::enter(0);
-            signals.relay_with_console(pid, &m)
+    let code = match tty {
+        Some((master, host)) => {
+            let _raw = crate::tty::RawMode::enter(host.as_raw_fd());
+            signals.relay_with_console(pid, &master, host.as_raw_fd())
         }
         None => signals.relay_until_exit(pid),
     }
     .map_err(io_err("wait for the process"))?;
     Ok(code)
+}
+
+/// The `--cap` values without those runc ignores with a warning.
+fn known_caps(caps: &[String], log: &mut Logger) -> Vec<String> {
+    let unknown = plan::unknown_exec_caps(caps);
+    if unknown.is_empty() {
+        return caps.to_vec();
+    }
+    log.warn(&format!(
+        "ignoring unknown or unavailable capabilities: [{}]",
+        unknown.join(" ")
+    ));
+    caps.iter()
+        .filter(|c| !unknown.contains(c))
+        .cloned()
+        .collect()
 }

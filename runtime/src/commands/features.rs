@@ -5,7 +5,8 @@
 use crate::syscalls;
 use serde_json::{json, Value};
 
-/// The mount options `plan` understands.
+/// The mount options `plan` understands (the `r*` attributes apply to bind
+/// mounts, as in runc).
 const MOUNT_OPTIONS: &[&str] = &[
     "async",
     "atime",
@@ -28,13 +29,31 @@ const MOUNT_OPTIONS: &[&str] = &[
     "nostrictatime",
     "nosuid",
     "private",
+    "ratime",
     "rbind",
+    "rdev",
+    "rdiratime",
     "relatime",
     "remount",
+    "rexec",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
     "ro",
     "rprivate",
+    "rrelatime",
+    "rro",
+    "rrw",
     "rshared",
     "rslave",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
     "runbindable",
     "rw",
     "shared",
@@ -109,5 +128,44 @@ mod tests {
         assert!(modes.contains(&"MPOL_BIND".to_string()));
         let net = linux.net_devices().as_ref().unwrap();
         assert_eq!(net.enabled(), &Some(true));
+    }
+
+    #[test]
+    fn recursive_attributes_are_listed() {
+        for opt in [
+            "rro",
+            "rrw",
+            "rnosuid",
+            "rsuid",
+            "rnodev",
+            "rdev",
+            "rnoexec",
+            "rexec",
+            "rnoatime",
+            "ratime",
+            "rrelatime",
+            "rnorelatime",
+            "rstrictatime",
+            "rnostrictatime",
+            "rnodiratime",
+            "rdiratime",
+            "rnosymfollow",
+            "rsymfollow",
+        ] {
+            assert!(super::MOUNT_OPTIONS.contains(&opt), "{opt}");
+        }
+    }
+
+    #[test]
+    fn every_listed_mount_option_is_understood() {
+        // Each option must plan without becoming filesystem data.
+        for opt in super::MOUNT_OPTIONS {
+            let m: oci_spec::runtime::Mount = serde_json::from_value(serde_json::json!({
+                "destination": "/d", "type": "bind", "source": "/s", "options": ["rnoatime", opt]
+            }))
+            .unwrap();
+            let op = crate::plan::mount_op(0, &m).unwrap();
+            assert_eq!(op.data, "", "{opt}");
+        }
     }
 }

@@ -15,6 +15,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// A foreground process's terminal: the pty master, and the terminal of
+/// ours it is relayed to.
+pub(crate) struct ForegroundTty {
+    pub master: OwnedFd,
+    pub host: OwnedFd,
+}
+
 /// Creates the container. With `foreground`, a terminal container without
 /// `--console-socket` gets its pty master handed back to us (returned with
 /// the container) instead of to a socket.
@@ -23,7 +30,7 @@ pub(crate) fn create(
     a: &CreateArgs,
     foreground: bool,
     log: &mut Logger,
-) -> Result<(Container, Option<OwnedFd>), CmdError> {
+) -> Result<(Container, Option<ForegroundTty>), CmdError> {
     spec::validate_id(&a.id)?;
     let bundle = std::fs::canonicalize(&a.bundle)
         .map_err(io_err(format!("bundle {}", a.bundle.display())))?;
@@ -34,6 +41,11 @@ pub(crate) fn create(
         .and_then(|p| p.terminal())
         .unwrap_or(false);
     let own_console = foreground && terminal && a.console_socket.is_none();
+    // Our terminal first: without one, fail before anything exists.
+    let host = own_console
+        .then(crate::tty::host_console)
+        .transpose()
+        .map_err(io_err("open /dev/tty"))?;
     let (ours, theirs) = if own_console {
         let (x, y) =
             std::os::unix::net::UnixStream::pair().map_err(io_err("console socketpair"))?;
@@ -70,14 +82,15 @@ pub(crate) fn create(
         }
     };
     // The init sent the master before Ready, so it is already queued.
-    let master = match ours {
-        Some(sock) => Some(
-            crate::sys::recv_fd(std::os::fd::AsFd::as_fd(&sock))
+    let tty = match (ours, host) {
+        (Some(sock), Some(host)) => Some(ForegroundTty {
+            master: crate::sys::recv_fd(std::os::fd::AsFd::as_fd(&sock))
                 .map_err(io_err("receive the pty master"))?,
-        ),
-        None => None,
+            host,
+        }),
+        _ => None,
     };
-    Ok((c, master))
+    Ok((c, tty))
 }
 
 /// Releases the init blocked on exec.fifo and runs the poststart hooks.
@@ -292,6 +305,11 @@ fn delete_with_hooks_in(
         let _ = cg.kill_all();
     }
     let cg_result = cg.remove();
+    // Without a mount namespace of its own, its mounts are in the host's.
+    let mount_result = match c.record.host_rootfs_mount {
+        Some(id) => crate::rootfs::detach_host_rootfs(&c.record.rootfs, id),
+        None => Ok(()),
+    };
     let state = poststop_state(serde_json::to_value(c.record.oci_state(Status::Stopped)));
     let stage = hooks::Stage {
         cwd: hook_cwd,
@@ -300,6 +318,7 @@ fn delete_with_hooks_in(
     let hook_errors = hooks::run_each(&stage, &c.record.poststop, &state);
     c.destroy()?;
     cg_result?;
+    mount_result?;
     // runtime-spec 1.2: a failing poststop hook is a warning, the others
     // still run and the container is gone (runc 1.1.5 logs it and exits 0
     // too, but skips the remaining hooks).
@@ -337,9 +356,9 @@ pub(crate) fn run(
         return Err(e);
     }
     let code = match master {
-        Some(m) => {
-            let _raw = crate::tty::RawMode::enter(0);
-            sigfd.relay_with_console(pid, &m)
+        Some(t) => {
+            let _raw = crate::tty::RawMode::enter(t.host.as_raw_fd());
+            sigfd.relay_with_console(pid, &t.master, t.host.as_raw_fd())
         }
         None => sigfd.relay_until_exit(pid),
     }
@@ -445,8 +464,9 @@ impl ForwardSignals {
         &self,
         pid: libc::pid_t,
         master: &OwnedFd,
+        host: std::os::fd::RawFd,
     ) -> std::io::Result<i32> {
-        crate::tty::copy_winsize(0, master.as_raw_fd());
+        crate::tty::copy_winsize(host, master.as_raw_fd());
         let mut stdin_open = true;
         let mut master_open = true;
         let mut exit = None;
@@ -493,7 +513,7 @@ impl ForwardSignals {
                 if let Some(sig) = self.read_signal()? {
                     match sig {
                         libc::SIGCHLD => {}
-                        libc::SIGWINCH => crate::tty::copy_winsize(0, master.as_raw_fd()),
+                        libc::SIGWINCH => crate::tty::copy_winsize(host, master.as_raw_fd()),
                         sig => {
                             // SAFETY: forwarding to our own child.
                             unsafe { libc::kill(pid, sig) };

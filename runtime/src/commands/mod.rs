@@ -36,6 +36,8 @@ pub enum CmdError {
     #[error(transparent)]
     Hook(#[from] HookError),
     #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error(transparent)]
     SubCgroup(#[from] crate::cgroups::sub::SubCgroupError),
     #[error("{what}: {source}")]
     Io {
@@ -65,6 +67,17 @@ pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> 
     move |source| CmdError::Io { what, source }
 }
 
+/// Writes `text` and a newline to stdout. A reader that went away (`skiff
+/// features | head -1`) is not an error: what it wanted it has.
+pub(crate) fn print_line(text: &str) -> Result<(), CmdError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.map_err(io_err("stdout")),
+    }
+}
+
 /// Runs `cmd`; Ok carries the exit status.
 pub fn dispatch(cli: &Cli, cmd: &Command, log: &mut Logger) -> Result<i32, CmdError> {
     match cmd {
@@ -72,7 +85,7 @@ pub fn dispatch(cli: &Cli, cmd: &Command, log: &mut Logger) -> Result<i32, CmdEr
         Command::Features => {
             let f = serde_json::to_string_pretty(&features::features())
                 .map_err(|e| io_err("features JSON")(std::io::Error::other(e)))?;
-            println!("{f}");
+            print_line(&f)?;
             Ok(0)
         }
         Command::Create(a) => {
@@ -89,7 +102,7 @@ pub fn dispatch(cli: &Cli, cmd: &Command, log: &mut Logger) -> Result<i32, CmdEr
             let c = Container::load(&cli.root, id)?;
             let s = serde_json::to_string_pretty(&c.record.oci_state(c.status()))
                 .map_err(|e| io_err("state JSON")(std::io::Error::other(e)))?;
-            println!("{s}");
+            print_line(&s)?;
             Ok(0)
         }
         Command::Kill { id, signal, all } => {

@@ -180,7 +180,8 @@ fn child(
     seccomp: Option<&SeccompPlan>,
     preserve_fds: u32,
 ) -> Result<Infallible, InitError> {
-    init::reset_signals();
+    // Signals blocked or ignored by our caller must not reach the process.
+    init::reset_signals()?;
     // Non-dumpable from the start: we become visible in the container's
     // pid namespace while still the runtime's image (CVE-2019-5736).
     sys::prctl(libc::PR_SET_DUMPABLE, 0, 0).map_err(init::sys_err("prctl(PR_SET_DUMPABLE)"))?;
@@ -217,5 +218,6 @@ fn child(
     drop(console);
     let prepared = init::become_process(process, seccomp, preserve_fds)?;
     sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).map_err(init::sys_err("prctl(PR_SET_PDEATHSIG)"))?;
-    init::final_exec(process, seccomp, &prepared)
+    init::lock_down(process, seccomp, &prepared)?;
+    init::exec_prepared(&prepared)
 }

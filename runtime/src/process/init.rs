@@ -12,6 +12,7 @@ use crate::seccomp::{self, SeccompError, SeccompPlan};
 use crate::sys::{self, AsFdBorrowed};
 use crate::tty::{self, TtyError};
 use crate::user::{self, UserError};
+use caps::CapsHashSet;
 use std::convert::Infallible;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -101,7 +102,7 @@ pub(crate) fn report_and_exit(ch: &Channel, r: Result<Infallible, InitError>) ->
         .is_err()
     {
         // After Ready the channel is closed: the caller's stderr is ours.
-        eprintln!("skiff init: {message}");
+        eprintln!("skiff init: {}", crate::log::go_style(&message));
     }
     // SAFETY: exit without running the parent's atexit handlers or
     // destructors, which belong to the runtime process we were cloned from.
@@ -115,8 +116,9 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
     // Into the cgroup before anything else, so everything the init does is
     // accounted and limited there (the parent set the limits already).
     crate::cgroups::move_self(cgroup_tasks)?;
-    // A signal mask blocked by our caller must not reach the container.
-    reset_signals();
+    // Signals blocked or ignored by our caller must not reach the
+    // container; first, so nothing we start (hooks) inherits them either.
+    reset_signals()?;
     // Non-dumpable first: until execve replaces this image, no process in
     // the container can ptrace it or open /proc/1/exe (the runtime binary,
     // CVE-2019-5736).
@@ -252,8 +254,11 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
     a.channel.send(&Msg::Ready)?;
     // Block until `skiff start` writes into the fifo.
     wait_for_start(&a.fifo)?;
-    // startContainer hooks: in process.cwd (entered above) and, when they
-    // name no env, with the environment the process gets.
+    // The filter after the wait, which it would otherwise have to allow.
+    lock_down(&plan.process, plan.seccomp.as_ref(), &prepared)?;
+    // startContainer hooks under the process's filter and identity, as
+    // runc runs them: in process.cwd (entered above) and, when they name no
+    // env, with the environment the process gets.
     let env = hooks::env_entries(
         &prepared
             .envp
@@ -267,19 +272,26 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
         &plan.hooks.start_container,
         created_state.as_bytes(),
     )?;
-    final_exec(&plan.process, plan.seccomp.as_ref(), &prepared)
+    exec_prepared(&prepared)
 }
 
-/// The user's program, resolved and encoded before privileges go.
+/// The user's program, resolved and encoded before privileges go, and
+/// what [`lock_down`] still has to do.
 pub struct Prepared {
     exe: PathBuf,
     argv: Vec<CString>,
     envp: Vec<CString>,
+    /// The process's capability sets wait for the filter: CAP_SYS_ADMIN
+    /// stays effective to load it without no_new_privs; this is the
+    /// effective set to restore when the spec names none.
+    caps_after_filter: Option<CapsHashSet>,
 }
 
 /// The steps shared by the container's init and `exec`, from limits to the
-/// last capability set; they run as root inside the container's
-/// namespaces, in this order.
+/// cwd; they run as root inside the container's namespaces, in this order.
+/// Everything the runtime itself needs happens here, before the seccomp
+/// filter ([`lock_down`]), so a profile only has to allow what runc needs
+/// after its own filter.
 pub fn become_process(
     p: &ProcessPlan,
     seccomp: Option<&SeccompPlan>,
@@ -292,19 +304,14 @@ pub fn become_process(
     user::set_persona_and_scheduling(p)?;
     // Resolve the program now, so a missing binary fails `create`, not
     // `start`.
-    let prepared = Prepared {
+    let mut prepared = Prepared {
         exe: find_executable(&p.args[0], &p.env)?,
         argv: cstrings(&p.args)?,
-        envp: cstrings(&p.env)?,
+        // HOME from the container's /etc/passwd when the spec sets none,
+        // read as root before the identity changes, as runc does.
+        envp: cstrings(&user::with_home(&p.env, p.uid))?,
+        caps_after_filter: None,
     };
-    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
-    // before capabilities are dropped (runc does the same); the profile
-    // must then allow what follows.
-    if !p.no_new_privileges {
-        if let Some(s) = seccomp {
-            seccomp::install(s)?;
-        }
-    }
     // Bounding set while CAP_SETPCAP is still ours; then the identity
     // change, keeping the permitted set across it.
     p.caps.apply_bounding()?;
@@ -316,7 +323,14 @@ pub fn become_process(
     // the host still open here (CVE-2024-21626).
     enter_cwd(&p.cwd)?;
     user::keep_caps(false)?;
-    p.caps.apply_process_sets()?;
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN (runc
+    // loads it before dropping capabilities): keep it effective, and set
+    // the process's sets right after the filter.
+    if seccomp.is_some() && !p.no_new_privileges {
+        prepared.caps_after_filter = Some(crate::capabilities::raise_sys_admin()?);
+    } else {
+        p.caps.apply_process_sets()?;
+    }
     user::set_umask(p.umask);
     // Nothing of the runtime's may cross execve: every descriptor above the
     // preserved ones becomes close-on-exec.
@@ -324,19 +338,32 @@ pub fn become_process(
     Ok(prepared)
 }
 
-/// no_new_privs and seccomp as late as possible (hooks before may need
-/// setuid binaries; few syscalls run under the filter), then execve.
-pub fn final_exec(
+/// no_new_privs and the seccomp filter, as late as possible so that few
+/// syscalls run under the filter: after it only the capability sets (when
+/// they waited for it), the startContainer hooks and execve, all of which
+/// runc also runs under its filter.
+pub fn lock_down(
     p: &ProcessPlan,
     seccomp: Option<&SeccompPlan>,
     prepared: &Prepared,
-) -> Result<Infallible, InitError> {
+) -> Result<(), InitError> {
     if p.no_new_privileges {
         user::no_new_privs()?;
-        if let Some(s) = seccomp {
-            seccomp::install(s)?;
+    }
+    if let Some(s) = seccomp {
+        seccomp::install(s)?;
+    }
+    if let Some(effective) = &prepared.caps_after_filter {
+        p.caps.apply_process_sets()?;
+        if p.caps.effective.is_none() {
+            crate::capabilities::set_effective(effective)?;
         }
     }
+    Ok(())
+}
+
+/// Replaces this image with the user's program.
+pub fn exec_prepared(prepared: &Prepared) -> Result<Infallible, InitError> {
     exec(&prepared.exe, &prepared.argv, &prepared.envp)
 }
 
@@ -466,7 +493,7 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, InitError> {
     if name.starts_with('/') {
         // As runc's LookPath: a missing absolute path fails `create` too. (A relative one names
         // a file under the cwd, not entered yet: execve finds out.)
-        check_executable(Path::new(name)).map_err(sys_err(format!("exec: {name:?}: {name}")))?;
+        check_executable(name)?;
         return Ok(PathBuf::from(name));
     }
     if name.contains('/') {
@@ -488,13 +515,16 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, InitError> {
     Err(InitError::NotFound(name.to_string()))
 }
 
-/// `p` is a file with an execute bit (Go's `exec.LookPath` gives EACCES for a directory or a
-/// file without one).
-fn check_executable(p: &Path) -> std::io::Result<()> {
+/// `name` is a file with an execute bit; the errors read as runc's (Go's
+/// `exec.LookPath`: `stat` fails, or EACCES for a directory or a file
+/// without one).
+fn check_executable(name: &str) -> Result<(), InitError> {
     use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::metadata(p)?;
+    let meta = std::fs::metadata(name).map_err(sys_err(format!("exec: {name:?}: stat {name}")))?;
     if meta.is_dir() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(std::io::Error::from_raw_os_error(libc::EACCES));
+        return Err(sys_err(format!("exec: {name:?}"))(
+            std::io::Error::from_raw_os_error(libc::EACCES),
+        ));
     }
     Ok(())
 }
@@ -513,19 +543,71 @@ fn exec(exe: &Path, argv: &[CString], envp: &[CString]) -> Result<Infallible, In
     ))
 }
 
-/// Unblocks every signal (a mask blocked by the runtime's caller must not
-/// be inherited by the container's process) and restores SIGPIPE, which
-/// Rust's runtime ignores at startup: an ignored signal survives execve, and
-/// `yes | head` would then spin forever in the container.
-pub(crate) fn reset_signals() {
-    // SAFETY: sigset operations on a local set, then sigprocmask; SIG_DFL
-    // for SIGPIPE installs no handler.
-    unsafe {
+/// Gives the container's process the signal state of a fresh one: every
+/// signal unblocked (a mask blocked by the runtime's caller must not be
+/// inherited) and every disposition back to the default. An ignored signal
+/// survives execve: one our caller ignores (a containerd under `nohup`, a
+/// shell's `trap '' INT`) would stay ignored in the container, and Rust's
+/// runtime ignores SIGPIPE (`yes | head` would spin). runc resets them all
+/// but 32, which its Go runtime leaves alone; a caller spawned with
+/// posix_spawn(3) from a threaded program gets 32 and 33 ignored.
+pub(crate) fn reset_signals() -> Result<(), InitError> {
+    // SAFETY: sigset operations on a local set, then sigprocmask.
+    let r = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut())
+    };
+    if r < 0 {
+        return Err(sys_err("unblock signals")(std::io::Error::last_os_error()));
     }
+    for sig in 1..=NSIG {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        set_default_disposition(sig)
+            .map_err(sys_err(format!("reset the disposition of signal {sig}")))?;
+    }
+    Ok(())
+}
+
+/// The highest signal number (the last real-time signal).
+const NSIG: libc::c_int = 64;
+
+/// The kernel's `struct sigaction` (rt_sigaction(2)), which differs from
+/// the C library's.
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// `SIG_DFL` for `sig`, with the raw syscall: the C library refuses the
+/// signals it reserves for itself (32 and 33), which a caller can still
+/// have ignored.
+fn set_default_disposition(sig: libc::c_int) -> std::io::Result<()> {
+    let act = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: a valid kernel sigaction and its mask's size; no old action.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            &act as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            std::mem::size_of::<u64>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -538,7 +620,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("/no/such/binary") && err.contains("No such file"),
+            err.contains("stat /no/such/binary") && err.contains("No such file"),
             "{err}"
         );
         let err = find_executable("/", &[]).unwrap_err().to_string();

@@ -3,8 +3,9 @@
 //! protocol, run the runtime-side hooks, and record the container.
 //!
 //! Anything that fails on the way undoes what was made: the init is killed
-//! and reaped (its mounts die with its mount namespace), the cgroup and the
-//! state directory are removed.
+//! and reaped (its mounts die with its mount namespace, or are detached
+//! when it had none of its own), the cgroup and the state directory are
+//! removed.
 
 use super::channel::{Channel, ChannelError, Msg};
 use super::init::{self, InitArgs};
@@ -12,6 +13,7 @@ use crate::cgroups::{CgroupError, CgroupManager, Manager};
 use crate::hooks::{self, HookError};
 use crate::namespaces::{self, NsError, NsKind};
 use crate::plan::Plan;
+use crate::rootfs;
 use crate::state::{self, Container, NewDir, Record, StateError, Status};
 use crate::sys::{self, Forked};
 use crate::tty::{self, TtyError};
@@ -89,6 +91,28 @@ impl Drop for InitGuard {
     }
 }
 
+/// Without a mount namespace of its own, the init builds the rootfs in the
+/// host's: unless disarmed, detach what it mounted on the rootfs (the mount
+/// there now, if it is not the one that was there before the clone).
+struct HostRootfsGuard<'a> {
+    rootfs: &'a Path,
+    below: Option<u64>,
+    armed: bool,
+}
+
+impl Drop for HostRootfsGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(now) = rootfs::rootfs_mount_id(self.rootfs) {
+            if Some(now) != self.below {
+                let _ = rootfs::detach_host_rootfs(self.rootfs, now);
+            }
+        }
+    }
+}
+
 /// Removes the cgroup unless disarmed.
 struct CgroupGuard<'a> {
     cg: &'a Manager,
@@ -138,6 +162,13 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
             joins.push((*kind, path.clone(), fd));
         }
     }
+    // Declared before the init's guard, so a failed create kills the init
+    // before detaching what it mounted.
+    let mut rootfs_guard = HostRootfsGuard {
+        rootfs: &plan.rootfs,
+        below: rootfs::rootfs_mount_id(&plan.rootfs),
+        armed: plan.rootfs_on_host,
+    };
     let (parent_end, init_end) = Channel::pair()?;
     // The init enters its cgroup without a migration by pid where it can
     // (see `cgroups::Entry`): the v1 `tasks` files go with it.
@@ -180,7 +211,7 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     let start_time = state::proc_stat(pid)
         .map(|s| s.start_time)
         .ok_or_else(|| init_error_or(&parent_end, CreateError::InitDied))?;
-    let record = Record {
+    let mut record = Record {
         id: plan.id.clone(),
         pid,
         init_start_time: start_time,
@@ -193,6 +224,7 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
         cgroup_mode: cg.mode().to_string(),
         cgroup_controllers: cg.controllers(),
         private_pid: plan.namespaces.private_pid,
+        host_rootfs_mount: None,
         poststart: plan.hooks.poststart.clone(),
         poststop: plan.hooks.poststop.clone(),
     };
@@ -215,12 +247,16 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
         .send(&Msg::CgroupPlaced)
         .map_err(|e| init_error_or(&parent_end, e.into()))?;
     drive(plan, &parent_end, &state_json)?;
+    if plan.rootfs_on_host {
+        record.host_rootfs_mount = rootfs::rootfs_mount_id(&plan.rootfs);
+    }
     let container = dir.commit(record)?;
     if let Some(p) = req.pid_file {
         write_pid_file(p, pid)?;
     }
     guard.armed = false;
     cg_guard.armed = false;
+    rootfs_guard.armed = false;
     Ok(container)
 }
 
