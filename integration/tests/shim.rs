@@ -1647,3 +1647,44 @@ fn a_runtime_command_that_leaves_a_process_holding_its_output_does_not_hang_the_
     c.ctr_ok(&["task", "delete", "leaky"])?;
     Ok(())
 }
+
+#[test]
+fn a_binary_logger_that_never_signals_ready_fails_the_create_in_time() -> Result<()> {
+    let c = containerd()?;
+    // A logger that keeps fd 5 (its ready signal) open and never closes it.
+    let logger = c.dir().join("mute-logger.sh");
+    let pid_file = c.dir().join("mute-logger.pid");
+    std::fs::write(
+        &logger,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 40\n",
+            pid_file.display()
+        ),
+    )?;
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let uri = format!("binary://{}", logger.display());
+    let started = std::time::Instant::now();
+    let out = c.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        "--log-uri",
+        &uri,
+        IMAGE,
+        "mute",
+        "true",
+    ]);
+    let took = started.elapsed();
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            // SAFETY: kill takes plain integers; the pid is the test's logger.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let out = out?;
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("did not signal ready"), "{out}");
+    assert!(took < Duration::from_secs(20), "Create took {took:?}");
+    Ok(())
+}
