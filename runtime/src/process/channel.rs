@@ -121,6 +121,7 @@ impl Channel {
 
     fn recv_flags(&self, flags: libc::c_int) -> Result<Msg, ChannelError> {
         let mut buf = vec![0u8; 1 << 16];
+        let mut reset_seen = false;
         loop {
             // SAFETY: valid buffer of the given length.
             let n = unsafe {
@@ -134,6 +135,14 @@ impl Channel {
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // A peer that exits with one of our messages unread resets
+                // the connection, and the kernel reports that before the
+                // messages it had queued for us (its last words, usually
+                // an Error): the reset is cleared once reported, read again.
+                if e.raw_os_error() == Some(libc::ECONNRESET) && !reset_seen {
+                    reset_seen = true;
                     continue;
                 }
                 return Err(e.into());
@@ -162,6 +171,24 @@ mod tests {
         drop(b);
         assert!(a.send(&Msg::CgroupPlaced).is_err(), "the peer is gone");
         assert_eq!(a.queued_error().as_deref(), Some("cgroup: write tasks"));
+    }
+
+    #[test]
+    fn last_words_of_a_peer_that_left_our_message_unread_are_read() {
+        let (a, b) = Channel::pair().unwrap();
+        a.send(&Msg::CgroupPlaced).unwrap();
+        b.send(&Msg::Error {
+            message: "mounts: destination /dev".into(),
+        })
+        .unwrap();
+        drop(b);
+        assert_eq!(
+            a.recv().unwrap(),
+            Msg::Error {
+                message: "mounts: destination /dev".into()
+            }
+        );
+        assert!(matches!(a.recv(), Err(ChannelError::Closed)));
     }
 
     #[test]
