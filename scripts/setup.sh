@@ -17,7 +17,7 @@ packages=(
     containernetworking-plugins docker.io # CRI pods' ptp/host-local networks; dockerd (tests/cri.rs, tests/docker.rs)
     hyperfine      # scripts/bench.sh
     iproute2       # ip: looking inside network namespaces; the veth pairs of the netDevices tests
-    util-linux     # nsenter, unshare, mount, flock, setpriv
+    util-linux     # nsenter, unshare, mount, flock, setpriv, prlimit (the shim EMFILE test)
     procps         # ps, pgrep: finding container processes
     jq             # editing and reading config.json and state JSON
     coreutils      # timeout, mktemp, realpath

@@ -519,6 +519,22 @@ disabled_plugins = [{disabled}]
         Ok(())
     }
 
+    /// Kill containerd with SIGKILL (a crash: no shutdown of its own) and wait for it; shims and
+    /// containers keep running. [`Containerd::relaunch`] starts it again.
+    pub fn crash(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Start containerd again (after [`Containerd::crash`] or [`Containerd::stop`]) with the same
+    /// config, root and state, and wait until it answers.
+    pub fn relaunch(&mut self) -> Result<()> {
+        self.launch()
+    }
+
     /// Stop and start containerd again with the same config and state.
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;

@@ -984,3 +984,707 @@ fn standalone_shim_mounts_rootfs_logs_to_a_file_and_publishes_through_the_binary
     guard.address.clear();
     Ok(())
 }
+
+/// The pid `ctr task ls` shows for task `id`.
+fn task_pid(c: &Containerd, id: &str) -> Result<i32> {
+    let tasks = c.tasks()?;
+    let row = tasks
+        .iter()
+        .find(|t| t.0 == id)
+        .ok_or_else(|| anyhow::anyhow!("task {id} not listed: {tasks:?}"))?;
+    Ok(row.1.parse()?)
+}
+
+/// Start task `id` with `runtime`, crash containerd, kill the task's init while containerd is down
+/// (the shim must stay meanwhile) and start containerd again. Returns containerd's log offset at
+/// the restart.
+fn crash_and_kill_the_init(c: &mut Containerd, runtime: &str, id: &str) -> Result<usize> {
+    c.ctr_ok(&["run", "-d", "--runtime", runtime, IMAGE, id, "sleep", "300"])?;
+    let pid = task_pid(c, id)?;
+    let shims = c.shim_pids();
+    c.crash()?;
+    // SAFETY: kill takes plain integers.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    // Long enough for the shim to try (and fail) to publish the exit several times.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        c.shim_pids(),
+        shims,
+        "{runtime}: the shim must stay while its task is not deleted"
+    );
+    let log_start = c.log().len();
+    c.relaunch()?;
+    Ok(log_start)
+}
+
+/// [`crash_and_kill_the_init`], then (containerd 1.6) the task must be listed STOPPED and delete
+/// with status 137. Returns containerd's log from the restart on.
+fn exit_while_containerd_is_down(c: &mut Containerd, runtime: &str, id: &str) -> Result<String> {
+    let log_start = crash_and_kill_the_init(c, runtime, id)?;
+    assert!(
+        c.wait_until(Duration::from_secs(10), || {
+            c.task_status(id).ok().flatten().as_deref() == Some("STOPPED")
+        }),
+        "{runtime}: {:?}\n{}",
+        c.tasks(),
+        c.log_tail()
+    );
+    // ctr warns with the deleted task's exit status.
+    let out = c.ctr_ok(&["task", "delete", id])?;
+    assert!(
+        out.stderr.contains("non-zero exit code 137"),
+        "{runtime}: {out}\n{}",
+        c.log_tail()
+    );
+    c.ctr_ok(&["container", "delete", id])?;
+    assert!(
+        c.wait_until(Duration::from_secs(5), || c.shim_pids().is_empty()),
+        "{runtime}: shim still running after its last task was deleted"
+    );
+    Ok(c.log()[log_start..].to_string())
+}
+
+#[test]
+fn an_exit_while_containerd_is_down_is_kept_until_the_task_is_deleted() -> Result<()> {
+    let mut c = containerd()?;
+    // containerd's runc shim with runc is the oracle.
+    exit_while_containerd_is_down(&mut c, "io.containerd.runc.v2", "down-runc")?;
+    let log = exit_while_containerd_is_down(&mut c, SKIFF_RUNTIME, "down-skiff")?;
+    // The exit that containerd missed is delivered to the containerd that came back.
+    assert!(
+        log.lines()
+            .any(|l| l.contains("event forwarded") && l.contains("topic=/tasks/exit")),
+        "no TaskExit after the restart:\n{log}"
+    );
+    assert_no_leftovers(&c, "down-skiff", None)?;
+    Ok(())
+}
+
+/// containerd 2.x does otherwise on its restart: a task shim with no process left (`Pids` empty)
+/// is taken for a leak and cleaned up, the task with it. The skiff shim must be found and cleaned
+/// up the same way as containerd's runc shim, leaving nothing.
+#[test]
+fn an_exit_while_containerd_2_is_down_is_cleaned_up_as_with_runc() -> Result<()> {
+    let Some(mut c) = Containerd::start_v2()? else {
+        return Ok(());
+    };
+    for (runtime, id) in [
+        ("io.containerd.runc.v2", "down2-runc"),
+        (SKIFF_RUNTIME, "down2-skiff"),
+    ] {
+        crash_and_kill_the_init(&mut c, runtime, id)?;
+        assert!(
+            c.wait_until(Duration::from_secs(10), || {
+                c.task_status(id).ok().flatten().is_none() && c.shim_pids().is_empty()
+            }),
+            "{runtime}: {:?} {:?}\n{}",
+            c.tasks(),
+            c.shim_pids(),
+            c.log_tail()
+        );
+        c.ctr_ok(&["container", "delete", id])?;
+    }
+    assert_no_leftovers(&c, "down2-skiff", None)?;
+    Ok(())
+}
+
+#[test]
+fn a_hung_create_leaves_the_pods_other_containers_answering() -> Result<()> {
+    use skiff_proto::api::{KillRequest, StateRequest, Status, WaitRequest};
+    use skiff_proto::ttrpc::context;
+
+    let c = containerd()?;
+    let skiff = skiff_integration::harness::runtime_binary();
+    // A runtime that hangs in `create` of the container `hang-me` and is skiff otherwise.
+    let hang_pid = c.dir().join("hang.pid");
+    let wrapper = c.dir().join("hanging-runtime");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\ncase \" $* \" in *\" create \"*\" hang-me \"*) echo $$ > {}; exec sleep 50;; esac\nexec {} \"$@\"\n",
+            hang_pid.display(),
+            skiff.display()
+        ),
+    )?;
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let config = runtime_config(&c, "hanging", &wrapper.display().to_string())?;
+    let pod = "io.containerd.runc.v2.group=hung-pod";
+    let run = |id: &'static str| {
+        [
+            "run",
+            "-d",
+            "--runtime",
+            SKIFF_RUNTIME,
+            "--runtime-config-path",
+            &config,
+            "--annotation",
+            pod,
+            IMAGE,
+            id,
+            "sleep",
+            "300",
+        ]
+        .map(str::to_string)
+    };
+    let fine = run("fine");
+    c.ctr_ok(&fine.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let hung = run("hang-me");
+    let _hung_ctr = c.ctr_spawn("hung", &hung.iter().map(String::as_str).collect::<Vec<_>>())?;
+    assert!(
+        c.wait_until(Duration::from_secs(10), || hang_pid.exists()),
+        "the runtime's create never started"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The other container of the pod is served at once: State, then Wait answered by a Kill.
+    let ctx = || context::with_timeout(3_000_000_000);
+    let client = task_client(&c, "fine")?;
+    let mut req = StateRequest::new();
+    req.id = "fine".into();
+    let state = client.state(ctx(), &req)?;
+    assert_eq!(state.status.value(), Status::RUNNING as i32);
+    let waiter = task_client(&c, "fine")?;
+    let wait = std::thread::spawn(move || {
+        let mut req = WaitRequest::new();
+        req.id = "fine".into();
+        waiter.wait(context::with_timeout(5_000_000_000), &req)
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let mut req = KillRequest::new();
+    req.id = "fine".into();
+    req.signal = libc::SIGKILL as u32;
+    client.kill(ctx(), &req)?;
+    let waited = wait.join().map_err(|_| anyhow::anyhow!("wait thread"))??;
+    assert_eq!(waited.exit_status, 137);
+
+    let pid: i32 = std::fs::read_to_string(&hang_pid)?.trim().parse()?;
+    // SAFETY: kill takes plain integers; the pid is the hanging runtime's.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    Ok(())
+}
+
+#[test]
+fn output_held_open_by_one_process_does_not_delay_other_exits() -> Result<()> {
+    use skiff_proto::api::{KillRequest, WaitRequest};
+    use skiff_proto::ttrpc::context;
+
+    let c = containerd()?;
+    let pod = "io.containerd.runc.v2.group=slow-output";
+    for id in ["holder", "other"] {
+        c.ctr_ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            SKIFF_RUNTIME,
+            "--annotation",
+            pod,
+            IMAGE,
+            id,
+            "sleep",
+            "300",
+        ])?;
+    }
+    // Execs that exit at once while a child keeps their stdout open: each exit waits for its
+    // output up to the grace period.
+    let mut execs = Vec::new();
+    for i in 0..3 {
+        let exec_id = format!("held{i}");
+        execs.push(c.ctr_spawn(
+            &exec_id,
+            &[
+                "task",
+                "exec",
+                "--exec-id",
+                &exec_id,
+                "holder",
+                "sh",
+                "-c",
+                "sleep 30 & exit 0",
+            ],
+        )?);
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let waiter = task_client(&c, "other")?;
+    let wait = std::thread::spawn(move || {
+        let mut req = WaitRequest::new();
+        req.id = "other".into();
+        let r = waiter.wait(context::with_timeout(20_000_000_000), &req);
+        (r, std::time::Instant::now())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let client = task_client(&c, "other")?;
+    let mut req = KillRequest::new();
+    req.id = "other".into();
+    req.signal = libc::SIGKILL as u32;
+    let killed = std::time::Instant::now();
+    client.kill(context::with_timeout(5_000_000_000), &req)?;
+    let (waited, at) = wait.join().map_err(|_| anyhow::anyhow!("wait thread"))?;
+    assert_eq!(waited?.exit_status, 137);
+    let took = at.duration_since(killed);
+    assert!(
+        took < Duration::from_millis(1500),
+        "the exit of `other` took {took:?}, behind the execs' output"
+    );
+    drop(execs);
+    Ok(())
+}
+
+#[test]
+fn a_create_the_shim_cannot_finish_is_removed_from_the_runtime() -> Result<()> {
+    use skiff_proto::api::CreateTaskRequest;
+    use skiff_proto::protobuf::Message;
+    use skiff_proto::ttrpc::context;
+
+    let c = containerd()?;
+    let h = skiff_integration::Harness::new()?;
+    let skiff = skiff_integration::harness::runtime_binary();
+    // A runtime whose `create` succeeds but loses the pid file the shim reads.
+    let wrapper = c.dir().join("pidless-runtime");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n{} \"$@\"; rc=$?\ncase \" $* \" in *\" create \"*) prev=; for a; do [ \"$prev\" = --pid-file ] && rm -f \"$a\"; prev=$a; done;; esac\nexit $rc\n",
+            skiff.display()
+        ),
+    )?;
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    // A shim to talk to directly (through containerd, its own cleanup would hide the leak).
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        IMAGE,
+        "host",
+        "sleep",
+        "300",
+    ])?;
+    let root = c.dir().join("pidless-root");
+    let mut opts = skiff_proto::protos::shim::oci::Options::new();
+    opts.binary_name = wrapper.display().to_string();
+    opts.root = root.display().to_string();
+    let mut any = skiff_proto::protobuf::well_known_types::any::Any::new();
+    any.type_url = "containerd.runc.v1.Options".into();
+    any.value = opts.write_to_bytes()?;
+    let mut bundle = skiff_integration::Bundle::with_default_spec(&h.path("bundle"))?;
+    bundle.args(&["sleep", "300"])?;
+    let id = h.id("pidless");
+    let mut req = CreateTaskRequest::new();
+    req.id = id.clone();
+    req.bundle = bundle.path().display().to_string();
+    req.options = Some(any).into();
+    let client = task_client(&c, "host")?;
+    let created = client.create(context::with_timeout(30_000_000_000), &req);
+    assert!(
+        matches!(&created, Err(e) if e.to_string().contains("pid file")),
+        "{created:?}"
+    );
+    let list = std::process::Command::new(&skiff)
+        .arg("--root")
+        .arg(root.join(c.namespace()))
+        .args(["list", "-q"])
+        .output()?;
+    let listed = String::from_utf8_lossy(&list.stdout);
+    // Whatever the outcome, leave nothing behind.
+    let _ = std::process::Command::new(&skiff)
+        .arg("--root")
+        .arg(root.join(c.namespace()))
+        .args(["delete", "--force", &id])
+        .output();
+    assert!(!listed.contains(&id), "left in the runtime: {listed}");
+    Ok(())
+}
+
+#[test]
+fn runtime_calls_do_not_inherit_the_server_socket_which_only_root_can_reach() -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let c = containerd()?;
+    let skiff = skiff_integration::harness::runtime_binary();
+    // A runtime that records what its fd 3 is, then runs skiff.
+    let seen = c.dir().join("fd3");
+    let wrapper = c.dir().join("fd-runtime");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nreadlink /proc/$$/fd/3 >> {} 2>/dev/null || echo none >> {}\nexec {} \"$@\"\n",
+            seen.display(),
+            seen.display(),
+            skiff.display()
+        ),
+    )?;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))?;
+    let config = runtime_config(&c, "fd", &wrapper.display().to_string())?;
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        "--runtime-config-path",
+        &config,
+        IMAGE,
+        "fd3",
+        "sleep",
+        "300",
+    ])?;
+    let fds = std::fs::read_to_string(&seen)?;
+    assert!(!fds.is_empty());
+    assert!(
+        fds.lines().all(|l| !l.starts_with("socket:")),
+        "a runtime command inherited a socket as fd 3: {fds}"
+    );
+    let socket = socket_of(&c, "fd3")?;
+    let mode = |p: &std::path::Path| -> Result<u32> {
+        Ok(std::fs::metadata(p)?.permissions().mode() & 0o777)
+    };
+    assert_eq!(mode(&socket)?, 0o600, "{}", socket.display());
+    assert_eq!(mode(socket.parent().unwrap())?, 0o700);
+    c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "fd3"])?;
+    assert!(c.wait_until(Duration::from_secs(10), || {
+        c.task_status("fd3").ok().flatten().as_deref() == Some("STOPPED")
+    }));
+    c.ctr_ok(&["task", "delete", "fd3"])?;
+    Ok(())
+}
+
+#[test]
+fn racing_starts_of_one_pod_make_one_server() -> Result<()> {
+    let h = skiff_integration::Harness::new()?;
+    let bundle = h.dir("bundle")?;
+    // A containerd address of its own, so the socket and the servers are this test's.
+    let address = h.path("no-containerd.sock").display().to_string();
+    let id = h.id("race");
+    let starts: Vec<_> = (0..8)
+        .map(|_| {
+            std::process::Command::new(skiff_integration::containerd::shim_binary())
+                .args([
+                    "-namespace",
+                    "race",
+                    "-address",
+                    &address,
+                    "-id",
+                    &id,
+                    "start",
+                ])
+                .current_dir(&bundle)
+                .env_remove("TTRPC_ADDRESS")
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+        })
+        .collect::<std::io::Result<_>>()?;
+    let mut printed = Vec::new();
+    for s in starts {
+        let out = s.wait_with_output()?;
+        assert!(out.status.success(), "{out:?}");
+        printed.push(String::from_utf8(out.stdout)?);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let servers = skiff_integration::containerd::processes_with_args(&["-address", &address]);
+    let socket = printed[0].trim_start_matches("unix://").to_string();
+    for pid in &servers {
+        // SAFETY: kill takes plain integers; these are the servers this test started.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_file(&socket);
+    assert!(printed.iter().all(|a| *a == printed[0]), "{printed:?}");
+    assert_eq!(servers.len(), 1, "servers: {servers:?}");
+    Ok(())
+}
+
+#[test]
+fn an_overlay_with_more_layers_than_a_page_of_options_holds_mounts() -> Result<()> {
+    use skiff_proto::api::{CreateTaskRequest, DeleteRequest, KillRequest, Mount, WaitRequest};
+    use skiff_proto::ttrpc::context;
+
+    let c = containerd()?;
+    let h = skiff_integration::Harness::new()?;
+    // A shim to talk to directly.
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        IMAGE,
+        "ovl-host",
+        "sleep",
+        "300",
+    ])?;
+    // 40 layers in a directory with a long path, above the busybox image: `lowerdir=` far over
+    // a page, as an image with many layers in containerd's snapshotter gives.
+    let image = skiff_integration::Bundle::with_default_spec(&h.path("image"))?;
+    let deep = h.dir("layers")?.join("d".repeat(120)).join("e".repeat(120));
+    let mut lower = Vec::new();
+    for i in 0..40 {
+        let dir = deep.join(format!("{i:02}"));
+        std::fs::create_dir_all(&dir)?;
+        lower.push(dir.display().to_string());
+    }
+    std::fs::write(deep.join("00/top-marker"), "top")?;
+    skiff_integration::bundle::build_rootfs(&deep.join("base"))?;
+    lower.push(deep.join("base").display().to_string());
+    let upper = h.dir("upper")?;
+    let work = h.dir("work")?;
+    let mut mount = Mount::new();
+    mount.type_ = "overlay".into();
+    mount.source = "overlay".into();
+    mount.options = vec![
+        format!("workdir={}", work.display()),
+        format!("upperdir={}", upper.display()),
+        format!("lowerdir={}", lower.join(":")),
+    ];
+    assert!(mount.options.join(",").len() > 4096);
+    let bundle = h.dir("bundle")?;
+    std::fs::create_dir_all(bundle.join("rootfs"))?;
+    std::fs::copy(image.path().join("config.json"), bundle.join("config.json"))?;
+    let id = h.id("ovl");
+    let mut req = CreateTaskRequest::new();
+    req.id = id.clone();
+    req.bundle = bundle.display().to_string();
+    req.rootfs = vec![mount];
+    let client = task_client(&c, "ovl-host")?;
+    let ctx = || context::with_timeout(30_000_000_000);
+    let created = client.create(ctx(), &req);
+    let mounted = bundle.join("rootfs/top-marker").exists() && bundle.join("rootfs/bin").exists();
+    if created.is_ok() {
+        let mut kill = KillRequest::new();
+        kill.id = id.clone();
+        kill.signal = libc::SIGKILL as u32;
+        let _ = client.kill(ctx(), &kill);
+        let mut wait = WaitRequest::new();
+        wait.id = id.clone();
+        let _ = client.wait(ctx(), &wait);
+        let mut del = DeleteRequest::new();
+        del.id = id.clone();
+        client.delete(ctx(), &del)?;
+    }
+    for _ in skiff_integration::host::mountinfo_lines_containing(&bundle)? {
+        let _ = nix_umount(&bundle.join("rootfs"));
+    }
+    assert!(created.is_ok(), "{created:?}");
+    assert!(mounted, "the layers were not mounted on the rootfs");
+    Ok(())
+}
+
+/// Lazily unmount `path` (cleanup after a failed assertion).
+fn nix_umount(path: &std::path::Path) -> std::io::Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    // SAFETY: a valid NUL-terminated path.
+    match unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+#[test]
+fn a_server_out_of_descriptors_serves_its_open_connections_on() -> Result<()> {
+    use skiff_proto::api::StateRequest;
+    use skiff_proto::ttrpc::context;
+
+    let h = skiff_integration::Harness::new()?;
+    let bundle = h.dir("bundle")?;
+    let address = h.path("no-containerd.sock").display().to_string();
+    let id = h.id("emfile");
+    let out = std::process::Command::new(skiff_integration::containerd::shim_binary())
+        .args([
+            "-namespace",
+            "emfile",
+            "-address",
+            &address,
+            "-id",
+            &id,
+            "start",
+        ])
+        .current_dir(&bundle)
+        .env_remove("TTRPC_ADDRESS")
+        .output()?;
+    let socket = String::from_utf8(out.stdout)?;
+    let servers = skiff_integration::containerd::processes_with_args(&["-address", &address]);
+    let result = (|| -> Result<Duration> {
+        anyhow::ensure!(servers.len() == 1, "servers: {servers:?}");
+        let client = skiff_proto::protos::shim_sync::TaskClient::new(
+            skiff_proto::ttrpc::Client::connect(&socket)?,
+        );
+        let mut req = StateRequest::new();
+        req.id = "none".into();
+        let ctx = || context::with_timeout(10_000_000_000);
+        let _ = client.state(ctx(), &req);
+        // No descriptor left for another connection: accept fails with EMFILE.
+        let open = std::fs::read_dir(format!("/proc/{}/fd", servers[0]))?.count();
+        let limit = format!("--nofile={open}:{open}");
+        let status = std::process::Command::new("prlimit")
+            .arg(&limit)
+            .arg("--pid")
+            .arg(servers[0].to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "prlimit failed");
+        let _waiting: Vec<_> = (0..3)
+            .map(|_| std::os::unix::net::UnixStream::connect(socket.trim_start_matches("unix://")))
+            .collect::<std::io::Result<_>>()?;
+        std::thread::sleep(Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        for _ in 0..20 {
+            let _ = client.state(ctx(), &req);
+        }
+        Ok(started.elapsed())
+    })();
+    for pid in &servers {
+        // SAFETY: kill takes plain integers; this is the server this test started.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    let _ = std::fs::remove_file(socket.trim_start_matches("unix://"));
+    let took = result?;
+    assert!(
+        took < Duration::from_millis(1000),
+        "20 calls on an open connection took {took:?} while accept failed"
+    );
+    Ok(())
+}
+
+#[test]
+fn processes_that_exit_at_once_are_reported() -> Result<()> {
+    let c = containerd()?;
+    // An init that exits while `start` runs, and execs that exit before their pid is recorded:
+    // each exit is reported (a lost one hangs ctr until its timeout).
+    for i in 0..3 {
+        let id = format!("quick{i}");
+        let out = c.ctr(&[
+            "run",
+            "--rm",
+            "--runtime",
+            SKIFF_RUNTIME,
+            IMAGE,
+            &id,
+            "sh",
+            "-c",
+            "exit 4",
+        ])?;
+        assert_eq!(out.exit_code(), 4, "{out}\n{}", c.log_tail());
+    }
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        IMAGE,
+        "quickexec",
+        "sleep",
+        "300",
+    ])?;
+    for i in 0..10 {
+        let exec_id = format!("e{i}");
+        let out = c.ctr(&[
+            "task",
+            "exec",
+            "--exec-id",
+            &exec_id,
+            "quickexec",
+            "sh",
+            "-c",
+            "exit 5",
+        ])?;
+        assert_eq!(out.exit_code(), 5, "{out}\n{}", c.log_tail());
+    }
+    c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "quickexec"])?;
+    assert!(c.wait_until(Duration::from_secs(10), || {
+        c.task_status("quickexec").ok().flatten().as_deref() == Some("STOPPED")
+    }));
+    c.ctr_ok(&["task", "delete", "quickexec"])?;
+    Ok(())
+}
+
+#[test]
+fn a_runtime_command_that_leaves_a_process_holding_its_output_does_not_hang_the_call() -> Result<()>
+{
+    let c = containerd()?;
+    let skiff = skiff_integration::harness::runtime_binary();
+    // A runtime whose `kill` leaves a process behind with its stdout and stderr.
+    let holder = c.dir().join("holder.pid");
+    let wrapper = c.dir().join("leaky-runtime");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n{} \"$@\"; rc=$?\ncase \" $* \" in *\" kill \"*) sleep 20 & echo $! > {};; esac\nexit $rc\n",
+            skiff.display(),
+            holder.display()
+        ),
+    )?;
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let config = runtime_config(&c, "leaky", &wrapper.display().to_string())?;
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        "--runtime-config-path",
+        &config,
+        IMAGE,
+        "leaky",
+        "sleep",
+        "300",
+    ])?;
+    let started = std::time::Instant::now();
+    let out = c.ctr(&["task", "kill", "-s", "SIGKILL", "leaky"]);
+    let took = started.elapsed();
+    if let Ok(pid) = std::fs::read_to_string(&holder) {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            // SAFETY: kill takes plain integers; the pid is the wrapper's background sleep.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    assert!(out?.success());
+    assert!(took < Duration::from_secs(5), "Kill took {took:?}");
+    assert!(c.wait_until(Duration::from_secs(10), || {
+        c.task_status("leaky").ok().flatten().as_deref() == Some("STOPPED")
+    }));
+    c.ctr_ok(&["task", "delete", "leaky"])?;
+    Ok(())
+}
+
+#[test]
+fn a_binary_logger_that_never_signals_ready_fails_the_create_in_time() -> Result<()> {
+    let c = containerd()?;
+    // A logger that keeps fd 5 (its ready signal) open and never closes it.
+    let logger = c.dir().join("mute-logger.sh");
+    let pid_file = c.dir().join("mute-logger.pid");
+    std::fs::write(
+        &logger,
+        format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 40\n",
+            pid_file.display()
+        ),
+    )?;
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let uri = format!("binary://{}", logger.display());
+    let started = std::time::Instant::now();
+    let out = c.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        "--log-uri",
+        &uri,
+        IMAGE,
+        "mute",
+        "true",
+    ]);
+    let took = started.elapsed();
+    if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+        if let Ok(pid) = pid.trim().parse::<i32>() {
+            // SAFETY: kill takes plain integers; the pid is the test's logger.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+    let out = out?;
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("did not signal ready"), "{out}");
+    assert!(took < Duration::from_secs(20), "Create took {took:?}");
+    Ok(())
+}

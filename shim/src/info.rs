@@ -124,7 +124,7 @@ fn features(binary: &Path) -> Result<Option<String>, InfoError> {
             source,
         })?;
     if !out.status.success() {
-        eprintln!(
+        log_line!(
             "containerd-shim-skiff-v2: {} features: {}: {}",
             binary.display(),
             out.status,

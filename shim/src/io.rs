@@ -21,7 +21,6 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,6 +28,9 @@ use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
 
 use crate::ioloop::{Command as LoopCommand, IoLoop, NewSink, NewStream, Role};
 use crate::runtime::ChildStdio;
+
+/// How long a `binary://` logger may take to signal that it is ready.
+const LOGGER_READY: Duration = Duration::from_secs(10);
 
 /// Why stdio could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +49,8 @@ pub enum IoError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("logger {path} did not signal ready (close fd 5) within {secs}s", secs = LOGGER_READY.as_secs())]
+    LoggerReady { path: PathBuf },
     #[error("console socket {path}: {source}")]
     Console {
         path: PathBuf,
@@ -108,6 +112,11 @@ impl Drop for OutputGuard {
 pub struct OutputWaiter(Arc<Outputs>);
 
 impl OutputWaiter {
+    /// Whether every output stream reached EOF and was written already.
+    pub fn is_done(&self) -> bool {
+        self.0.running.lock().map(|n| *n == 0).unwrap_or(true)
+    }
+
     /// Wait (at most `timeout`) until every output stream reached EOF and was written.
     pub fn wait(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -146,19 +155,38 @@ pub struct ConsoleSocket {
     path: PathBuf,
 }
 
-static CONSOLE_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// A fresh directory only root can enter, with a name nobody can guess (`mkdtemp`).
+fn private_dir(prefix: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStringExt;
+    let template = std::env::temp_dir().join(format!("{prefix}XXXXXX"));
+    let mut bytes = template.into_os_string().into_vec();
+    bytes.push(0);
+    // SAFETY: a NUL-terminated, writable template that mkdtemp fills in place.
+    let p = unsafe { libc::mkdtemp(bytes.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return Err(std::io::Error::last_os_error());
+    }
+    bytes.pop();
+    Ok(PathBuf::from(OsString::from_vec(bytes)))
+}
 
 impl ConsoleSocket {
-    /// Listen on a fresh path under the temp directory (bundle paths can be too long for a socket).
+    /// Listen in a new private directory under the temp directory (bundle paths can be too long
+    /// for a socket): its path cannot be guessed or taken over beforehand.
     pub fn new() -> Result<ConsoleSocket, IoError> {
-        let n = CONSOLE_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("skiff-pty-{}-{n}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).map_err(|source| IoError::Console {
-            path: path.clone(),
-            source,
-        })?;
-        Ok(ConsoleSocket { listener, path })
+        let err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| IoError::Console { path, source }
+        };
+        let dir = private_dir("skiff-pty-").map_err(err(&std::env::temp_dir()))?;
+        let path = dir.join("console.sock");
+        match UnixListener::bind(&path) {
+            Ok(listener) => Ok(ConsoleSocket { listener, path }),
+            Err(e) => {
+                let _ = std::fs::remove_dir(&dir);
+                Err(err(&path)(e))
+            }
+        }
     }
 
     /// The path to pass as `--console-socket`.
@@ -212,6 +240,9 @@ impl ConsoleSocket {
 impl Drop for ConsoleSocket {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
 }
 
@@ -242,7 +273,7 @@ fn open_stdin(path: &str) -> Option<File> {
     match opened {
         Ok(f) => Some(f),
         Err(e) => {
-            eprintln!("skiff-shim: opening stdin {path}: {e}");
+            log_line!("skiff-shim: opening stdin {path}: {e}");
             None
         }
     }
@@ -340,14 +371,39 @@ fn start_logger(
             Ok(())
         });
     }
-    cmd.spawn().map_err(|source| IoError::Logger {
+    let mut child = cmd.spawn().map_err(|source| IoError::Logger {
         path: path.to_path_buf(),
         source,
     })?;
     drop((stdout_r, stderr_r, ready_w));
+    if !readable_within(&ready_r, LOGGER_READY) {
+        // Its exit is reaped by the reaper like any child's.
+        let _ = child.kill();
+        return Err(IoError::LoggerReady {
+            path: path.to_path_buf(),
+        });
+    }
     let mut byte = [0u8; 1];
     let _ = ready_r.read(&mut byte);
     Ok(())
+}
+
+/// Whether `f` becomes readable (or reaches EOF) within `timeout`.
+fn readable_within(f: &File, timeout: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return true,
+            Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) if !left.is_zero() => {}
+            _ => return false,
+        }
+    }
 }
 
 impl ProcessIo {
@@ -532,6 +588,20 @@ impl ProcessIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_sockets_live_in_private_unguessable_directories() {
+        use std::os::unix::fs::PermissionsExt;
+        let a = ConsoleSocket::new().unwrap();
+        let b = ConsoleSocket::new().unwrap();
+        let dir = a.path().parent().unwrap().to_path_buf();
+        assert_ne!(dir, std::env::temp_dir());
+        assert_ne!(Some(dir.as_path()), b.path().parent());
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", dir.display());
+        drop(a);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
     use std::io::Write;
 
     #[test]

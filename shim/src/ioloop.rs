@@ -517,7 +517,7 @@ impl Loop {
                 Ok(n) => n,
                 Err(Errno::EINTR) => 0,
                 Err(e) => {
-                    eprintln!("skiff-shim: epoll_wait: {e}");
+                    log_line!("skiff-shim: epoll_wait: {e}");
                     std::thread::sleep(RETRY_OPEN);
                     0
                 }
@@ -630,7 +630,7 @@ impl Loop {
                     Ok(()) => {
                         self.watches.insert(key, Watch { fd, on_ready });
                     }
-                    Err(e) => eprintln!("skiff-shim: watching fd: {e}"),
+                    Err(e) => log_line!("skiff-shim: watching fd: {e}"),
                 }
             }
             Command::Unwatch(key) => {
@@ -665,7 +665,7 @@ impl Loop {
             Ok(()) => false,
             Err(Errno::EPERM) => true,
             Err(e) => {
-                eprintln!("skiff-shim: registering a stdio fd: {e}");
+                log_line!("skiff-shim: registering a stdio fd: {e}");
                 false
             }
         }

@@ -19,6 +19,22 @@
 //! and the grouping key: the `io.kubernetes.cri.sandbox-id` (or `io.containerd.runc.v2.group`)
 //! annotation when the container has one, else its id. Containers of one pod therefore find the
 //! same socket, and `start` hands out the running server's address instead of starting another.
+//! `start` binds first and, only when the address is taken, connects to see whether a server
+//! answers there (else the socket is stale and is replaced), so two `start`s of one pod racing
+//! never make two servers. The directory is 0700 and the socket 0600 (root's only). The server
+//! marks the socket close-on-exec at once, so runtime commands, hooks and loggers never get it.
+
+/// Write one line to stderr, ignoring failures. The server's stderr is the bundle's `log` fifo,
+/// read by containerd: while containerd is down a write fails with `EPIPE`, and `eprintln!` would
+/// panic on it (and so, built with `panic = "abort"`, kill the shim and lose every exit it holds).
+macro_rules! log_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        // One write per line, so lines from several threads are not interleaved.
+        let line = format!("{}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }};
+}
 
 mod cgroup;
 mod events;
@@ -178,7 +194,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("containerd-shim-skiff-v2: {e}");
+            log_line!("containerd-shim-skiff-v2: {e}");
             ExitCode::FAILURE
         }
     }
@@ -225,13 +241,10 @@ fn start(args: &Args) -> Result<(), MainError> {
     let path = socket_path(args, &key);
     let address = format!("unix://{}", path.display());
 
-    if UnixStream::connect(&path).is_ok() {
+    let Some(listener) = bind_or_share(&path)? else {
         // A server for this pod is running: share it.
         return announce(&bundle, &address, None);
-    }
-    std::fs::create_dir_all(SOCKET_DIR).map_err(file_err("creating", Path::new(SOCKET_DIR)))?;
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path).map_err(file_err("binding", &path))?;
+    };
 
     let exe = std::env::current_exe().map_err(file_err("finding", Path::new("/proc/self/exe")))?;
     let mut cmd = Command::new(exe);
@@ -273,6 +286,41 @@ fn start(args: &Args) -> Result<(), MainError> {
         return Err(e);
     }
     announce(&bundle, &address, Some(child.id()))
+}
+
+/// Bind the server socket at `path`, or `None` when a server already answers there.
+fn bind_or_share(path: &Path) -> Result<Option<UnixListener>, MainError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let dir = Path::new(SOCKET_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(file_err("creating", dir))?;
+    // Also when it existed before with looser permissions.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(file_err("restricting", dir))?;
+    // Twice at most: a stale socket is removed once and bound again.
+    for _ in 0..2 {
+        match UnixListener::bind(path) {
+            Ok(l) => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(file_err("restricting", path))?;
+                return Ok(Some(l));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                if UnixStream::connect(path).is_ok() {
+                    return Ok(None);
+                }
+                // Nobody answers: the socket of a server that died.
+                let _ = std::fs::remove_file(path);
+            }
+            Err(e) => return Err(file_err("binding", path)(e)),
+        }
+    }
+    UnixListener::bind(path)
+        .map(Some)
+        .map_err(file_err("binding", path))
 }
 
 /// Move the new server into the `ShimCgroup` of the runtime options containerd wrote on stdin.
@@ -333,7 +381,16 @@ fn announce(bundle: &Path, address: &str, pid: Option<u32>) -> Result<(), MainEr
 /// | `exits` | records exits and publishes `TaskExit` ([`Service::run_exits`]) |
 /// | `events` | forwards events to containerd ([`events`]) |
 fn serve(args: &Args) -> Result<(), MainError> {
-    // First, while this is the only thread: one malloc arena, SIGCHLD blocked everywhere (the
+    // SAFETY: fd 3 is the listening socket `start` handed down, owned by nothing else here.
+    let listener = unsafe { UnixListener::from_raw_fd(3) };
+    // Before anything can start a process: runtime commands, and the hooks and loggers they
+    // start, must not inherit the listening socket.
+    nix::fcntl::fcntl(
+        &listener,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(|e| MainError::Spawn(e.into()))?;
+    // While this is the only thread: one malloc arena, SIGCHLD blocked everywhere (the
     // I/O loop takes it from a signalfd).
     memory::single_arena();
     let reaper = Reaper::new()?;
@@ -382,8 +439,6 @@ fn serve(args: &Args) -> Result<(), MainError> {
         .spawn(move || exit_loop.run_exits(exits))
         .map_err(MainError::Spawn)?;
 
-    // SAFETY: fd 3 is the listening socket `start` handed down, owned by nothing else here.
-    let listener = unsafe { UnixListener::from_raw_fd(3) };
     let methods = skiff_proto::service::task_methods(Arc::new(service.clone()));
     let server = Server::new(listener, methods, Arc::new(service), waker, shutdown_rx)?;
     // Returns after Shutdown's reply is written.
@@ -424,7 +479,7 @@ fn delete(args: &Args) -> Result<(), MainError> {
         reaper,
     };
     if let Err(e) = runtime.run(&["delete", "--force", &args.id]) {
-        eprintln!("containerd-shim-skiff-v2: delete {}: {e}", args.id);
+        log_line!("containerd-shim-skiff-v2: delete {}: {e}", args.id);
     }
     mount::unmount_rootfs(&bundle);
     // The dead server's socket, unless another server of the pod still answers on it.

@@ -14,14 +14,19 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use skiff_proto::convert::exit_status;
 
-use crate::reaper::{Reaper, Subscription};
+use crate::reaper::{Exit, Reaper, Subscription};
 
 /// How long one runtime command may take before the shim gives up on it.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// After the command exited, how long its output is still read: a process it left behind may
+/// hold the pipes open for ever.
+const OUTPUT_DRAIN: Duration = Duration::from_millis(200);
+/// The most of a command's stdout or stderr kept (the rest is read and dropped).
+const OUTPUT_LIMIT: usize = 1 << 20;
 
 /// Why a runtime command failed.
 #[derive(Debug, thiserror::Error)]
@@ -144,9 +149,9 @@ impl Runtime {
         if self.bundle.is_dir() {
             cmd.current_dir(&self.bundle);
         }
-        // The runtime gets its stdio and nothing else of the shim's: the server's listening socket
-        // (fd 3, inherited without close-on-exec by design) and whatever containerd left open
-        // would otherwise reach the runtime and, through it, its hooks.
+        // The runtime gets its stdio and nothing else of the shim's: whatever containerd left open
+        // (and the server's listening socket, should it ever lose the close-on-exec flag `serve`
+        // sets on it) would otherwise reach the runtime and, through it, its hooks.
         // SAFETY: the closure only makes raw syscalls, which is all that is allowed after fork.
         unsafe { cmd.pre_exec(only_stdio) };
         cmd
@@ -198,23 +203,27 @@ impl Runtime {
             binary: self.binary.clone(),
             source,
         })?;
-        let mut out = String::new();
-        if let Some(mut stdout) = child.stdout.take() {
-            stdout
-                .read_to_string(&mut out)
-                .map_err(|source| RuntimeError::Output {
-                    command: command.clone(),
-                    source,
-                })?;
-        }
+        let pid = child.id() as i32;
+        let streams = [
+            child.stdout.take().map(|s| File::from(OwnedFd::from(s))),
+            child.stderr.take().map(|s| File::from(OwnedFd::from(s))),
+        ];
+        let collected = collect(pid, &sub, streams).map_err(|source| RuntimeError::Output {
+            command: command.clone(),
+            source,
+        })?;
+        let Some((exit, [out, err])) = collected else {
+            let _ = crate::reaper::signal(pid, libc::SIGKILL);
+            return Err(RuntimeError::Timeout { command });
+        };
         Running {
             command,
             child,
             sub,
             log_offset,
         }
-        .wait(self)?;
-        Ok(out)
+        .finish_with(self, exit.status, &String::from_utf8_lossy(&err))?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// Run a command for its effect.
@@ -245,15 +254,16 @@ impl Running {
         self.finish(rt, exit.status)
     }
 
-    /// Interpret an exit already received.
-    pub fn finish(mut self, rt: &Runtime, raw_status: i32) -> Result<(), RuntimeError> {
+    /// Interpret an exit already received (the command's stderr went to the process's stdio).
+    pub fn finish(self, rt: &Runtime, raw_status: i32) -> Result<(), RuntimeError> {
+        self.finish_with(rt, raw_status, "")
+    }
+
+    /// Interpret an exit, with what the command wrote on stderr.
+    fn finish_with(self, rt: &Runtime, raw_status: i32, stderr: &str) -> Result<(), RuntimeError> {
         let code = exit_status(raw_status);
         if code == 0 {
             return Ok(());
-        }
-        let mut stderr = String::new();
-        if let Some(mut err) = self.child.stderr.take() {
-            let _ = err.read_to_string(&mut stderr);
         }
         let message = last_logged_error(&rt.log, self.log_offset)
             .or_else(|| {
@@ -266,6 +276,83 @@ impl Running {
             message,
         })
     }
+}
+
+/// Read `streams` (a command's stdout and stderr) while waiting for the exit of `pid`, until both
+/// reach EOF or [`OUTPUT_DRAIN`] after the exit, at most [`COMMAND_TIMEOUT`] in all: a command that
+/// hangs, or leaves a process holding its pipes, never blocks the caller for longer. `None` on
+/// the timeout.
+fn collect(
+    pid: i32,
+    sub: &Subscription,
+    mut streams: [Option<File>; 2],
+) -> std::io::Result<Option<(Exit, [Vec<u8>; 2])>> {
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let mut out = [Vec::new(), Vec::new()];
+    let mut exit: Option<(Exit, Instant)> = None;
+    let mut buf = [0u8; 8192];
+    loop {
+        let now = Instant::now();
+        if exit.is_none() {
+            exit = sub.wait_for(pid, Duration::ZERO).map(|e| (e, now));
+        }
+        let open = streams.iter().filter(|s| s.is_some()).count();
+        match exit {
+            Some((e, at)) if open == 0 || now > at + OUTPUT_DRAIN => return Ok(Some((e, out))),
+            None if now > deadline => return Ok(None),
+            // Nothing left to read: only the exit to wait for.
+            None if open == 0 => {
+                let left = deadline.saturating_duration_since(now);
+                return Ok(sub.wait_for(pid, left).map(|e| (e, out)));
+            }
+            _ => {}
+        }
+        let ready = ready_streams(&streams)?;
+        for i in ready {
+            let Some(f) = streams[i].as_mut() else {
+                continue;
+            };
+            match f.read(&mut buf) {
+                Ok(0) => streams[i] = None,
+                Ok(n) => {
+                    let keep = n.min(OUTPUT_LIMIT.saturating_sub(out[i].len()));
+                    out[i].extend_from_slice(&buf[..keep]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => streams[i] = None,
+            }
+        }
+    }
+}
+
+/// Which of `streams` have something to read (or reached EOF), waiting a short slice at most:
+/// the exit arrives on a channel, not on these fds.
+fn ready_streams(streams: &[Option<File>; 2]) -> std::io::Result<Vec<usize>> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    const SLICE: u16 = 20;
+    let open: Vec<(usize, &File)> = streams
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| s.as_ref().map(|f| (i, f)))
+        .collect();
+    if open.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut fds: Vec<PollFd> = open
+        .iter()
+        .map(|(_, f)| PollFd::new(f.as_fd(), PollFlags::POLLIN))
+        .collect();
+    match poll(&mut fds, PollTimeout::from(SLICE)) {
+        Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(open
+        .iter()
+        .zip(&fds)
+        .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
+        .map(|((i, _), _)| *i)
+        .collect())
 }
 
 /// The message of the last error the runtime logged after `offset` in its JSON log.

@@ -1,15 +1,22 @@
-//! The Task service: containerd's calls, served by one table of containers behind one lock.
+//! The Task service: containerd's calls, served from one table of containers.
 //!
-//! The table lock is held across a runtime `create` or `exec` until the new pid is recorded, so the
-//! exit loop (which takes the same lock) can never see an exit for a pid it does not know yet.
-//! Exits arrive through a [`Subscription`] taken before the server started. The event order is
-//! documented in [`crate::events`].
+//! Locks: the table lock is only ever held for a few reads and writes, never across a runtime
+//! command or a wait, so a runtime call that hangs for one container never stops `State`, `Kill`
+//! or `Wait` for another (or for the same one). The calls that run the runtime for a container
+//! (`Create`, `Start`, `Delete`, `Pause`, `Resume`, `Update`) hold that container's `op` lock, so
+//! they run one at a time per container; the server runs them (and `Kill`) on worker threads
+//! ([`Gate::offload`]), never on its serving thread.
 //!
-//! The server ([`crate::server`]) runs one request at a time on one thread, so no handler may
-//! block until something else happens: `Wait` for a running process is parked by the server
-//! until [`Gate::ready`] says its answer is there, and every exit or delete wakes the server.
+//! Exits arrive through a [`Subscription`] taken before the server started. An exit can come
+//! before its pid is recorded (a process that dies as soon as `create` or `exec` made it): while a
+//! launch is in progress, exits of unknown pids are buffered ([`Launches`]) and the launcher takes
+//! its own when it records the pid. An init that exits while `runtime start` runs is held until
+//! `Start` published `TaskStart`. The event order is documented in [`crate::events`].
+//!
+//! `Wait` for a running process is parked by the server until [`Gate::ready`] says its answer is
+//! there, and every exit or delete wakes the server.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::SyncSender;
@@ -41,13 +48,15 @@ use crate::io::{ConsoleSocket, IoError, Owner, ProcessIo, StdioPaths};
 use crate::ioloop::IoLoop;
 use crate::mount::{mount_rootfs, unmount_rootfs, MountError};
 use crate::oom::OomWatcher;
-use crate::reaper::{Reaper, Subscription};
+use crate::reaper::{Exit, Reaper, Subscription};
 use crate::runtime::{ChildStdio, Runtime, RuntimeError};
 use crate::server::{Gate, Waker};
 use crate::task::{Container, ProcState, Process};
 
 /// How long an exit waits for the process's output to be written before it is reported.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+/// The most exits of unknown pids kept while launches are in progress.
+const EARLY_EXITS: usize = 4096;
 
 /// The file in the bundle that records the runtime options, for `delete` after a dead shim.
 pub const OPTIONS_FILE: &str = "skiff-shim.json";
@@ -170,18 +179,15 @@ fn kills_all_on_exit(config_json: &str) -> bool {
 }
 
 /// On an init's exit: `runtime kill --all <id> SIGKILL` when the container shares a pid namespace.
-fn kill_all_without_own_pid_namespace(c: &Container) {
-    let config = std::fs::read_to_string(c.bundle.join("config.json")).unwrap_or_default();
+fn kill_all_without_own_pid_namespace(runtime: &Runtime, id: &str, bundle: &Path) {
+    let config = std::fs::read_to_string(bundle.join("config.json")).unwrap_or_default();
     if !kills_all_on_exit(&config) {
         return;
     }
     let signal = libc::SIGKILL.to_string();
-    if let Err(e) = c.runtime.run(&["kill", "--all", &c.id, &signal]) {
+    if let Err(e) = runtime.run(&["kill", "--all", id, &signal]) {
         if !(e.is_already_finished() || e.is_not_found()) {
-            eprintln!(
-                "skiff-shim: {}: killing what is left after the init: {e}",
-                c.id
-            );
+            log_line!("skiff-shim: {id}: killing what is left after the init: {e}");
         }
     }
 }
@@ -221,11 +227,24 @@ pub struct Config {
     pub shutdown: SyncSender<()>,
 }
 
+/// The launches in progress (a runtime `create` or `exec` whose pid is not recorded yet).
+/// Lock order: the table, then this.
+#[derive(Debug, Default)]
+struct Launches {
+    /// Ids being created: a second `Create` of one is refused.
+    creating: HashSet<String>,
+    /// How many launches are in progress; exits of unknown pids are kept while it is not 0.
+    active: usize,
+    /// Exits of pids no process was recorded with (yet).
+    early: Vec<Exit>,
+}
+
 /// The state shared by request threads and the exit loop.
 #[derive(Debug)]
 struct Shared {
     config: Config,
     containers: Mutex<HashMap<String, Container>>,
+    launches: Mutex<Launches>,
     /// Notified after every recorded exit (for `Wait`).
     exited: Condvar,
 }
@@ -271,6 +290,7 @@ impl Service {
             shared: Arc::new(Shared {
                 config,
                 containers: Mutex::new(HashMap::new()),
+                launches: Mutex::new(Launches::default()),
                 exited: Condvar::new(),
             }),
         }
@@ -281,6 +301,53 @@ impl Service {
             .containers
             .lock()
             .map_err(|_| ServiceError::Poisoned)
+    }
+
+    fn launches(&self) -> Result<MutexGuard<'_, Launches>> {
+        self.shared
+            .launches
+            .lock()
+            .map_err(|_| ServiceError::Poisoned)
+    }
+
+    /// A launch begins: from now on exits of unknown pids are kept. `create` reserves `id`.
+    fn begin_launch(&self, create: Option<&str>) -> Result<()> {
+        let table = self.table()?;
+        let mut l = self.launches()?;
+        if let Some(id) = create {
+            if table.contains_key(id) || !l.creating.insert(id.to_string()) {
+                return Err(ServiceError::ContainerExists(id.to_string()));
+            }
+        }
+        l.active += 1;
+        Ok(())
+    }
+
+    /// A launch ended; call with the table locked, right after recording `pid`, so that no exit
+    /// falls between. Returns the exit of `pid` if it came first.
+    fn end_launch(&self, create: Option<&str>, pid: Option<i32>) -> Option<Exit> {
+        let mut l = self.launches().ok()?;
+        if let Some(id) = create {
+            l.creating.remove(id);
+        }
+        l.active = l.active.saturating_sub(1);
+        let exit = pid.and_then(|pid| {
+            let i = l.early.iter().position(|e| e.pid == pid)?;
+            Some(l.early.swap_remove(i))
+        });
+        if l.active == 0 {
+            l.early = Vec::new();
+        }
+        exit
+    }
+
+    /// The `op` lock of container `id` (see the module doc).
+    fn op_lock(&self, id: &str) -> Result<Arc<Mutex<()>>> {
+        let table = self.table()?;
+        table
+            .get(id)
+            .map(|c| c.op.clone())
+            .ok_or_else(|| ServiceError::NoContainer(id.to_string()))
     }
 
     fn publisher(&self) -> &Publisher {
@@ -303,7 +370,9 @@ impl Service {
         }
     }
 
-    /// Run `runtime create`/`exec` with the process's stdio; returns the new pid and its IO.
+    /// Run `runtime create`/`exec` with the process's stdio; returns the new pid and its IO. If
+    /// the runtime succeeded but the shim then fails (console, pid file), `undo` is called with
+    /// the pid if known, to take back what the runtime made.
     fn launch(
         &self,
         runtime: &Runtime,
@@ -311,6 +380,7 @@ impl Service {
         id: &str,
         pid_file: &Path,
         stdio: &StdioPaths,
+        undo: &dyn Fn(Option<i32>),
     ) -> Result<(i32, ProcessIo)> {
         let owner = Owner {
             container_id: id.to_string(),
@@ -325,9 +395,14 @@ impl Service {
             args.push(console.path().into());
             args.push(id.into());
             runtime.spawn(&args, ChildStdio::default())?.wait(runtime)?;
-            let master = console.receive()?;
-            let io = ProcessIo::terminal(stdio, master, &self.shared.config.io)?;
-            Ok((read_pid(pid_file)?, io))
+            let opened = console.receive().map_err(ServiceError::from).and_then(|m| {
+                ProcessIo::terminal(stdio, m, &self.shared.config.io).map_err(Into::into)
+            });
+            let launched = opened.and_then(|io| Ok((read_pid(pid_file)?, io)));
+            if launched.is_err() {
+                undo(read_pid(pid_file).ok());
+            }
+            launched
         } else {
             args.push(id.into());
             let (child, mut io) = ProcessIo::pipes(stdio, &owner, &self.shared.config.io)?;
@@ -341,6 +416,7 @@ impl Service {
                 Ok(pid) => Ok((pid, io)),
                 Err(e) => {
                     io.shutdown();
+                    undo(None);
                     Err(e)
                 }
             }
@@ -350,16 +426,30 @@ impl Service {
     /// The exit loop: record every exit of a known process, in order, and publish `TaskExit`.
     pub fn run_exits(&self, sub: Subscription) {
         while let Some(exit) = sub.recv() {
-            self.handle_exit(exit.pid, exit.status, exit.at);
+            self.handle_exit(exit);
         }
     }
 
-    fn handle_exit(&self, pid: i32, raw: i32, at: SystemTime) {
+    fn handle_exit(&self, exit: Exit) {
+        let Exit {
+            pid,
+            status: raw,
+            at,
+        } = exit;
         let Ok(mut table) = self.table() else { return };
         let mut found: Option<(String, String)> = None;
+        // The runtime and container whose other processes die with the init (never run with the
+        // table locked).
+        let mut kill_rest: Option<(Runtime, String, PathBuf)> = None;
         for c in table.values_mut() {
-            if c.init.pid == pid && !matches!(c.init.state, ProcState::Stopped { .. }) {
-                kill_all_without_own_pid_namespace(c);
+            let unreaped = !matches!(c.init.state, ProcState::Stopped { .. } | ProcState::Exiting);
+            if c.init.pid == pid && unreaped {
+                if c.init.state == ProcState::Starting {
+                    // Reported once Start has published TaskStart.
+                    c.pending_init_exit = Some((raw, at));
+                    return;
+                }
+                kill_rest = Some((c.runtime.clone(), c.id.clone(), c.bundle.clone()));
                 if c.has_live_execs() {
                     // The init's exit is reported after its execs'; they die with its pid
                     // namespace, and are killed here when they share the host's.
@@ -367,55 +457,78 @@ impl Service {
                     for e in c.execs.values().filter(|e| e.state.is_alive()) {
                         let _ = crate::reaper::signal(e.pid, libc::SIGKILL);
                     }
-                    return;
+                    break;
                 }
+                c.init.state = ProcState::Exiting;
                 found = Some((c.id.clone(), String::new()));
                 break;
             }
             if let Some(e) = c
                 .execs
-                .values()
+                .values_mut()
                 .find(|e| e.pid == pid && e.state.is_alive())
             {
+                e.state = ProcState::Exiting;
                 found = Some((c.id.clone(), e.exec_id.clone()));
                 break;
             }
         }
-        let Some((id, exec_id)) = found else { return };
-        drop(table);
-        self.finish_process(&id, &exec_id, raw, at);
-        if exec_id.is_empty() {
+        if found.is_none() && kill_rest.is_none() {
+            // Perhaps the pid of a launch that has not recorded it yet.
+            if let Ok(mut l) = self.launches() {
+                if l.active > 0 && l.early.len() < EARLY_EXITS {
+                    l.early.push(exit);
+                }
+            }
             return;
         }
-        // An exec exit may release a held-back init exit.
-        let pending = self.table().ok().and_then(|mut t| {
-            let c = t.get_mut(&id)?;
-            if c.has_live_execs() {
-                return None;
-            }
-            c.pending_init_exit.take()
-        });
-        if let Some((raw, at)) = pending {
-            self.finish_process(&id, "", raw, at);
+        drop(table);
+        if let Some((runtime, id, bundle)) = kill_rest {
+            kill_all_without_own_pid_namespace(&runtime, &id, &bundle);
+        }
+        if let Some((id, exec_id)) = found {
+            self.report(id, exec_id, raw, at);
         }
     }
 
-    /// Mark a process stopped once its output is written, then publish its `TaskExit` (after
-    /// `TaskOOM` for an init killed by the OOM killer).
-    fn finish_process(&self, id: &str, exec_id: &str, raw: i32, at: SystemTime) {
+    /// Report the exit of a process marked `Exiting` once its output is written.
+    fn report(&self, id: String, exec_id: String, raw: i32, at: SystemTime) {
         let waiter = self.table().ok().and_then(|t| {
-            t.get(id)
-                .and_then(|c| c.process(exec_id))
+            t.get(&id)
+                .and_then(|c| c.process(&exec_id))
                 .and_then(|p| p.io.as_ref().map(ProcessIo::output_waiter))
         });
-        if let Some(w) = waiter {
-            w.wait(OUTPUT_GRACE);
+        match waiter {
+            // The output is still being written: wait for it on a thread of its own, so that
+            // one process holding its stdout open does not delay other processes' exits.
+            Some(w) if !w.is_done() => {
+                let service = self.clone();
+                let (tid, teid) = (id.clone(), exec_id.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("exit".into())
+                    .stack_size(128 * 1024)
+                    .spawn(move || {
+                        w.wait(OUTPUT_GRACE);
+                        service.finish_process(&tid, &teid, raw, at);
+                    });
+                if let Err(e) = spawned {
+                    log_line!("skiff-shim: exit in {id}: no thread ({e}), not waiting for output");
+                    self.finish_process(&id, &exec_id, raw, at);
+                }
+            }
+            _ => self.finish_process(&id, &exec_id, raw, at),
         }
+    }
+
+    /// Mark a process stopped (its output is written), then publish its `TaskExit` (after
+    /// `TaskOOM` for an init killed by the OOM killer). An exec's exit may release its init's.
+    fn finish_process(&self, id: &str, exec_id: &str, raw: i32, at: SystemTime) {
         if exec_id.is_empty() {
             self.shared.config.oom.check(id);
         }
         let Ok(mut table) = self.table() else { return };
-        let Some(p) = table.get_mut(id).and_then(|c| c.process_mut(exec_id)) else {
+        let Some(c) = table.get_mut(id) else { return };
+        let Some(p) = c.process_mut(exec_id) else {
             return;
         };
         let status = exit_status(raw);
@@ -427,8 +540,19 @@ impl Service {
         ev.exit_status = status;
         ev.exited_at = Some(timestamp(at)).into();
         self.publisher().publish(topics::TASK_EXIT_EVENT_TOPIC, &ev);
+        // An exec exit may release a held-back init exit.
+        let released = match (exec_id.is_empty(), c.has_live_execs()) {
+            (false, false) => c.pending_init_exit.take(),
+            _ => None,
+        };
+        if released.is_some() {
+            c.init.state = ProcState::Exiting;
+        }
         drop(table);
         self.exits_changed();
+        if let Some((status, at)) = released {
+            self.report(id.to_string(), String::new(), status, at);
+        }
     }
 
     /// Wake whatever waits for an exit: blocked `Wait` calls and the server's parked ones.
@@ -450,10 +574,30 @@ impl Service {
     }
 
     fn do_create(&self, req: &CreateTaskRequest) -> Result<CreateTaskResponse> {
-        let mut table = self.table()?;
-        if table.contains_key(&req.id) {
-            return Err(ServiceError::ContainerExists(req.id.clone()));
+        self.begin_launch(Some(&req.id))?;
+        match self.create_container(req) {
+            Ok((container, resp)) => {
+                let pid = container.init.pid;
+                let mut table = self.table()?;
+                table.insert(req.id.clone(), container);
+                let early = self.end_launch(Some(&req.id), Some(pid));
+                // Under the table lock: before any TaskExit of this container.
+                self.publish_create(req, pid);
+                drop(table);
+                if let Some(exit) = early {
+                    self.handle_exit(exit);
+                }
+                Ok(resp)
+            }
+            Err(e) => {
+                self.end_launch(Some(&req.id), None);
+                Err(e)
+            }
         }
+    }
+
+    /// Everything `Create` does outside the table: the options record, the rootfs, the runtime.
+    fn create_container(&self, req: &CreateTaskRequest) -> Result<(Container, CreateTaskResponse)> {
         let bundle = PathBuf::from(&req.bundle);
         let opts = RuntimeOptions::from_any(req.options.as_ref())?;
         let runtime = self.runtime_for(&opts, &bundle);
@@ -465,7 +609,7 @@ impl Service {
         let options_file = bundle.join(OPTIONS_FILE);
         std::fs::write(&options_file, record.to_string())
             .map_err(file_err("writing", &options_file))?;
-        let rootfs_mounted = mount_rootfs(&bundle, &req.rootfs)?;
+        let rootfs_mounted = mount_rootfs(&bundle, &req.rootfs, &self.shared.config.reaper)?;
         let stdio = StdioPaths {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),
@@ -474,7 +618,13 @@ impl Service {
         };
         let args = vec!["create".into(), "--bundle".into(), bundle.clone().into()];
         let pid_file = bundle.join("init.pid");
-        let (pid, io) = match self.launch(&runtime, args, &req.id, &pid_file, &stdio) {
+        // The runtime made the container but the shim cannot use it: remove it.
+        let undo = |_: Option<i32>| {
+            if let Err(e) = runtime.run(&["delete", "--force", &req.id]) {
+                log_line!("skiff-shim: {}: removing the failed container: {e}", req.id);
+            }
+        };
+        let (pid, io) = match self.launch(&runtime, args, &req.id, &pid_file, &stdio, &undo) {
             Ok(r) => r,
             Err(e) => {
                 if rootfs_mounted {
@@ -486,25 +636,29 @@ impl Service {
         let cgroup = Cgroup::of_pid(pid);
         if let Some(cg) = &cgroup {
             if let Err(e) = self.shared.config.oom.add(&req.id, cg.clone()) {
-                eprintln!("skiff-shim: {}: not watching for OOM: {e}", req.id);
+                log_line!("skiff-shim: {}: not watching for OOM: {e}", req.id);
             }
         }
         let mut init = Process::new("", stdio);
         init.pid = pid;
         init.io = Some(io);
-        table.insert(
-            req.id.clone(),
-            Container {
-                id: req.id.clone(),
-                bundle: bundle.clone(),
-                runtime,
-                init,
-                execs: HashMap::new(),
-                cgroup,
-                rootfs_mounted,
-                pending_init_exit: None,
-            },
-        );
+        let container = Container {
+            id: req.id.clone(),
+            bundle,
+            runtime,
+            init,
+            execs: HashMap::new(),
+            cgroup,
+            rootfs_mounted,
+            pending_init_exit: None,
+            op: Arc::new(Mutex::new(())),
+        };
+        let mut resp = CreateTaskResponse::new();
+        resp.pid = pid as u32;
+        Ok((container, resp))
+    }
+
+    fn publish_create(&self, req: &CreateTaskRequest, pid: i32) {
         let mut ev = TaskCreate::new();
         ev.container_id = req.id.clone();
         ev.bundle = req.bundle.clone();
@@ -519,86 +673,154 @@ impl Service {
         ev.pid = pid as u32;
         self.publisher()
             .publish(topics::TASK_CREATE_EVENT_TOPIC, &ev);
-        let mut resp = CreateTaskResponse::new();
-        resp.pid = pid as u32;
-        Ok(resp)
     }
 
     fn do_start(&self, req: &StartRequest) -> Result<StartResponse> {
-        let mut table = self.table()?;
-        let c = table
-            .get_mut(&req.id)
-            .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
-        let mut resp = StartResponse::new();
+        let op = self.op_lock(&req.id)?;
+        let _serial = op.lock().map_err(|_| ServiceError::Poisoned)?;
         if req.exec_id.is_empty() {
+            self.start_init(&req.id)
+        } else {
+            self.start_exec(&req.id, &req.exec_id)
+        }
+    }
+
+    fn start_init(&self, id: &str) -> Result<StartResponse> {
+        let runtime = {
+            let mut table = self.table()?;
+            let c = table
+                .get_mut(id)
+                .ok_or_else(|| ServiceError::NoContainer(id.to_string()))?;
             if !c.init.state.can_start() {
                 return Err(ServiceError::State {
-                    id: req.id.clone(),
+                    id: id.to_string(),
                     action: "start",
                     state: c.init.state,
                 });
             }
-            c.runtime.run(&["start", &req.id])?;
-            c.init.state = ProcState::Running;
-            resp.pid = c.init.pid as u32;
+            c.init.state = ProcState::Starting;
+            c.runtime.clone()
+        };
+        let started = runtime.run(&["start", id]);
+        let mut table = self.table()?;
+        let c = table
+            .get_mut(id)
+            .ok_or_else(|| ServiceError::NoContainer(id.to_string()))?;
+        let held = c.pending_init_exit.take().map(|(status, at)| Exit {
+            pid: c.init.pid,
+            status,
+            at,
+        });
+        let mut resp = StartResponse::new();
+        resp.pid = c.init.pid as u32;
+        c.init.state = match started {
+            Ok(()) => ProcState::Running,
+            Err(_) => ProcState::Created,
+        };
+        if started.is_ok() {
             let mut ev = TaskStart::new();
-            ev.container_id = req.id.clone();
+            ev.container_id = id.to_string();
             ev.pid = resp.pid;
             self.publisher()
                 .publish(topics::TASK_START_EVENT_TOPIC, &ev);
-            return Ok(resp);
         }
-        if !c.init.state.is_alive() {
-            return Err(ServiceError::State {
-                id: req.id.clone(),
-                action: "exec in",
-                state: c.init.state,
-            });
+        drop(table);
+        // An exit that came while the runtime started it, reported now, after TaskStart.
+        if let Some(exit) = held {
+            self.handle_exit(exit);
         }
-        let (runtime, bundle) = (c.runtime.clone(), c.bundle.clone());
-        let exec = c
-            .execs
-            .get(&req.exec_id)
-            .ok_or_else(|| ServiceError::NoProcess {
-                id: req.id.clone(),
-                exec_id: req.exec_id.clone(),
-            })?;
-        if !exec.state.can_start() {
-            return Err(ServiceError::State {
-                id: req.id.clone(),
-                action: "start",
-                state: exec.state,
-            });
-        }
-        let spec_file = bundle.join(format!("exec-{}.json", req.exec_id));
-        std::fs::write(&spec_file, &exec.spec).map_err(file_err("writing", &spec_file))?;
-        let pid_file = bundle.join(format!("exec-{}.pid", req.exec_id));
+        started?;
+        Ok(resp)
+    }
+
+    fn start_exec(&self, id: &str, exec_id: &str) -> Result<StartResponse> {
+        let (runtime, spec_file, stdio) = {
+            let table = self.table()?;
+            let c = table
+                .get(id)
+                .ok_or_else(|| ServiceError::NoContainer(id.to_string()))?;
+            if !c.init.state.is_alive() {
+                return Err(ServiceError::State {
+                    id: id.to_string(),
+                    action: "exec in",
+                    state: c.init.state,
+                });
+            }
+            let exec = c
+                .execs
+                .get(exec_id)
+                .ok_or_else(|| ServiceError::NoProcess {
+                    id: id.to_string(),
+                    exec_id: exec_id.to_string(),
+                })?;
+            if !exec.state.can_start() {
+                return Err(ServiceError::State {
+                    id: id.to_string(),
+                    action: "start",
+                    state: exec.state,
+                });
+            }
+            let spec_file = c.bundle.join(format!("exec-{exec_id}.json"));
+            std::fs::write(&spec_file, &exec.spec).map_err(file_err("writing", &spec_file))?;
+            (c.runtime.clone(), spec_file, exec.stdio.clone())
+        };
+        let pid_file = spec_file.with_file_name(format!("exec-{exec_id}.pid"));
         let args = vec![
             "exec".into(),
             "--process".into(),
             spec_file.clone().into(),
             "--detach".into(),
         ];
-        let stdio = exec.stdio.clone();
-        let launched = self.launch(&runtime, args, &req.id, &pid_file, &stdio);
+        // The exec runs but the shim cannot serve it: kill it.
+        let undo = |pid: Option<i32>| {
+            if let Some(pid) = pid {
+                let _ = crate::reaper::signal(pid, libc::SIGKILL);
+            }
+        };
+        self.begin_launch(None)?;
+        let launched = self.launch(&runtime, args, id, &pid_file, &stdio, &undo);
         let _ = std::fs::remove_file(&spec_file);
-        let (pid, io) = launched?;
-        if let Some(exec) = c.execs.get_mut(&req.exec_id) {
-            exec.pid = pid;
-            exec.io = Some(io);
-            exec.state = ProcState::Running;
-        }
+        let mut table = self.table()?;
+        let (pid, io) = match launched {
+            Ok(r) => r,
+            Err(e) => {
+                self.end_launch(None, None);
+                return Err(e);
+            }
+        };
+        let exec = table.get_mut(id).and_then(|c| c.execs.get_mut(exec_id));
+        let Some(exec) = exec else {
+            // Deleted meanwhile (containerd does not, but the table is the truth).
+            self.end_launch(None, None);
+            io.shutdown();
+            undo(Some(pid));
+            return Err(ServiceError::NoProcess {
+                id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            });
+        };
+        exec.pid = pid;
+        exec.io = Some(io);
+        exec.state = ProcState::Running;
+        let early = self.end_launch(None, Some(pid));
+        let mut resp = StartResponse::new();
         resp.pid = pid as u32;
         let mut ev = TaskExecStarted::new();
-        ev.container_id = req.id.clone();
-        ev.exec_id = req.exec_id.clone();
+        ev.container_id = id.to_string();
+        ev.exec_id = exec_id.to_string();
         ev.pid = resp.pid;
         self.publisher()
             .publish(topics::TASK_EXEC_STARTED_EVENT_TOPIC, &ev);
+        drop(table);
+        if let Some(exit) = early {
+            self.handle_exit(exit);
+        }
         Ok(resp)
     }
 
     fn do_delete(&self, req: &DeleteRequest) -> Result<DeleteResponse> {
+        let op = self.op_lock(&req.id)?;
+        let _serial = op.lock().map_err(|_| ServiceError::Poisoned)?;
         let mut table = self.table()?;
         let c = table
             .get_mut(&req.id)
@@ -642,13 +864,18 @@ impl Service {
                 state: c.init.state,
             });
         }
-        if let Err(e) = c.runtime.run(&["delete", "--force", &req.id]) {
+        // Nothing else changes the init's state while it is stopped or created and `op` is held
+        // (an exit of a created init is reported anyway, below, from its state then).
+        let runtime = c.runtime.clone();
+        drop(table);
+        if let Err(e) = runtime.run(&["delete", "--force", &req.id]) {
             // A container the runtime no longer knows is deleted already; anything else is an
             // error containerd may retry.
             if !e.is_not_found() {
                 return Err(e.into());
             }
         }
+        let mut table = self.table()?;
         let Some(c) = table.remove(&req.id) else {
             return Err(ServiceError::NoContainer(req.id.clone()));
         };
@@ -731,6 +958,9 @@ impl Service {
         if matches!(c.init.state, ProcState::Stopped { .. }) && !req.all {
             return Err(ServiceError::Finished { id: req.id.clone() });
         }
+        let runtime = c.runtime.clone();
+        // Not serialised with `op`: a kill must reach a container whose other call hangs.
+        drop(table);
         let signal = req.signal.to_string();
         let mut args = vec!["kill"];
         if req.all {
@@ -738,9 +968,16 @@ impl Service {
         }
         args.push(&req.id);
         args.push(&signal);
-        c.runtime
-            .run(&args)
-            .or_else(|e| kill_unrecorded(c, req.signal as i32, req.all, e))
+        match runtime.run(&args) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let table = self.table()?;
+                let c = table
+                    .get(&req.id)
+                    .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
+                kill_unrecorded(c, req.signal as i32, req.all, e)
+            }
+        }
     }
 
     fn do_exec(&self, req: &ExecProcessRequest) -> Result<()> {
@@ -783,23 +1020,36 @@ impl Service {
     }
 
     fn do_pause(&self, id: &str, pause: bool) -> Result<()> {
-        let mut table = self.table()?;
-        let c = table
-            .get_mut(id)
-            .ok_or_else(|| ServiceError::NoContainer(id.to_string()))?;
-        let (ok, action) = if pause {
-            (c.init.state.can_pause(), "pause")
-        } else {
-            (c.init.state.can_resume(), "resume")
+        let op = self.op_lock(id)?;
+        let _serial = op.lock().map_err(|_| ServiceError::Poisoned)?;
+        let (ok, action, state, runtime) = {
+            let table = self.table()?;
+            let c = table
+                .get(id)
+                .ok_or_else(|| ServiceError::NoContainer(id.to_string()))?;
+            let (ok, action) = if pause {
+                (c.init.state.can_pause(), "pause")
+            } else {
+                (c.init.state.can_resume(), "resume")
+            };
+            (ok, action, c.init.state, c.runtime.clone())
         };
         if !ok {
             return Err(ServiceError::State {
                 id: id.to_string(),
                 action,
-                state: c.init.state,
+                state,
             });
         }
-        c.runtime.run(&[action, id])?;
+        runtime.run(&[action, id])?;
+        let mut table = self.table()?;
+        let c = table
+            .get_mut(id)
+            .ok_or_else(|| ServiceError::NoContainer(id.to_string()))?;
+        if c.init.state.exit().is_some() {
+            // It exited meanwhile: the exit stands.
+            return Ok(());
+        }
         if pause {
             c.init.state = ProcState::Paused;
             let mut ev = TaskPaused::new();
@@ -857,20 +1107,23 @@ impl Service {
     }
 
     fn do_update(&self, req: &UpdateTaskRequest) -> Result<()> {
-        let table = self.table()?;
-        let c = table
-            .get(&req.id)
-            .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
+        let op = self.op_lock(&req.id)?;
+        let _serial = op.lock().map_err(|_| ServiceError::Poisoned)?;
+        let (bundle, runtime) = {
+            let table = self.table()?;
+            let c = table
+                .get(&req.id)
+                .ok_or_else(|| ServiceError::NoContainer(req.id.clone()))?;
+            (c.bundle.clone(), c.runtime.clone())
+        };
         let resources = req
             .resources
             .as_ref()
             .ok_or(ServiceError::Missing("resources"))?;
-        let file = c.bundle.join("resources.json");
+        let file = bundle.join("resources.json");
         std::fs::write(&file, &resources.value).map_err(file_err("writing", &file))?;
         let file_str = file.display().to_string();
-        let result = c
-            .runtime
-            .run(&["update", "--resources", &file_str, &req.id]);
+        let result = runtime.run(&["update", "--resources", &file_str, &req.id]);
         let _ = std::fs::remove_file(&file);
         result?;
         Ok(())
@@ -929,12 +1182,21 @@ impl Gate for Service {
             Err(_) => true,
         }
     }
+
+    /// The calls that run the runtime (or a logger) or take a container's `op` lock.
+    fn offload(&self, path: &str) -> bool {
+        let method = path.rsplit('/').next().unwrap_or_default();
+        matches!(
+            method,
+            "Create" | "Start" | "Delete" | "Kill" | "Pause" | "Resume" | "Update"
+        )
+    }
 }
 
 fn answer<T>(method: &str, r: Result<T>) -> ttrpc::Result<T> {
     r.map_err(|e| {
         if !matches!(e.code(), Code::NOT_FOUND) {
-            eprintln!("skiff-shim: {method}: {e}");
+            log_line!("skiff-shim: {method}: {e}");
         }
         e.into()
     })
@@ -1039,7 +1301,10 @@ impl Task for Service {
     }
 
     fn shutdown(&self, _: &TtrpcContext, _: ShutdownRequest) -> ttrpc::Result<Empty> {
-        let empty = self.table().map(|t| t.is_empty());
+        // Not while a Create is in flight: its container is not in the table yet.
+        let empty = self
+            .table()
+            .and_then(|t| Ok(t.is_empty() && self.launches()?.creating.is_empty()));
         if let Ok(true) = empty {
             let _ = self.shared.config.shutdown.try_send(());
         }

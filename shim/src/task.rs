@@ -1,16 +1,22 @@
 //! Per container: the init and exec processes, each a small state machine.
 //!
 //! ```text
-//!            start              pause             resume
-//! Created ─────────▶ Running ─────────▶ Paused ─────────▶ Running
-//!    │                  │                  │
-//!    └────── exit ──────┴────── exit ──────┴──▶ Stopped ── delete ──▶ (removed)
+//!         Start   runtime start ok   pause             resume
+//! Created ──────▶ Starting ──────▶ Running ─────────▶ Paused ─────────▶ Running
+//!    │  ◀─ failed ──┘                  │                  │
+//!    └────── exit ─────────────────────┴────── exit ──────┴──▶ Stopped ── delete ──▶ (removed)
 //! ```
 //!
 //! A created process may also be deleted (containerd does so when `Start` is never called).
+//! `Starting` is the init while `runtime start` runs: an exit that arrives then is held
+//! (`pending_init_exit`) until `Start` has published `TaskStart`, so `TaskExit` comes after it.
+//! `Exiting` is a process that was reaped and whose exit waits (at most the output grace) for its
+//! output to be written before it becomes `Stopped` and `TaskExit` is published: its pid is no
+//! longer its own, so nothing signals it, and an init's exit still waits for it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use skiff_proto::api::Status;
@@ -23,9 +29,16 @@ use crate::runtime::Runtime;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcState {
     Created,
+    /// `runtime start` is running for the init.
+    Starting,
     Running,
     Paused,
-    Stopped { status: u32, at: SystemTime },
+    /// Reaped; reported once its output is written.
+    Exiting,
+    Stopped {
+        status: u32,
+        at: SystemTime,
+    },
 }
 
 impl ProcState {
@@ -44,6 +57,10 @@ impl ProcState {
     pub fn is_alive(self) -> bool {
         matches!(self, ProcState::Running | ProcState::Paused)
     }
+    /// Started and its exit not reported yet (alive, or reaped and `Exiting`).
+    pub fn is_unreported(self) -> bool {
+        self.is_alive() || self == ProcState::Exiting
+    }
     /// The exit status and time, once stopped.
     pub fn exit(self) -> Option<(u32, SystemTime)> {
         match self {
@@ -54,8 +71,8 @@ impl ProcState {
     /// The Task API status.
     pub fn status(self) -> Status {
         match self {
-            ProcState::Created => Status::CREATED,
-            ProcState::Running => Status::RUNNING,
+            ProcState::Created | ProcState::Starting => Status::CREATED,
+            ProcState::Running | ProcState::Exiting => Status::RUNNING,
             ProcState::Paused => Status::PAUSED,
             ProcState::Stopped { .. } => Status::STOPPED,
         }
@@ -100,8 +117,12 @@ pub struct Container {
     pub cgroup: Option<Cgroup>,
     /// Whether the shim mounted `bundle/rootfs` (and so unmounts it on delete).
     pub rootfs_mounted: bool,
-    /// The init's exit, held back until its running execs' exits are reported.
+    /// The init's exit, held back until its running execs' exits are reported, or until `Start`
+    /// returned.
     pub pending_init_exit: Option<(i32, SystemTime)>,
+    /// Held across every call that runs the runtime for this container, so they run one at a
+    /// time (never the table lock: other containers' calls go on meanwhile).
+    pub op: Arc<Mutex<()>>,
 }
 
 impl Container {
@@ -122,9 +143,9 @@ impl Container {
         }
     }
 
-    /// Whether an exec is still alive (its exit not yet reaped).
+    /// Whether an exec's exit is not reported yet (it runs, or its output is being written).
     pub fn has_live_execs(&self) -> bool {
-        self.execs.values().any(|p| p.state.is_alive())
+        self.execs.values().any(|p| p.state.is_unreported())
     }
 }
 
@@ -140,6 +161,14 @@ mod tests {
         };
         assert!(ProcState::Created.can_start());
         assert!(!ProcState::Running.can_start());
+        assert!(!ProcState::Starting.can_start());
+        assert!(!ProcState::Starting.can_delete());
+        assert!(!ProcState::Starting.is_alive());
+        assert!(!ProcState::Exiting.is_alive());
+        assert!(ProcState::Exiting.is_unreported());
+        assert!(!ProcState::Exiting.can_delete());
+        assert_eq!(ProcState::Exiting.exit(), None);
+        assert_eq!(ProcState::Starting.status(), Status::CREATED);
         assert!(ProcState::Running.can_pause());
         assert!(ProcState::Paused.can_resume());
         assert!(!ProcState::Running.can_delete());

@@ -12,6 +12,10 @@
 //!
 //! A request's payload is a `ttrpc.Request` (service, method, payload, timeout, metadata), a
 //! response's a `ttrpc.Response` (status, payload); both are protobuf messages from the ttrpc crate.
+//!
+//! A frame longer than [`MAX_PAYLOAD`] is not kept: its payload is skipped as it arrives, and the
+//! reader answers its stream with `ResourceExhausted` and goes on with the next frame, as ttrpc-go
+//! does.
 
 /// The header's size.
 pub const HEADER_LEN: usize = 10;
@@ -21,12 +25,14 @@ pub const MAX_PAYLOAD: usize = 4 << 20;
 pub const TYPE_REQUEST: u8 = 1;
 /// A response frame.
 pub const TYPE_RESPONSE: u8 = 2;
+/// A stream data frame.
+pub const TYPE_DATA: u8 = 3;
 
 /// A frame that cannot be accepted.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WireError {
-    #[error("ttrpc frame of {0} bytes exceeds the limit of {MAX_PAYLOAD}")]
-    TooLong(usize),
+    #[error("message length {length} exceed maximum message size of {MAX_PAYLOAD}")]
+    TooLong { length: usize, stream_id: u32 },
 }
 
 /// A frame header.
@@ -78,11 +84,16 @@ pub struct Frames {
     buf: Vec<u8>,
     /// Where the unparsed bytes start in `buf`.
     start: usize,
+    /// Bytes of an over-long frame still to be discarded as they arrive.
+    skip: usize,
 }
 
 impl Frames {
     /// Add bytes read from the connection.
     pub fn extend(&mut self, data: &[u8]) {
+        let skipped = self.skip.min(data.len());
+        self.skip -= skipped;
+        let data = &data[skipped..];
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
@@ -90,8 +101,8 @@ impl Frames {
         self.buf.extend_from_slice(data);
     }
 
-    /// The next complete frame, if one has arrived. An over-long frame is an error: the
-    /// connection cannot be resynchronised after it.
+    /// The next complete frame, if one has arrived. An over-long frame is an error for its
+    /// stream only: its payload is discarded (now and as it arrives) and the next frame follows.
     pub fn next_frame(&mut self) -> Result<Option<(Header, Vec<u8>)>, WireError> {
         let avail = &self.buf[self.start..];
         let Some(head) = avail.first_chunk::<HEADER_LEN>() else {
@@ -101,7 +112,14 @@ impl Frames {
         let header = Header::decode(head);
         let len = header.length as usize;
         if len > MAX_PAYLOAD {
-            return Err(WireError::TooLong(len));
+            let here = (avail.len() - HEADER_LEN).min(len);
+            self.start += HEADER_LEN + here;
+            self.skip = len - here;
+            self.release();
+            return Err(WireError::TooLong {
+                length: len,
+                stream_id: header.stream_id,
+            });
         }
         if avail.len() < HEADER_LEN + len {
             return Ok(None);
@@ -116,6 +134,12 @@ impl Frames {
     #[cfg(test)]
     pub fn is_partial(&self) -> bool {
         self.start < self.buf.len()
+    }
+
+    /// Bytes held for frames not complete yet (at most a header and [`MAX_PAYLOAD`]).
+    #[cfg(test)]
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
     }
 
     /// Give the memory back once everything was parsed: idle connections hold no buffer.
@@ -192,9 +216,24 @@ mod tests {
             flags: 0,
         };
         frames.extend(&big.encode());
+        frames.extend(&[7u8; 100]);
         assert_eq!(
             frames.next_frame(),
-            Err(WireError::TooLong(MAX_PAYLOAD + 1))
+            Err(WireError::TooLong {
+                length: MAX_PAYLOAD + 1,
+                stream_id: 1
+            })
         );
+        // The rest of its payload is dropped as it comes, never held; the next frame follows.
+        for _ in 0..MAX_PAYLOAD / 65536 - 1 {
+            frames.extend(&[7u8; 65536]);
+            assert_eq!(frames.next_frame(), Ok(None));
+            assert_eq!(frames.pending(), 0);
+        }
+        let mut rest = vec![7u8; MAX_PAYLOAD + 1 - 100 - (MAX_PAYLOAD / 65536 - 1) * 65536];
+        put_frame(&mut rest, 3, TYPE_REQUEST, b"next");
+        frames.extend(&rest);
+        let (h, p) = frames.next_frame().unwrap().unwrap();
+        assert_eq!((h.stream_id, p), (3, b"next".to_vec()));
     }
 }
