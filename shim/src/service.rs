@@ -51,10 +51,21 @@ use crate::oom::OomWatcher;
 use crate::reaper::{Exit, Reaper, Subscription};
 use crate::runtime::{ChildStdio, Runtime, RuntimeError};
 use crate::server::{Gate, Waker};
-use crate::task::{Container, ProcState, Process};
+use crate::task::{Container, ProcState, Process, QueuedExit};
 
 /// How long an exit waits for the process's output to be written before it is reported.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
+
+/// How [`Service::drain_exits`] treats an exit whose output is still being written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Drain {
+    /// On the caller's thread (the exits loop): hand the rest of the queue to a thread of its own.
+    Inline,
+    /// On that thread: wait for the output (at most [`OUTPUT_GRACE`]), then publish.
+    Blocking,
+    /// No thread could be had: publish without waiting.
+    NoWait,
+}
 /// The most exits of unknown pids kept while launches are in progress.
 const EARLY_EXITS: usize = 4096;
 
@@ -491,32 +502,58 @@ impl Service {
         }
     }
 
-    /// Report the exit of a process marked `Exiting` once its output is written.
+    /// Report the exit of a process marked `Exiting` once its output is written. Exits of one
+    /// container are published in the order they were reaped; a process still writing its
+    /// output holds back only its own container's later exits, never other containers'.
     fn report(&self, id: String, exec_id: String, raw: i32, at: SystemTime) {
-        let waiter = self.table().ok().and_then(|t| {
-            t.get(&id)
-                .and_then(|c| c.process(&exec_id))
-                .and_then(|p| p.io.as_ref().map(ProcessIo::output_waiter))
-        });
-        match waiter {
-            // The output is still being written: wait for it on a thread of its own, so that
-            // one process holding its stdout open does not delay other processes' exits.
-            Some(w) if !w.is_done() => {
-                let service = self.clone();
-                let (tid, teid) = (id.clone(), exec_id.clone());
-                let spawned = std::thread::Builder::new()
-                    .name("exit".into())
-                    .stack_size(128 * 1024)
-                    .spawn(move || {
-                        w.wait(OUTPUT_GRACE);
-                        service.finish_process(&tid, &teid, raw, at);
-                    });
-                if let Err(e) = spawned {
-                    log_line!("skiff-shim: exit in {id}: no thread ({e}), not waiting for output");
-                    self.finish_process(&id, &exec_id, raw, at);
+        let start = {
+            let Ok(mut table) = self.table() else { return };
+            let Some(c) = table.get_mut(&id) else { return };
+            c.exit_queue.push_back(QueuedExit { exec_id, raw, at });
+            !std::mem::replace(&mut c.draining, true)
+        };
+        if start {
+            self.drain_exits(&id, Drain::Inline);
+        }
+    }
+
+    /// Publishes the queued exits of container `id` in order (see [`Drain`]).
+    fn drain_exits(&self, id: &str, mode: Drain) {
+        loop {
+            let (next, waiter) = {
+                let Ok(mut table) = self.table() else { return };
+                let Some(c) = table.get_mut(id) else { return };
+                let Some(next) = c.exit_queue.front().cloned() else {
+                    c.draining = false;
+                    return;
+                };
+                let waiter = c
+                    .process(&next.exec_id)
+                    .and_then(|p| p.io.as_ref().map(ProcessIo::output_waiter))
+                    .filter(|w| !w.is_done() && mode != Drain::NoWait);
+                if waiter.is_some() && mode == Drain::Inline {
+                    drop(table);
+                    let service = self.clone();
+                    let tid = id.to_string();
+                    let spawned = std::thread::Builder::new()
+                        .name("exit".into())
+                        .stack_size(128 * 1024)
+                        .spawn(move || service.drain_exits(&tid, Drain::Blocking));
+                    if let Err(e) = spawned {
+                        log_line!(
+                            "skiff-shim: exit in {id}: no thread ({e}), not waiting for output"
+                        );
+                        self.drain_exits(id, Drain::NoWait);
+                    }
+                    return;
                 }
+                c.exit_queue.pop_front();
+                (next, waiter)
+            };
+            if let Some(w) = waiter {
+                w.wait(OUTPUT_GRACE);
             }
-            _ => self.finish_process(&id, &exec_id, raw, at),
+            self.finish_process(id, &next.exec_id, next.raw, next.at);
         }
     }
 
@@ -652,6 +689,8 @@ impl Service {
             rootfs_mounted,
             pending_init_exit: None,
             op: Arc::new(Mutex::new(())),
+            exit_queue: Default::default(),
+            draining: false,
         };
         let mut resp = CreateTaskResponse::new();
         resp.pid = pid as u32;

@@ -14,7 +14,7 @@
 //! output to be written before it becomes `Stopped` and `TaskExit` is published: its pid is no
 //! longer its own, so nothing signals it, and an init's exit still waits for it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -123,6 +123,20 @@ pub struct Container {
     /// Held across every call that runs the runtime for this container, so they run one at a
     /// time (never the table lock: other containers' calls go on meanwhile).
     pub op: Arc<Mutex<()>>,
+    /// Exits recorded but not yet published, in the order they were reaped: one container's
+    /// `TaskExit`s go out in that order even while one of them waits for its output.
+    pub exit_queue: VecDeque<QueuedExit>,
+    /// Whether a drain of `exit_queue` is under way (inline or on its own thread).
+    pub draining: bool,
+}
+
+/// An exit waiting in [`Container::exit_queue`]: the exec id (empty: the init), the raw wait
+/// status and when it was reaped.
+#[derive(Debug, Clone)]
+pub struct QueuedExit {
+    pub exec_id: String,
+    pub raw: i32,
+    pub at: SystemTime,
 }
 
 impl Container {
