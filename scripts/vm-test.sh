@@ -533,7 +533,7 @@ timeout --kill-after=10 "${SKIFF_VM_TIMEOUT:-1200}" \
     -append "$append" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
     -nic none -display none -monitor none -serial stdio -no-reboot </dev/null |
-    tr -d '\r' | tee "$console"
+    stdbuf -oL tr -d '\r' | tee "$console"
 qemu_rc=${PIPESTATUS[0]}
 set -e
 status=$(sed -n 's/^SKIFF-VM-EXIT=\([0-9]*\).*/\1/p' "$console" | tail -n 1)
