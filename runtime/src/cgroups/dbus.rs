@@ -196,6 +196,11 @@ const SYSTEMD_NAME: &str = "org.freedesktop.systemd1";
 
 /// A whole method-call message to systemd's manager.
 pub fn method_call(serial: u32, member: &str, args: &[Arg<'_>]) -> Vec<u8> {
+    method_call_on(serial, MANAGER, member, args)
+}
+
+/// A whole method-call message to systemd's object, on `interface`.
+fn method_call_on(serial: u32, interface: &str, member: &str, args: &[Arg<'_>]) -> Vec<u8> {
     let mut body = Encoder::default();
     let mut signature = String::new();
     for a in args {
@@ -218,7 +223,7 @@ pub fn method_call(serial: u32, member: &str, args: &[Arg<'_>]) -> Vec<u8> {
             }
         };
         field(e, 1, "o", SYSTEMD_PATH);
-        field(e, 2, "s", MANAGER);
+        field(e, 2, "s", interface);
         field(e, 3, "s", member);
         field(e, 6, "s", SYSTEMD_NAME);
         if !signature.is_empty() {
@@ -387,6 +392,13 @@ pub const PRIVATE_SOCKET: &str = "/run/systemd/private";
 /// How long a call or a job may take (runc waits 30 s for a job).
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a call waits for its reply before it sends systemd a `Ping`.
+/// systemd 252 answers some calls (`StopUnit`) only when more input
+/// arrives on the connection: the call is re-queued inside sd-bus after its
+/// authorization check and waits for the socket to be readable again. One
+/// more message wakes it; the Ping's own reply is skipped.
+const KICK_AFTER: Duration = Duration::from_millis(100);
+
 /// A connection to systemd.
 pub struct Bus {
     sock: UnixStream,
@@ -461,8 +473,23 @@ impl Bus {
             source,
         })?;
         let deadline = Instant::now() + TIMEOUT;
+        let mut kick = Some(Instant::now() + KICK_AFTER);
         loop {
-            let m = self.next(deadline, "systemd's reply")?;
+            let m = match self.next(kick.unwrap_or(deadline), "systemd's reply") {
+                Err(DbusError::Timeout { .. }) if kick.is_some() => {
+                    // See KICK_AFTER.
+                    kick = None;
+                    self.serial += 1;
+                    let ping =
+                        method_call_on(self.serial, "org.freedesktop.DBus.Peer", "Ping", &[]);
+                    self.sock.write_all(&ping).map_err(|source| DbusError::Io {
+                        what: "write ping",
+                        source,
+                    })?;
+                    continue;
+                }
+                r => r?,
+            };
             if let Some(j) = m.job_removed() {
                 self.removed.push(j);
                 continue;
