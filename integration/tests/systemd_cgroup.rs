@@ -331,3 +331,91 @@ fn without_systemd_the_error_says_so() -> Result<()> {
     h.check_no_trace(&id, &b)?;
     Ok(())
 }
+
+/// Kubernetes with the systemd cgroup driver: a CRI pod whose parent is kubelet's
+/// `kubepods-burstable-pod<uid>.slice`, through our shim with `SystemdCgroup = true`. The sandbox
+/// and the app are scopes under the expanded slice, the app's limits are its unit's properties,
+/// exec and stats work, and removing the pod leaves no unit.
+#[test]
+fn a_cri_pod_with_systemd_cgroup() -> Result<()> {
+    use skiff_integration::containerd::IMAGE;
+    use skiff_integration::cri::{
+        container_config, kubelet_resources, CriNode, SKIFF_SYSTEMD_HANDLER,
+    };
+    if !have_systemd("a_cri_pod_with_systemd_cgroup") {
+        return Ok(());
+    }
+    if let Some(why) = skiff_integration::cri::unsupported_reason() {
+        eprintln!("a_cri_pod_with_systemd_cgroup: skipped: {why}");
+        return Ok(());
+    }
+    let node = CriNode::start()?;
+    let cri = node.cri();
+    // kubelet's systemd driver: the pod uid's dashes become underscores in the slice name.
+    let uid = format!("sd_{}", std::process::id());
+    let parent = format!("kubepods-burstable-pod{uid}.slice");
+    let _stop = StopSlice(parent.clone());
+    let pod_cfg = node.pod_config("sdweb", &uid, &parent);
+    std::fs::create_dir_all(node.pod_log_dir("sdweb", &uid))?;
+    let pod = cri.run_pod_sandbox(&pod_cfg, SKIFF_SYSTEMD_HANDLER)?;
+    let slice_dir = format!("/kubepods.slice/kubepods-burstable.slice/{parent}");
+    let status = cri.pod_sandbox_status(&pod)?;
+    let pause_pid = CriNode::info_pid(&status.info)?;
+    let sandbox_unit = format!("cri-containerd-{pod}.scope");
+    assert_eq!(cgroup_of(pause_pid)?, format!("{slice_dir}/{sandbox_unit}"));
+
+    let mib = 1024 * 1024;
+    let app_cfg = container_config(
+        "app",
+        IMAGE,
+        &["sleep", "600"],
+        Some(kubelet_resources(250, 500, 64 * mib, 900)),
+    );
+    let app = cri.create_container(&pod, &app_cfg, &pod_cfg)?;
+    cri.start_container(&app)?;
+    let st = cri.container_status(&app)?;
+    let app_pid = CriNode::info_pid(&st.info)?;
+    let unit = format!("cri-containerd-{app}.scope");
+    assert_eq!(cgroup_of(app_pid)?, format!("{slice_dir}/{unit}"));
+    let p = show(
+        &unit,
+        &["Slice", "MemoryMax", "CPUQuotaPerSecUSec", "Delegate"],
+    )?;
+    assert_eq!(p["Slice"], parent);
+    assert_eq!(p["MemoryMax"], (64 * mib).to_string());
+    assert_eq!(p["CPUQuotaPerSecUSec"], "500ms");
+    assert_eq!(p["Delegate"], "yes");
+
+    let out = cri.exec_sync(&app, &["cat", "/proc/self/cgroup"], 10)?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // CRI gives the container a cgroup namespace on v2: its root is the scope.
+    assert_eq!(text.trim(), "0::/", "exec's cgroup: {text}");
+    let stats = cri.container_stats(&app)?;
+    let memory = stats.memory.clone().unwrap_or_default();
+    assert!(
+        memory.working_set_bytes.unwrap_or_default().value > 0,
+        "{stats:?}"
+    );
+
+    cri.stop_container(&app, 0)?;
+    cri.remove_container(&app)?;
+    cri.stop_pod_sandbox(&pod)?;
+    cri.remove_pod_sandbox(&pod)?;
+    for u in [&unit, &sandbox_unit] {
+        assert!(!listed(u)?, "{u} still listed after the pod was removed");
+    }
+    let dir = PathBuf::from("/sys/fs/cgroup").join(slice_dir.trim_start_matches('/'));
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "cgroups left under the pod slice: {left:?}"
+    );
+    Ok(())
+}
