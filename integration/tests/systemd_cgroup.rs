@@ -428,3 +428,74 @@ fn a_cri_pod_with_systemd_cgroup() -> Result<()> {
     );
     Ok(())
 }
+
+/// `ctr run` with the systemd cgroup driver through containerd 1.6 and, where present, 2.x: our
+/// shim with `SystemdCgroup = true` in its runtime options, and containerd's runc shim driving
+/// skiff with `--runc-systemd-cgroup`. The task is in its scope, reports metrics, and is gone
+/// with its unit after kill and delete.
+#[test]
+fn ctr_runs_through_both_shims_with_systemd_cgroup() -> Result<()> {
+    use skiff_integration::containerd::{Containerd, IMAGE, SKIFF_RUNTIME};
+    use std::time::Duration;
+    if !have_systemd("ctr_runs_through_both_shims_with_systemd_cgroup") {
+        return Ok(());
+    }
+    let skiff = skiff_integration::harness::runtime_binary()
+        .display()
+        .to_string();
+    let mut daemons = vec![Containerd::start()?];
+    match Containerd::start_v2()? {
+        Some(c) => daemons.push(c),
+        None => eprintln!("containerd 2.x not found: only 1.6 is tested"),
+    }
+    for c in &daemons {
+        c.import_busybox()?;
+        let toml = c.dir().join("skiff-systemd.toml");
+        std::fs::write(
+            &toml,
+            format!(
+                "BinaryName = \"{skiff}\"\nRoot = \"{}\"\nSystemdCgroup = true\n",
+                c.dir().join("skiff-systemd-root").display()
+            ),
+        )?;
+        let toml = toml.display().to_string();
+        let ours = [
+            "--runtime",
+            SKIFF_RUNTIME,
+            "--runtime-config-path",
+            toml.as_str(),
+        ];
+        let runc_shim = [
+            "--runtime",
+            "io.containerd.runc.v2",
+            "--runc-binary",
+            skiff.as_str(),
+            "--runc-systemd-cgroup",
+        ];
+        for (n, flags) in [&ours[..], &runc_shim[..]].into_iter().enumerate() {
+            let what = format!("{:?} {flags:?}", c.version());
+            let id = format!("sdctr{n}-{}", std::process::id());
+            let cgroup = format!("system.slice:skiffit:{id}");
+            let unit = format!("skiffit-{id}.scope");
+            let mut args = vec!["run", "-d", "--cgroup", cgroup.as_str()];
+            args.extend_from_slice(flags);
+            args.extend([IMAGE, id.as_str(), "sleep", "300"]);
+            c.ctr_ok(&args)?;
+            let p = show(&unit, &["ActiveState", "ControlGroup"])?;
+            assert_eq!(p["ActiveState"], "active", "{what}");
+            assert_eq!(p["ControlGroup"], format!("/system.slice/{unit}"), "{what}");
+            c.ctr_ok(&["task", "metrics", &id])?;
+            c.ctr_ok(&["task", "kill", "-s", "SIGKILL", &id])?;
+            assert!(
+                c.wait_until(Duration::from_secs(10), || {
+                    c.task_status(&id).ok().flatten().as_deref() == Some("STOPPED")
+                }),
+                "{what}: task not stopped"
+            );
+            c.ctr_ok(&["task", "delete", &id])?;
+            c.ctr_ok(&["container", "delete", &id])?;
+            assert!(!listed(&unit)?, "{what}: {unit} listed after delete");
+        }
+    }
+    Ok(())
+}
