@@ -11,6 +11,7 @@
 //! | `runc` (default) | `io.containerd.runc.v2` | `/usr/sbin/runc`, a root in the instance dir |
 //! | `runc-shim-skiff` | `io.containerd.runc.v2` | `BinaryName` = the built `skiff`: containerd's runc shim driving skiff |
 //! | `skiff-broken` | `io.containerd.skiff.v2` | a `BinaryName` that does not exist: every sandbox fails to start |
+//! | `skiff-systemd` | `io.containerd.skiff.v2` | the built `skiff` with `SystemdCgroup = true` (pods with a kubelet-style `.slice` parent) |
 //!
 //! The CNI config (`ptp` + `host-local`, its IPAM data in the instance dir) uses Debian's
 //! `containernetworking-plugins` from `/usr/lib/cni`; `sandbox_image` is a pause image built here
@@ -56,6 +57,8 @@ pub const RUNC_HANDLER: &str = "runc";
 pub const RUNC_SHIM_SKIFF_HANDLER: &str = "runc-shim-skiff";
 /// A skiff handler whose runtime binary does not exist.
 pub const BROKEN_HANDLER: &str = "skiff-broken";
+/// Our shim with `SystemdCgroup = true`: the systemd cgroup driver.
+pub const SKIFF_SYSTEMD_HANDLER: &str = "skiff-systemd";
 /// The sandbox image built and imported by [`CriNode::start`].
 pub const PAUSE_IMAGE: &str = "skiff.invalid/pause:it";
 /// The containerd namespace of CRI.
@@ -428,6 +431,13 @@ fn node_files() -> Vec<(String, String)> {
             ),
         ),
         (
+            "skiff-systemd.toml".into(),
+            format!(
+                "BinaryName = \"{}\"\nRoot = \"{{dir}}/skiff-systemd-root\"\nSystemdCgroup = true\n",
+                runtime_binary().display()
+            ),
+        ),
+        (
             "skiff-broken.toml".into(),
             "BinaryName = \"{dir}/no-such-runtime\"\nRoot = \"{dir}/broken-root\"\n".into(),
         ),
@@ -475,6 +485,10 @@ fn cri_config() -> String {
       runtime_type = "io.containerd.skiff.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{BROKEN_HANDLER}.options]
         ConfigPath = "{{dir}}/skiff-broken.toml"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{SKIFF_SYSTEMD_HANDLER}]
+      runtime_type = "io.containerd.skiff.v2"
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{SKIFF_SYSTEMD_HANDLER}.options]
+        ConfigPath = "{{dir}}/skiff-systemd.toml"
 
 {snippet}"#,
         skiff = runtime_binary().display()
@@ -710,7 +724,8 @@ impl CriNode {
                 (skiff.clone(), "{dir}/skiff-root".into()),
                 (PathBuf::from("/usr/sbin/runc"), "{dir}/runc-root".into()),
                 (skiff.clone(), "{dir}/runc-shim-skiff-root".into()),
-                (skiff, "{dir}/broken-root".into()),
+                (skiff.clone(), "{dir}/broken-root".into()),
+                (skiff, "{dir}/skiff-systemd-root".into()),
             ],
             own_netns: true,
             ..StartOptions::default()
@@ -782,6 +797,7 @@ impl CriNode {
             SKIFF_HANDLER => "skiff-root",
             RUNC_HANDLER => "runc-root",
             RUNC_SHIM_SKIFF_HANDLER => "runc-shim-skiff-root",
+            SKIFF_SYSTEMD_HANDLER => "skiff-systemd-root",
             _ => "broken-root",
         };
         self.dir().join(base).join(K8S_NAMESPACE)

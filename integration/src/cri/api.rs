@@ -298,6 +298,10 @@ pub struct LinuxContainerSecurityContext {
     pub namespace_options: Option<NamespaceOption>,
     #[prost(bool, tag = "7")]
     pub readonly_rootfs: bool,
+    /// `unconfined`, `runtime/default` or `localhost/<profile>` (deprecated in CRI for `apparmor`,
+    /// the field containerd 1.6 reads).
+    #[prost(string, tag = "9")]
+    pub apparmor_profile: String,
     #[prost(bool, tag = "11")]
     pub no_new_privs: bool,
 }

@@ -5,14 +5,18 @@
 //! One trait, [`CgroupManager`], with a backend per host mode: `v2` for the
 //! unified hierarchy and `v1` for legacy and hybrid hosts (one directory per
 //! controller, plus the empty unified hierarchy of a hybrid host, whose
-//! `cgroup.kill` and `cgroup.freeze` v1 uses when present). `resources` is
+//! `cgroup.kill` and `cgroup.freeze` v1 uses when present), and `systemd`
+//! for `--systemd-cgroup` (a transient scope made over D-Bus, then the v2
+//! backend's files). `resources` is
 //! the pure translation of `linux.resources` into files and values, `bpf`
 //! the v2 device filter, `stats` runc's statistics shapes.
 
 pub mod bpf;
+pub mod dbus;
 pub mod resources;
 pub mod stats;
 pub mod sub;
+pub mod systemd;
 pub mod v1;
 pub mod v2;
 
@@ -56,8 +60,8 @@ pub enum CgroupError {
     BadPath { path: PathBuf, reason: &'static str },
     #[error("cgroup: no cgroup hierarchy is mounted under /sys/fs/cgroup")]
     NoHierarchy,
-    #[error("--systemd-cgroup: the systemd cgroup driver is not supported yet")]
-    Systemd,
+    #[error(transparent)]
+    Systemd(#[from] systemd::SystemdError),
     #[error(transparent)]
     Resource(#[from] ResourceError),
     /// A value was given for a controller or file the host does not have.
@@ -416,6 +420,7 @@ pub fn move_self(files: Vec<(PathBuf, std::os::fd::OwnedFd)>) -> Result<(), Cgro
 pub enum Manager {
     V1(v1::V1),
     V2(v2::V2),
+    Systemd(systemd::Systemd),
 }
 
 impl Manager {
@@ -426,7 +431,7 @@ impl Manager {
         systemd: bool,
     ) -> Result<Manager, CgroupError> {
         if systemd {
-            return Err(CgroupError::Systemd);
+            return Manager::systemd(cgroups_path, id);
         }
         let own = crate::sys::read_text("/proc/self/cgroup").unwrap_or_default();
         match detect()? {
@@ -463,11 +468,43 @@ impl Manager {
         }
     }
 
-    /// How a new process enters this cgroup ([`Entry`]).
+    /// The systemd driver's manager (cgroup v2 only, for now).
+    fn systemd(cgroups_path: Option<&Path>, id: &str) -> Result<Manager, CgroupError> {
+        let up = systemd::unit_path(cgroups_path, id)?;
+        match detect()? {
+            Hierarchy::Unified(mnt) => Ok(Manager::Systemd(systemd::Systemd::new(&mnt, up, id)?)),
+            Hierarchy::Legacy { .. } => Err(systemd::SystemdError::Unavailable {
+                reason: "only cgroup v2 hosts are supported (this host mounts cgroup v1)".into(),
+            }
+            .into()),
+        }
+    }
+
+    /// How a new process enters this cgroup ([`Entry`]). A systemd scope
+    /// that is not there yet is entered through [`Manager::place`].
     pub fn entry(&self) -> Entry {
         match self {
             Manager::V1(v1) => v1.entry(),
             Manager::V2(v2) => Entry::new(&[v2.dir().to_path_buf()], Some(0)),
+            Manager::Systemd(s) if s.dir().is_dir() => {
+                Entry::new(&[s.dir().to_path_buf()], Some(0))
+            }
+            Manager::Systemd(_) => Entry::default(),
+        }
+    }
+
+    /// Whether the cgroup is made with the init in it, after the clone
+    /// ([`Manager::place`]), rather than before it.
+    pub fn made_with_init(&self) -> bool {
+        matches!(self, Manager::Systemd(_))
+    }
+
+    /// After the clone: a systemd scope is started with `pid` in it and
+    /// the resources set; the other backends did all before the clone.
+    pub fn place(&self, pid: i32, res: &LinuxResources) -> Result<(), CgroupError> {
+        match self {
+            Manager::Systemd(s) => s.start(pid, res),
+            _ => Ok(()),
         }
     }
 
@@ -477,6 +514,10 @@ impl Manager {
     pub fn from_record(mode: &str, dirs: &[PathBuf], controllers: &[Vec<String>]) -> Manager {
         if mode == "v2" {
             Manager::V2(v2::V2::new(dirs.first().cloned().unwrap_or_default()))
+        } else if mode == "systemd" {
+            Manager::Systemd(systemd::Systemd::from_dir(
+                dirs.first().cloned().unwrap_or_default(),
+            ))
         } else if !dirs.is_empty() && controllers.len() == dirs.len() {
             // The unified directory is the one without controllers (a
             // named v1 hierarchy has its `name=...`).
@@ -496,7 +537,7 @@ impl Manager {
     pub fn controllers(&self) -> Vec<Vec<String>> {
         match self {
             Manager::V1(v1) => v1.controllers(),
-            Manager::V2(_) => Vec::new(),
+            Manager::V2(_) | Manager::Systemd(_) => Vec::new(),
         }
     }
 
@@ -504,6 +545,7 @@ impl Manager {
         match self {
             Manager::V1(m) => m,
             Manager::V2(m) => m,
+            Manager::Systemd(m) => m,
         }
     }
 }

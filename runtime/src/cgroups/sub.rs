@@ -78,7 +78,7 @@ pub fn sub_cgroup_dirs(
     args: &[String],
 ) -> Result<Vec<PathBuf>, SubCgroupError> {
     let subs = parse(args)?;
-    let joined: Vec<PathBuf> = if mode == "v2" {
+    let joined: Vec<PathBuf> = if mode == "v2" || mode == "systemd" {
         let mut paths = subs.values();
         let first = paths.next().cloned().unwrap_or_default();
         if paths.any(|p| *p != first) {

@@ -36,7 +36,7 @@ impl V2 {
 
     /// Fills in the current memory limit when only swap is given (an
     /// update): v2's swap value is computed from both.
-    fn with_current_limit(&self, res: &LinuxResources) -> LinuxResources {
+    pub(crate) fn with_current_limit(&self, res: &LinuxResources) -> LinuxResources {
         let mut res = res.clone();
         if let Some(m) = res.memory_mut() {
             if m.swap().is_some_and(|s| s > 0) && m.limit().is_none_or(|l| l == 0) {

@@ -182,8 +182,13 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     };
     cg.create()?;
     // Limits and the device filter are in place before the init enters the
-    // cgroup, so it never runs unconstrained.
-    cg.set(&plan.resources)?;
+    // cgroup, so it never runs unconstrained. A systemd scope cannot exist
+    // without a process: it is made with the init in it and its limits
+    // after the clone (`place`), before the init runs anything of the
+    // container's.
+    if !cg.made_with_init() {
+        cg.set(&plan.resources)?;
+    }
     let console = match req.console_fd {
         Some(fd) => Some(fd),
         None => req.console_socket.map(tty::connect).transpose()?,
@@ -269,6 +274,7 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     // The init mounts its rootfs meanwhile; it runs no user code and waits
     // for CgroupPlaced before its cgroup namespace and cgroup mounts. Move
     // it by pid where neither clone3 nor the init itself could.
+    cg.place(pid, &plan.resources)?;
     entry.finish(pid, cloned_into)?;
     parent_end
         .send(&Msg::CgroupPlaced)
