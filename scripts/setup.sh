@@ -40,6 +40,29 @@ else
     apt_install_safe "${packages[@]}"
 fi
 
+# Real clients for tests/podman.rs: podman (with conmon) and buildah. On Debian 12
+# their libsubid4 comes from a newer shadow than the machine's passwd/login, so
+# installing them would upgrade those; when they are not installed, their .debs
+# (and the libraries the machine lacks) are unpacked with dpkg -x into
+# $SKIFF_CLIENTS_DIR instead, touching nothing else. The test reads them there.
+clients_dir=${SKIFF_CLIENTS_DIR:-/var/cache/skiff-clients}
+client_debs=(podman conmon buildah golang-github-containers-common libgpgme11 libsubid4)
+if ! command -v podman >/dev/null 2>&1 && [[ ! -x $clients_dir/usr/bin/podman ]]; then
+    if ((EUID == 0)); then
+        log "unpacking podman, conmon and buildah into $clients_dir"
+        debs=$(mktemp -d)
+        (cd "$debs" && chmod 755 . && apt_retry apt-get download "${client_debs[@]}") ||
+            { log "could not download ${client_debs[*]}; tests/podman.rs will skip"; }
+        mkdir -p "$clients_dir"
+        for deb in "$debs"/*.deb; do
+            [[ -f $deb ]] && dpkg -x "$deb" "$clients_dir"
+        done
+        rm -rf -- "$debs"
+    else
+        log "podman is missing; run this script as root to unpack it (tests/podman.rs skips)"
+    fi
+fi
+
 # The Rust toolchain is preinstalled, but a minimal profile may lack these.
 if ! command -v cargo >/dev/null 2>&1 && [[ -x ${HOME:-/root}/.cargo/bin/cargo ]]; then
     PATH="${HOME:-/root}/.cargo/bin:$PATH"

@@ -91,6 +91,8 @@ pub struct Opts {
     pub no_root: bool,
     /// A terminal (a pty slave) to use as the command's stdin, stdout and stderr instead of files.
     pub terminal: Option<File>,
+    /// Signals the command starts with ignored (as under `nohup`, or from a shell ignoring INT).
+    pub ignore_signals: Vec<i32>,
 }
 
 /// The result of one runtime command.
@@ -248,10 +250,16 @@ impl Harness {
 
     /// A fresh harness driving `bin`.
     pub fn with_binary(bin: PathBuf) -> Result<Harness> {
+        Harness::with_runtime(&bin)
+    }
+
+    /// A fresh harness driving `bin` (e.g. `/usr/sbin/runc` beside skiff in a differential test).
+    pub fn with_runtime(bin: &Path) -> Result<Harness> {
         // SAFETY: geteuid(2) cannot fail and touches no memory.
         if unsafe { libc::geteuid() } != 0 {
             bail!("the integration tests create real containers and must run as root");
         }
+        let bin = bin.to_path_buf();
         if !bin.is_file() {
             bail!(
                 "runtime binary {} not found: build it first (`cargo build -p skiff`) or point \
@@ -479,6 +487,21 @@ impl Harness {
                     };
                     if rc < 0 {
                         return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        if !opts.ignore_signals.is_empty() {
+            let signals = opts.ignore_signals.clone();
+            // SAFETY: the closure runs in the child between fork and exec and only calls
+            // signal(2), which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for sig in &signals {
+                        if libc::signal(*sig, libc::SIG_IGN) == libc::SIG_ERR {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                     Ok(())
                 });
