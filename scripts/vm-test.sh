@@ -35,7 +35,7 @@
 # Why this shape: KVM is not usable on the development and CI machines, so
 # qemu emulates (-accel tcg); a Debian kernel with a busybox initramfs
 # boots in a few seconds that way, and systemd, with the units a test run
-# does not need masked, in about ten more. Nothing is copied into the VM but
+# does not need masked, in 15 to 20 more. Nothing is copied into the VM but
 # the initramfs: the test binaries, the runtime and their libraries are read
 # from the shared root, and the guest gets tmpfs for /tmp and /run.
 set -euo pipefail
