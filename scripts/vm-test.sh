@@ -35,7 +35,7 @@
 # Why this shape: KVM is not usable on the development and CI machines, so
 # qemu emulates (-accel tcg); a Debian kernel with a busybox initramfs
 # boots in a few seconds that way, and systemd, with the units a test run
-# does not need masked, in about ten more. Nothing is copied into the VM but
+# does not need masked, in 15 to 20 more. Nothing is copied into the VM but
 # the initramfs: the test binaries, the runtime and their libraries are read
 # from the shared root, and the guest gets tmpfs for /tmp and /run.
 set -euo pipefail
@@ -254,7 +254,8 @@ UNIT
     done
     # Masked: consoles and udev (the guest has no devices to set up; /dev is
     # devtmpfs), journal persistence, time sync, random seed and other
-    # first-boot and hardware services, remote and encrypted storage, timers.
+    # first-boot and hardware services, configfs and fuse, remote and
+    # encrypted storage, timers.
     for u in getty.target serial-getty@ttyS0.service console-getty.service \
         systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
         systemd-udev-trigger.service systemd-udev-settle.service systemd-hwdb-update.service \
@@ -262,9 +263,12 @@ UNIT
         systemd-timesyncd.service systemd-pstore.service systemd-random-seed.service \
         systemd-update-utmp.service systemd-update-utmp-runlevel.service systemd-update-done.service \
         systemd-modules-load.service proc-sys-fs-binfmt_misc.automount systemd-binfmt.service \
+        sys-kernel-config.mount sys-fs-fuse-connections.mount modprobe@configfs.service \
+        modprobe@fuse.service modprobe@drm.service \
         systemd-remount-fs.service systemd-firstboot.service systemd-machine-id-commit.service \
         systemd-sysusers.service ldconfig.service systemd-repart.service \
         systemd-pcrphase.service systemd-pcrphase-sysinit.service systemd-boot-system-token.service \
+        selinux-autorelabel-mark.service \
         systemd-ask-password-console.path systemd-ask-password-wall.path \
         cryptsetup.target integritysetup.target veritysetup.target remote-fs.target timers.target; do
         ln -sfn /dev/null "$sd/$u"
@@ -360,13 +364,16 @@ else
     # binary; its exit status is the tests'.
     {
         echo '#!/bin/sh'
+        echo 'up() { cut -d " " -f 1 /proc/uptime; }'
+        echo 'echo "vm: the tests service started at $(up) s"'
         echo 'state=$(systemctl is-system-running --wait 2>&1)'
-        echo 'echo "vm: pid 1 is $(cat /proc/1/comm); the system is $state"'
+        echo 'echo "vm: pid 1 is $(cat /proc/1/comm); the system is $state at $(up) s"'
         echo 'echo "vm: $(systemd-analyze time 2>&1 | head -n 1)"'
         echo 'failed=$(systemctl list-units --failed --plain --no-legend 2>&1 | cut -d " " -f 1 | tr "\n" " ")'
         echo '[ -z "$failed" ] || echo "vm: failed units: $failed"'
         if [[ -n ${SKIFF_VM_VERBOSE:-} ]]; then
-            echo 'systemd-analyze blame --no-pager 2>&1 | head -n 15'
+            # (blame is left out: it takes minutes under emulation)
+            echo 'systemd-analyze critical-chain --no-pager skiff-vm-tests.service 2>&1'
         fi
         # systemd enables the controllers it knows (Delegate=yes asks for all
         # of them up to the root); those it does not (hugetlb, rdma, misc)
@@ -384,6 +391,7 @@ else
         echo 'else'
         echo '    echo "vm: containerd 2.4: not in $c2"'
         echo 'fi'
+        echo 'echo "vm: the tests start at $(up) s"'
         run_tests
         echo 'exit "$rc"'
     } >"$initrd_dir/tests.sh"
@@ -403,7 +411,9 @@ else
         echo '    esac'
         echo 'fi'
         echo 'echo "SKIFF-VM-EXIT=$status"'
-        echo 'systemctl --no-block poweroff'
+        echo 'echo "vm: powering off at $(cut -d " " -f 1 /proc/uptime) s"'
+        # Not asking logind about inhibitors, which would start it.
+        echo 'systemctl --no-block --check-inhibitors=no poweroff'
     } >"$initrd_dir/finish.sh"
     chmod 755 "$initrd_dir/finish.sh"
     write_systemd_config "$initrd_dir/etc"
