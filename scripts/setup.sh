@@ -24,6 +24,7 @@ packages=(
     ca-certificates # cargo's TLS to crates.io on a bare image
     gcc            # the linker cargo invokes (cc)
     libc6-dev      # crt objects and libc for linking
+    dbus           # the system bus of scripts/vm-test.sh's systemd guest (systemd's D-Bus API)
 )
 
 log() { printf 'setup: %s\n' "$*"; }

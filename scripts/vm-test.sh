@@ -1,14 +1,25 @@
 #!/usr/bin/env bash
-# Run the root-only integration tests on a pure cgroup v2 kernel: boot a
-# small VM (qemu, software emulation) with Debian's kernel and a busybox
-# initramfs, share this machine's / read-only over virtio-9p, mount cgroup2
-# with every controller enabled, switch_root into the share and run the prebuilt
-# test binaries there. Their output streams here; the exit status is the
-# tests'.
+# Run the root-only integration tests on a node-like machine: boot a small
+# VM (qemu, software emulation) with Debian's kernel on pure cgroup v2, share
+# this machine's / read-only over virtio-9p and run the prebuilt test
+# binaries there. Their output streams here; the exit status is the tests'.
 #
 #   scripts/vm-test.sh [FILTER...]
 #
+# Two guests (SKIFF_VM_INIT):
+#   systemd  (the default) shaped like a Kubernetes or Docker node: the
+#            shared root under an overlay with a tmpfs upper (so the guest
+#            can write; nothing reaches this machine), Debian's systemd as
+#            pid 1 owning the cgroup2 tree, the D-Bus system bus, AppArmor
+#            enabled, and the tests run as a service (Delegate=yes) whose
+#            output goes to the serial console; the service's result is
+#            printed there too and the VM powers off (systemctl poweroff).
+#   busybox  a busybox init mounts cgroup2 with every controller enabled,
+#            switch_roots into the read-only share and runs the tests as
+#            pid 1: less like a node, a few seconds quicker to boot.
+#
 # Environment:
+#   SKIFF_VM_INIT      systemd (default) or busybox, as above
 #   SKIFF_VM_TESTS     integration test binaries to run, by name (space
 #                      separated, e.g. "cgroups cgroup_resources"); default
 #                      "all" (about 4 minutes here, the shim's ~2.5 of them)
@@ -18,11 +29,14 @@
 #   SKIFF_VM_MEMORY    guest memory in MiB (default 2048)
 #   SKIFF_VM_CPUS      guest CPUs (default: this machine's, at most 4)
 #   SKIFF_VM_KEEP      keep the work directory (initramfs, console log)
+#   SKIFF_VM_VERBOSE   systemd guest: also print the slowest units of the
+#                      boot and systemd's status messages
 #
 # Why this shape: KVM is not usable on the development and CI machines, so
 # qemu emulates (-accel tcg); a Debian kernel with a busybox initramfs
-# boots in a few seconds that way. Nothing is copied into the VM but the
-# initramfs: the test binaries, the runtime and their libraries are read
+# boots in a few seconds that way, and systemd, with the units a test run
+# does not need masked, in about ten more. Nothing is copied into the VM but
+# the initramfs: the test binaries, the runtime and their libraries are read
 # from the shared root, and the guest gets tmpfs for /tmp and /run.
 set -euo pipefail
 
@@ -52,6 +66,20 @@ source scripts/lib/apt.sh
 apt_install_safe busybox-static cpio jq kmod ||
     die "cannot install the VM's tools (busybox-static cpio jq kmod) without changing installed packages"
 cache=${SKIFF_VM_CACHE:-/var/cache/skiff-vm}
+
+init_mode=${SKIFF_VM_INIT:-systemd}
+case $init_mode in
+busybox) ;;
+systemd)
+    # The guest runs this machine's own systemd; the system bus is the one
+    # package it may lack (dbus-daemon, or dbus-broker where installed).
+    [[ -x /lib/systemd/systemd ]] || die "SKIFF_VM_INIT=systemd needs systemd (/lib/systemd/systemd)"
+    if ! [[ -x /usr/bin/dbus-daemon || -x /usr/bin/dbus-broker ]]; then
+        apt_install_safe dbus || die "cannot install dbus (the guest's system bus) without changing installed packages"
+    fi
+    ;;
+*) die "SKIFF_VM_INIT must be systemd or busybox, not \"$init_mode\"" ;;
+esac
 
 qemu=(qemu-system-x86_64)
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
@@ -164,11 +192,144 @@ for rel in "${order[@]}"; do
     echo "$name" >>"$initrd_dir/modules/order"
 done
 
-# What runs in the guest as pid 1: every chosen binary, then the status line
-# the host looks for, then power off.
-# shellcheck disable=SC2016 # the script's own variables expand in the guest
-{
-    echo '#!/bin/sh'
+# write_systemd_config DIR: the systemd guest's additions to /etc, laid out
+# under DIR as under /etc (the init copies them into the overlay's upper).
+# The guest boots skiff-vm.target rather than the host's default target, so
+# that only basic.target, D-Bus and the tests start; what basic.target would
+# still pull in and a test run does not need is masked, for a quicker boot
+# under emulation and a guest that runs none of this machine's own services.
+write_systemd_config() {
+    local etc=$1 sd=$1/systemd/system u g d
+    mkdir -p "$sd" "$etc/systemd/system-generators" "$etc/systemd/system.conf.d" \
+        "$etc/systemd/journald.conf.d" "$etc/tmpfiles.d"
+    cat >"$sd/skiff-vm.target" <<'UNIT'
+[Unit]
+Description=skiff's test VM: basic.target, the system bus and the tests
+Requires=basic.target
+Wants=dbus.service skiff-vm-tests.service
+After=basic.target
+AllowIsolate=yes
+UNIT
+    # Delegate=yes: the tests own their cgroup (the runtime puts a container
+    # with no cgroupsPath beneath it, as under containerd.service), and
+    # systemd enables every controller it knows on the way down from the
+    # root, where the tests' containers get their cgroups.
+    # Wants, not Requires, and no default dependencies: the tests run (and
+    # report) even when some unit before them failed.
+    cat >"$sd/skiff-vm-tests.service" <<'UNIT'
+[Unit]
+Description=skiff integration tests
+DefaultDependencies=no
+Wants=sysinit.target basic.target dbus.service
+After=sysinit.target basic.target dbus.service
+
+[Service]
+Type=exec
+ExecStart=/bin/sh /run/skiff-vm/tests.sh
+ExecStopPost=/bin/sh /run/skiff-vm/finish.sh
+Delegate=yes
+TasksMax=infinity
+LimitNOFILE=1048576
+LimitNPROC=infinity
+LimitCORE=infinity
+StandardInput=null
+StandardOutput=tty
+StandardError=inherit
+TTYPath=/dev/console
+UNIT
+    # Emergency or rescue mode would wait for a login on the console: say
+    # so and power off instead.
+    for u in emergency rescue; do
+        cat >"$sd/$u.service" <<'UNIT'
+[Unit]
+Description=skiff's test VM cannot boot: power off
+DefaultDependencies=no
+
+[Service]
+Type=oneshot
+StandardOutput=tty
+TTYPath=/dev/console
+ExecStart=/bin/sh /run/skiff-vm/finish.sh %N
+UNIT
+    done
+    # Masked: consoles and udev (the guest has no devices to set up; /dev is
+    # devtmpfs), journal persistence, time sync, random seed and other
+    # first-boot and hardware services, remote and encrypted storage, timers.
+    for u in getty.target serial-getty@ttyS0.service console-getty.service \
+        systemd-udevd.service systemd-udevd-control.socket systemd-udevd-kernel.socket \
+        systemd-udev-trigger.service systemd-udev-settle.service systemd-hwdb-update.service \
+        systemd-journal-flush.service systemd-journal-catalog-update.service \
+        systemd-timesyncd.service systemd-pstore.service systemd-random-seed.service \
+        systemd-update-utmp.service systemd-update-utmp-runlevel.service systemd-update-done.service \
+        systemd-modules-load.service proc-sys-fs-binfmt_misc.automount systemd-binfmt.service \
+        systemd-remount-fs.service systemd-firstboot.service systemd-machine-id-commit.service \
+        systemd-sysusers.service ldconfig.service systemd-repart.service \
+        systemd-pcrphase.service systemd-pcrphase-sysinit.service systemd-boot-system-token.service \
+        systemd-ask-password-console.path systemd-ask-password-wall.path \
+        cryptsetup.target integritysetup.target veritysetup.target remote-fs.target timers.target; do
+        ln -sfn /dev/null "$sd/$u"
+    done
+    # What this machine enables for early boot (sockets such as docker's,
+    # sysinit services) stays on this machine.
+    for d in /etc/systemd/system/{sysinit,sockets,paths,basic,local-fs}.target.wants; do
+        for u in "$d"/*; do
+            [[ -e $u || -L $u ]] && ln -sfn /dev/null "$sd/$(basename "$u")"
+        done
+    done
+    # Generators read fstab, crypttab, /etc/init.d and the like, which
+    # describe this machine, not the guest: all masked but the one that reads
+    # systemd.mask= and systemd.wants= from the kernel command line.
+    for g in /lib/systemd/system-generators/* /usr/lib/systemd/system-generators/* \
+        /etc/systemd/system-generators/*; do
+        [[ -e $g ]] || continue
+        [[ $(basename "$g") == systemd-debug-generator ]] && continue
+        ln -sfn /dev/null "$etc/systemd/system-generators/$(basename "$g")"
+    done
+    cat >"$etc/systemd/system.conf.d/skiff-vm.conf" <<'CONF'
+[Manager]
+DefaultTimeoutStartSec=60s
+DefaultTimeoutStopSec=20s
+CONF
+    cat >"$etc/systemd/journald.conf.d/skiff-vm.conf" <<'CONF'
+[Journal]
+Storage=volatile
+RuntimeMaxUse=64M
+CONF
+    # Debian's tmp.conf empties /tmp at boot: the checkout kept there must stay.
+    ln -sfn /dev/null "$etc/tmpfiles.d/tmp.conf"
+}
+
+# containerd 2.4 (a test tool, see ../shared/tools/README.md): the harness
+# unpacks its tarball into <tmp>/skiff-containerd-2.4 on first use. Unpack
+# it here once, the same way, so that the guest (whose /tmp is a fresh
+# tmpfs) finds it ready through the share instead of spending a minute of
+# emulated xz on it.
+containerd2_tarball() {
+    local d
+    if [[ -n ${SKIFF_CONTAINERD2_TARBALL:-} ]]; then
+        [[ -f $SKIFF_CONTAINERD2_TARBALL ]] && echo "$SKIFF_CONTAINERD2_TARBALL"
+        return 0
+    fi
+    for d in "$(dirname "$repo")" "$(dirname "$(dirname "$repo")")" "$(dirname "$(dirname "$(dirname "$repo")")")"; do
+        [[ -f $d/shared/tools/containerd-2.4.tar.xz ]] && { echo "$d/shared/tools/containerd-2.4.tar.xz"; return 0; }
+    done
+    return 0
+}
+containerd2=/tmp/skiff-containerd-2.4
+tarball=$(containerd2_tarball)
+if [[ -n $tarball && ! -f $containerd2/bin/containerd ]]; then
+    log "unpacking $tarball into $containerd2"
+    unpack=$containerd2.$$
+    rm -rf -- "$unpack"
+    mkdir -p "$unpack"
+    tar -C "$unpack" -xJf "$tarball" || die "cannot unpack $tarball"
+    mv -T "$unpack/containerd-2.4" "$containerd2" 2>/dev/null || [[ -d $containerd2/bin ]] ||
+        die "cannot move the unpacked containerd 2.4 to $containerd2"
+    rm -rf -- "$unpack"
+fi
+
+# The test binaries, one after the other; rc is 1 when any failed.
+run_tests() {
     echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
     echo 'export TMPDIR=/tmp HOME=/root RUST_BACKTRACE=0'
     echo "export SKIFF_IT_TIMEOUT=${SKIFF_IT_TIMEOUT:-120} SKIFF_BIN=$(printf '%q' "$skiff_bin")"
@@ -181,23 +342,93 @@ done
         for f in "${filters[@]}"; do printf ' %q' "$f"; done
         printf ' || rc=1\n'
     done
-    echo 'echo "SKIFF-VM-EXIT=$rc"'
-    echo 'sync'
-    echo '/bin/busybox poweroff -f || echo o >/proc/sysrq-trigger'
-} >"$initrd_dir/tests.sh"
+}
+
+# shellcheck disable=SC2016 # the scripts' own variables expand in the guest
+if [[ $init_mode == busybox ]]; then
+    # What runs in the guest as pid 1: every chosen binary, then the status
+    # line the host looks for, then power off.
+    {
+        echo '#!/bin/sh'
+        run_tests
+        echo 'echo "SKIFF-VM-EXIT=$rc"'
+        echo 'sync'
+        echo '/bin/busybox poweroff -f || echo o >/proc/sysrq-trigger'
+    } >"$initrd_dir/tests.sh"
+else
+    # The service's main process: what the guest is, then every chosen
+    # binary; its exit status is the tests'.
+    {
+        echo '#!/bin/sh'
+        echo 'state=$(systemctl is-system-running --wait 2>&1)'
+        echo 'echo "vm: pid 1 is $(cat /proc/1/comm); the system is $state"'
+        echo 'echo "vm: $(systemd-analyze time 2>&1 | head -n 1)"'
+        echo 'failed=$(systemctl list-units --failed --plain --no-legend 2>&1 | cut -d " " -f 1 | tr "\n" " ")'
+        echo '[ -z "$failed" ] || echo "vm: failed units: $failed"'
+        if [[ -n ${SKIFF_VM_VERBOSE:-} ]]; then
+            echo 'systemd-analyze blame --no-pager 2>&1 | head -n 15'
+        fi
+        # systemd enables the controllers it knows (Delegate=yes asks for all
+        # of them up to the root); those it does not (hugetlb, rdma, misc)
+        # are switched on here, and systemd leaves them alone.
+        echo 'for c in $(cat /sys/fs/cgroup/cgroup.controllers); do'
+        echo '    echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || echo "vm: cannot enable $c"'
+        echo 'done'
+        echo 'echo "vm: cgroup2 controllers at the root: $(cat /sys/fs/cgroup/cgroup.subtree_control)"'
+        echo 'echo "vm: the tests run in $(cut -d: -f3 /proc/self/cgroup) with $(cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/cgroup.controllers)"'
+        echo 'echo "vm: D-Bus system bus: $(systemctl is-active dbus.service)"'
+        echo 'echo "vm: AppArmor enabled: $(cat /sys/module/apparmor/parameters/enabled 2>&1)"'
+        printf 'c2=%q\n' "$containerd2"
+        echo 'if [ -x "$c2/bin/containerd" ]; then'
+        echo '    echo "vm: containerd 2.4 in $c2: $("$c2/bin/containerd" --version 2>&1)"'
+        echo 'else'
+        echo '    echo "vm: containerd 2.4: not in $c2"'
+        echo 'fi'
+        run_tests
+        echo 'exit "$rc"'
+    } >"$initrd_dir/tests.sh"
+    # ExecStopPost (and emergency or rescue mode, with its name): the unit's
+    # result becomes the status line, then poweroff.
+    {
+        echo '#!/bin/sh'
+        echo 'if [ -n "$1" ]; then'
+        echo '    echo "vm: systemd entered $1 mode; failed: $(systemctl list-units --failed --plain --no-legend | cut -d " " -f 1)"'
+        echo '    status=98'
+        echo 'else'
+        echo '    echo "vm: skiff-vm-tests.service: result $SERVICE_RESULT, $EXIT_CODE $EXIT_STATUS"'
+        echo '    case $SERVICE_RESULT:$EXIT_CODE in'
+        echo '    success:*) status=0 ;;'
+        echo '    exit-code:exited) status=$EXIT_STATUS ;;'
+        echo '    *) status=99 ;;'
+        echo '    esac'
+        echo 'fi'
+        echo 'echo "SKIFF-VM-EXIT=$status"'
+        echo 'systemctl --no-block poweroff'
+    } >"$initrd_dir/finish.sh"
+    chmod 755 "$initrd_dir/finish.sh"
+    write_systemd_config "$initrd_dir/etc"
+fi
 
 # The guest covers /tmp and /run with tmpfs: a checkout or a target dir that
-# lives there (a CI clone under /tmp, say) is carried over those mounts.
+# lives there (a CI clone under /tmp, say) is carried over those mounts, and
+# so is containerd 2.4 unpacked above.
 target_dir=$(dirname "$(dirname "$skiff_bin")")
 : >"$initrd_dir/keep"
-for p in "$repo" "$target_dir"; do
+for p in "$repo" "$target_dir" "$containerd2"; do
     case $p in
     /tmp/* | /run/*)
+        [[ -e $p ]] || continue
         [[ $p == "$repo"/* ]] && [[ $p != "$repo" ]] && continue
         echo "$p" >>"$initrd_dir/keep"
         ;;
     esac
 done
+echo "$init_mode" >"$initrd_dir/mode"
+# The guest's kernel modules where its modprobe looks, when they come from
+# the cache rather than this machine's /lib/modules.
+if [[ $moddir != "/lib/modules/$kver" ]]; then
+    printf '%s %s\n' "$moddir" "/lib/modules/$kver" >"$initrd_dir/modules/dir"
+fi
 
 cat >"$initrd_dir/init" <<'INIT'
 #!/bin/busybox sh
@@ -209,20 +440,40 @@ for m in $(cat /modules/order); do
     insmod "/modules/$m" || echo "vm: insmod $m failed"
 done
 fail() { echo "vm: $*"; echo "SKIFF-VM-EXIT=99"; poweroff -f; }
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=524288 hostroot /host ||
-    fail "cannot mount the host's root"
-# The share is read-only: the guest's own kernel file systems and tmpfs go on top.
-mount -t proc proc /host/proc
-mount -t sysfs sys /host/sys
-mount -t cgroup2 -o nsdelegate cgroup2 /host/sys/fs/cgroup || fail "cannot mount cgroup2"
-for c in $(cat /host/sys/fs/cgroup/cgroup.controllers); do
-    echo "+$c" >/host/sys/fs/cgroup/cgroup.subtree_control || echo "vm: cannot enable $c"
-done
-echo "vm: cgroup2 controllers: $(cat /host/sys/fs/cgroup/cgroup.subtree_control)"
-mount -t devtmpfs dev /host/dev
-mkdir -p /host/dev/pts /host/dev/shm
-mount -t devpts -o newinstance,ptmxmode=0666 devpts /host/dev/pts
-mount -t tmpfs shm /host/dev/shm
+mode=$(cat /mode)
+share="-t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=524288 hostroot"
+if [ "$mode" = systemd ]; then
+    # systemd writes to its root: the read-only share under a tmpfs upper.
+    mkdir -p /lower /rw
+    mount $share /lower || fail "cannot mount the host's root"
+    mount -t tmpfs -o mode=755 rw /rw
+    mkdir -p /rw/upper /rw/work
+    mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work root /host ||
+        fail "cannot mount the overlay root"
+    # This machine may be a container: systemd would see its /.dockerenv,
+    # take the guest for one too and ignore the kernel command line.
+    rm -f /host/.dockerenv
+    # The guest's configuration (units, masks, drop-ins) goes into the upper.
+    cp -a /etc/. /host/etc/ || fail "cannot write the guest's /etc"
+    if [ -f /modules/dir ]; then
+        read -r from to </modules/dir
+        mkdir -p "/host$to" && mount -o bind "/host$from" "/host$to" || echo "vm: cannot bind $from"
+    fi
+else
+    mount $share /host || fail "cannot mount the host's root"
+    # The share is read-only: the guest's own kernel file systems and tmpfs go on top.
+    mount -t proc proc /host/proc
+    mount -t sysfs sys /host/sys
+    mount -t cgroup2 -o nsdelegate cgroup2 /host/sys/fs/cgroup || fail "cannot mount cgroup2"
+    for c in $(cat /host/sys/fs/cgroup/cgroup.controllers); do
+        echo "+$c" >/host/sys/fs/cgroup/cgroup.subtree_control || echo "vm: cannot enable $c"
+    done
+    echo "vm: cgroup2 controllers: $(cat /host/sys/fs/cgroup/cgroup.subtree_control)"
+    mount -t devtmpfs dev /host/dev
+    mkdir -p /host/dev/pts /host/dev/shm
+    mount -t devpts -o newinstance,ptmxmode=0666 devpts /host/dev/pts
+    mount -t tmpfs shm /host/dev/shm
+fi
 i=0
 while read -r p; do
     i=$((i + 1))
@@ -237,6 +488,14 @@ while read -r p; do
     mkdir -p "/host$p"
     mount -o move "/kept/$i" "/host$p" || fail "cannot restore $p"
 done </keep
+if [ "$mode" = systemd ]; then
+    mkdir -p /host/run/skiff-vm
+    cp /tests.sh /finish.sh /host/run/skiff-vm/
+    # systemd mounts the rest of its API file systems (cgroup2 among them)
+    # itself; these three it finds in place.
+    for m in dev proc sys; do mount -o move "/$m" "/host/$m" || fail "cannot move /$m"; done
+    exec switch_root /host /lib/systemd/systemd
+fi
 # libcni keeps its cache under /var/lib/cni (not configurable in containerd
 # 1.6): give the CRI tests a writable one where the host has the directory.
 if [ -d /host/var/lib/cni ]; then mount -t tmpfs -o mode=755 cni /host/var/lib/cni; fi
@@ -253,16 +512,28 @@ chmod 755 "$initrd_dir/init" "$initrd_dir/tests.sh"
 cpus=${SKIFF_VM_CPUS:-$(nproc)}
 ((cpus > 4)) && cpus=4
 console=$work/console.log
-log "booting $kernel (tcg, $cpus cpus, ${SKIFF_VM_MEMORY:-2048} MiB) for: ${bins[*]%%=*}"
+append="console=ttyS0 loglevel=3 panic=-1 cgroup_no_v1=all"
+if [[ $init_mode == systemd ]]; then
+    # cgroup v2 only, AppArmor on (as Debian's kernel does by default, said
+    # explicitly), the guest's own target, and of systemd's status lines only
+    # the failures unless asked for more.
+    append+=" systemd.unified_cgroup_hierarchy=1 apparmor=1 security=apparmor systemd.unit=skiff-vm.target"
+    if [[ -n ${SKIFF_VM_VERBOSE:-} ]]; then
+        append+=" systemd.show_status=yes"
+    else
+        append+=" systemd.show_status=error"
+    fi
+fi
+log "booting $kernel with $init_mode (tcg, $cpus cpus, ${SKIFF_VM_MEMORY:-2048} MiB) for: ${bins[*]%%=*}"
 start=$SECONDS
 set +e
 timeout --kill-after=10 "${SKIFF_VM_TIMEOUT:-1200}" \
     "${qemu[@]}" -accel tcg,thread=multi -cpu max -smp "$cpus" -m "${SKIFF_VM_MEMORY:-2048}" \
     -kernel "$kernel" -initrd "$work/initrd.cpio" \
-    -append "console=ttyS0 loglevel=3 panic=-1 cgroup_no_v1=all" \
+    -append "$append" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \
     -nic none -display none -monitor none -serial stdio -no-reboot </dev/null |
-    tr -d '\r' | tee "$console"
+    stdbuf -oL tr -d '\r' | tee "$console"
 qemu_rc=${PIPESTATUS[0]}
 set -e
 status=$(sed -n 's/^SKIFF-VM-EXIT=\([0-9]*\).*/\1/p' "$console" | tail -n 1)
