@@ -112,6 +112,7 @@ fn an_apparmor_profile_confines_the_container_and_its_execs_as_under_runc() -> R
     let h = Harness::new()?;
     let profile = Profile::load(&h, &format!("skiff-test-{}", h.tag()))?;
     let seen = apparmor_observations(&h, &profile.name)?;
+    eprintln!("skiff: {seen:?}");
     let confined = format!("{} (enforce)\n\ndenied\n", profile.name);
     let free = "unconfined\n\nthe-secret\n".to_string();
     assert_eq!(
@@ -221,16 +222,25 @@ fn selinux_process_and_mount_labels_are_the_ones_the_container_gets_as_under_run
     let process = valid_context(&[
         "system_u:system_r:container_t:s0:c1,c2",
         "system_u:system_r:container_t:s0",
+        "system_u:system_r:unconfined_t:s0:c1,c2",
         "system_u:system_r:unconfined_t:s0",
     ])
     .context("no process context the policy accepts")?;
     let mount = valid_context(&[
         "system_u:object_r:container_file_t:s0:c1,c2",
         "system_u:object_r:container_file_t:s0",
+        "system_u:object_r:tmp_t:s0:c1,c2",
         "system_u:object_r:tmp_t:s0",
     ])
     .context("no file context the policy accepts")?;
-    eprintln!("labels: process {process}, mounts {mount}");
+    let own = fs::read_to_string("/proc/self/attr/current")?;
+    let mode = fs::read_to_string("/sys/fs/selinux/enforce").unwrap_or_default();
+    eprintln!("labels: process {process}, mounts {mount}; ours {own}, enforce {mode}");
+    assert_ne!(
+        own.trim_end_matches('\0'),
+        process,
+        "the label must be one we do not have"
+    );
     let h = Harness::new()?;
     let seen = selinux_observations(&h, &process, &mount)?;
     assert_eq!(
@@ -246,6 +256,7 @@ fn selinux_process_and_mount_labels_are_the_ones_the_container_gets_as_under_run
             mount.clone(),
         ]
     );
+    eprintln!("skiff: {seen:?}");
     let runc = Harness::runc()?;
     assert_eq!(selinux_observations(&runc, &process, &mount)?, seen, "runc");
     Ok(())
