@@ -510,6 +510,15 @@ impl Harness {
         })
     }
 
+    /// Run `RUNTIME --root R <args>` under ptrace, SIGKILLed on entry to its `kill_at`-th system
+    /// call ([`crate::ptrace`]); its output is discarded. `None`: run it whole and count.
+    pub fn traced(&self, args: &[&str], kill_at: Option<u64>) -> Result<crate::ptrace::Traced> {
+        let mut cmd = self.command(args, &Opts::default());
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        crate::ptrace::run_killed_at(cmd, kill_at)
+            .with_context(|| format!("tracing `{}`", args.join(" ")))
+    }
+
     /// Run `RUNTIME --root R <args>` to completion (or its timeout).
     pub fn exec(&self, args: &[&str], opts: Opts) -> Result<Output> {
         self.spawn(args, opts)?.wait()

@@ -11,6 +11,7 @@
 //! - [`host`]: what the host sees: mountinfo, cgroup directories (v1, hybrid or v2), namespaces, processes.
 //! - [`caps`]: capability names to the bit masks shown in `/proc/<pid>/status`.
 //! - [`procfs`]: `/proc` text printed in a container: status fields, fd listings, id maps.
+//! - [`ptrace`]: fault injection: a runtime command SIGKILLed on entry to its N-th system call.
 //!
 //! The binary under test is `$SKIFF_BIN` when set, else the `skiff` cargo built beside the test binary (`target/x86_64-unknown-linux-gnu/debug/skiff`) (build it
 //! first; the harness never builds it). Pointing `SKIFF_BIN` at `/usr/sbin/runc` runs the same tests
@@ -34,6 +35,7 @@ pub mod cri;
 pub mod harness;
 pub mod host;
 pub mod procfs;
+pub mod ptrace;
 pub mod spec;
 
 pub use bundle::Bundle;

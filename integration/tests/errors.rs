@@ -335,3 +335,137 @@ fn private_root_propagation_without_pivot_root_is_refused() -> Result<()> {
     }
     Ok(())
 }
+
+/// A harness bundle whose cgroup sits two levels below a top cgroup that does not exist yet.
+fn nested_cgroup(b: &mut Bundle) -> Result<String> {
+    let top = b.cgroups_path().expect("harness bundles have a cgroup");
+    let path = format!("{top}/p/c");
+    b.edit(|c| c["linux"]["cgroupsPath"] = json!(path))?;
+    Ok(top)
+}
+
+/// A `config.json` that is a FIFO is refused at once (runc 1.1.5 blocks on it for ever), as is a
+/// directory.
+#[test]
+fn a_config_json_that_is_not_a_regular_file_is_refused_at_once() -> Result<()> {
+    let h = Harness::new()?;
+    let b = h.bundle()?;
+    let config = b.path().join("config.json");
+    fs::remove_file(&config)?;
+    nix::unistd::mkfifo(&config, nix::sys::stat::Mode::from_bits_truncate(0o600))?;
+    let started = std::time::Instant::now();
+    assert_rejected(&h, &b, &h.id("fifo"), &["regular file"])?;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    fs::remove_file(&config)?;
+    fs::create_dir(&config)?;
+    assert_rejected(&h, &b, &h.id("dir"), &["regular file", "directory"])?;
+    Ok(())
+}
+
+/// `delete --force` (and `state`) of an id that is not a plain name is an error, as in runc
+/// ("invalid container ID format", status 1), not a silent success.
+#[test]
+fn delete_force_of_an_invalid_id_is_an_error() -> Result<()> {
+    let h = Harness::new()?;
+    for id in ["../x", "", "x/y"] {
+        for cmd in [&["delete", "--force", id][..], &["state", id]] {
+            let out = h.cmd(cmd)?;
+            assert_eq!(out.exit_code(), 1, "{cmd:?}: {out}");
+            assert_eq!(error_lines(&out).len(), 1, "{cmd:?}: {out}");
+            assert!(!out.stderr.contains("does not exist"), "{cmd:?}: {out}");
+        }
+    }
+    Ok(())
+}
+
+/// A pid file that cannot be written fails `create`, `run -d` and `exec` (detached or not) and
+/// leaves nothing: no container, no cgroup (the parents create made included), no process.
+#[test]
+fn a_failing_pid_file_leaves_nothing_behind() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.args(&["sleep", "60"])?;
+    let top = nested_cgroup(&mut b)?;
+    let bad = h.path("no-such-dir").join("pid");
+    let bad = bad.display().to_string();
+    let id = h.id("pidfile");
+    let path = b.path_str();
+    for cmd in [&["create"][..], &["run", "-d"]] {
+        let mut args = cmd.to_vec();
+        args.extend([
+            "--bundle",
+            path.as_str(),
+            "--pid-file",
+            bad.as_str(),
+            id.as_str(),
+        ]);
+        let out = h.cmd(&args)?;
+        assert_eq!(out.exit_code(), 1, "{args:?}: {out}");
+        assert!(out.stderr.contains("pid"), "{out}");
+        h.check_no_trace(&id, &b)?;
+        let left = skiff_integration::host::existing_cgroup_dirs(&top)?;
+        assert!(left.is_empty(), "{args:?}: cgroups left: {left:?}");
+    }
+    h.try_create(&id, &b, &[])?.ok()?;
+    h.start(&id)?;
+    let procs = skiff_integration::host::required_cgroup_dirs(&format!("{top}/p/c"))?[0]
+        .join("cgroup.procs");
+    for detach in [true, false] {
+        let mut flags = vec!["--pid-file", bad.as_str()];
+        if detach {
+            flags.push("-d");
+        }
+        let out = h.exec_in(&id, &flags, &["sleep", "61"])?;
+        assert_ne!(out.exit_code(), 0, "{out}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let n = fs::read_to_string(&procs)?.lines().count();
+            if n == 1 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "exec -d={detach}: the exec'd process is left ({n} processes in the cgroup)"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    h.delete_force(&id)?;
+    h.check_no_trace(&id, &b)?;
+    Ok(())
+}
+
+/// Configs of any size: 1 MiB of annotations (reported whole by `state`) and 100,000 environment
+/// entries (all seen by the process). The parent/init channel once capped a message at 64 KiB.
+#[test]
+fn configs_of_any_size_work() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    let big = "a".repeat(1 << 20);
+    b.edit(|c| c["annotations"] = json!({ "big": big }))?;
+    b.args(&["sleep", "60"])?;
+    let id = h.id("big");
+    h.try_create(&id, &b, &[])?.ok()?;
+    let state = h.state(&id)?;
+    assert_eq!(
+        state["annotations"]["big"].as_str().map(str::len),
+        Some(1 << 20)
+    );
+    h.start(&id)?;
+    h.delete_force(&id)?;
+
+    // Entries short enough that 100,000 of them (with their pointers) fit execve's limit of a
+    // quarter of the 8 MiB stack; `env` is a busybox applet run directly (a shell would take
+    // minutes to import them).
+    let mut b = h.bundle()?;
+    b.edit(|c| {
+        let env = c["process"]["env"].as_array_mut().expect("env");
+        env.extend((0..100_000).map(|i| json!(format!("E{i:05}=1"))));
+    })?;
+    b.args(&["env"])?;
+    let out = h.run_ok(&b)?;
+    let n = out.lines().filter(|l| l.starts_with('E')).count();
+    assert_eq!(n, 100_000, "entries seen by the process");
+    assert!(out.lines().any(|l| l == "E99999=1"));
+    Ok(())
+}

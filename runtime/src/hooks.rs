@@ -119,6 +119,40 @@ fn wait_exit(pid: u32, timeout: Option<Duration>) -> std::io::Result<bool> {
     }
 }
 
+/// In the hook's child, between fork and exec: every descriptor above
+/// stdio becomes close-on-exec, so a hook gets its state on stdin, its
+/// output pipes and nothing else of the runtime or of the runtime's caller
+/// (descriptors inherited without close-on-exec, such as `--preserve-fds`
+/// ones or a shim's). Only raw syscalls: this runs after fork.
+fn only_stdio() -> std::io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: flag each possible descriptor (EBADF for the
+    // unused ones is expected).
+    // SAFETY: getrlimit into a local and fcntl on integers are plain syscalls.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur.min(1 << 20) as libc::c_int
+    } else {
+        1024
+    };
+    for fd in 3..max {
+        // SAFETY: see above.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
 /// Where a stage's hooks run and what a hook without `env` inherits.
 #[derive(Debug, Clone, Copy)]
 pub struct Stage<'a> {
@@ -220,6 +254,9 @@ pub fn run(stage: &Stage, index: usize, hook: &Hook, state: &[u8]) -> Result<(),
     cmd.stdin(Stdio::piped())
         .stdout(stdout.try_clone().map_err(spawn_err)?)
         .stderr(stderr.try_clone().map_err(spawn_err)?);
+    // SAFETY: the closure only makes raw syscalls, which is all that is
+    // allowed between fork and exec.
+    unsafe { cmd.pre_exec(only_stdio) };
     let mut child = cmd.spawn().map_err(spawn_err)?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is not an error.

@@ -23,16 +23,13 @@
 //!   superblock exists before the mount), and of the tmpfs that masks a
 //!   directory or holds the cgroup v1 hierarchies.
 
+use crate::procfs::{Procfs, ProcfsError};
 use crate::sys::{self, AsFdBorrowed};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
-/// `PROC_SUPER_MAGIC` of `statfs(2)`.
-const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 /// `SELINUX_MAGIC` of `statfs(2)`: selinuxfs.
 const SELINUX_MAGIC: i64 = 0xf97c_ff8c;
-/// The inode number of a procfs's root directory.
-const PROC_ROOT_INO: u64 = 1;
 
 /// Applying a label failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,13 +43,11 @@ pub enum LsmError {
         /// Why the kernel may have refused it, when that is likely.
         hint: &'static str,
     },
-    #[error("{field}: open /proc: {source}")]
-    OpenProc {
+    #[error("{field}: {source}")]
+    Procfs {
         field: &'static str,
-        source: std::io::Error,
+        source: ProcfsError,
     },
-    #[error("{field}: /proc is not a real procfs: refusing to write labels through it")]
-    NotProcfs { field: &'static str },
     #[error("linux.mountLabel {label:?}: label {path}: {source}")]
     FileLabel {
         label: String,
@@ -170,60 +165,44 @@ fn fs_magic(fd: BorrowedFd<'_>) -> std::io::Result<i64> {
     Ok(st.f_type as i64)
 }
 
-/// This task's LSM attribute files, reached from a `/proc` that is checked
-/// to be the root of a real procfs, without crossing a mount or following a
-/// magic link below it (a rootfs cannot redirect the writes).
+/// This task's LSM attribute files, reached through a verified procfs
+/// handle ([`crate::procfs`]): never through a path the rootfs could
+/// redirect (a fake `/proc`, an overmount of `attr/exec`).
 struct ProcAttr {
-    root: OwnedFd,
+    proc: Procfs,
     field: &'static str,
 }
 
 impl ProcAttr {
     fn open(field: &'static str) -> Result<ProcAttr, LsmError> {
-        let root = sys::open(
-            Path::new("/proc"),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
-            0,
-        )
-        .map_err(|source| LsmError::OpenProc { field, source })?;
-        let is_root = fs_magic(root.as_fd_borrowed()).ok() == Some(PROC_SUPER_MAGIC)
-            && sys::fstat(root.as_fd_borrowed()).is_ok_and(|st| st.st_ino == PROC_ROOT_INO);
-        if !is_root {
-            return Err(LsmError::NotProcfs { field });
-        }
-        Ok(ProcAttr { root, field })
+        let proc = Procfs::open().map_err(|source| LsmError::Procfs { field, source })?;
+        Ok(ProcAttr { proc, field })
     }
 
-    /// Opens `thread-self/attr/<rel>` for writing.
-    fn open_attr(&self, rel: &str) -> std::io::Result<OwnedFd> {
-        let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_XDEV | libc::RESOLVE_NO_MAGICLINKS;
-        let path = Path::new("thread-self/attr").join(rel);
-        let fd = sys::openat2(
-            self.root.as_fd_borrowed(),
-            &path,
-            libc::O_WRONLY,
-            0,
-            resolve,
-        )?;
-        if fs_magic(fd.as_fd_borrowed())? != PROC_SUPER_MAGIC {
-            return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
-        }
-        Ok(fd)
-    }
-
-    /// Writes `value` to the first of `names` that exists.
+    /// Writes `value` to the first of `names` (under `thread-self/attr`)
+    /// that exists.
     fn write(&self, names: &[&str], label: &str, value: &str) -> Result<(), LsmError> {
         let mut last = std::io::Error::from_raw_os_error(libc::ENOENT);
         let mut shown = String::new();
         for name in names {
-            shown = format!("write /proc/thread-self/attr/{name}");
-            match self.open_attr(name) {
+            let rel = Path::new("thread-self/attr").join(name);
+            shown = format!("write /proc/{}", rel.display());
+            match self.proc.open_file(&rel, libc::O_WRONLY) {
                 Ok(fd) => {
                     return sys::write_all(fd.as_fd_borrowed(), value.as_bytes())
                         .map_err(|e| self.error(label, &shown, e))
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => last = e,
-                Err(e) => return Err(self.error(label, &shown, e)),
+                Err(ProcfsError::Open { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOENT) =>
+                {
+                    last = source
+                }
+                Err(source) => {
+                    return Err(LsmError::Procfs {
+                        field: self.field,
+                        source,
+                    })
+                }
             }
         }
         Err(self.error(label, &shown, last))
@@ -339,9 +318,17 @@ mod tests {
     #[test]
     fn the_attr_files_are_reached_through_a_verified_procfs() {
         let p = ProcAttr::open("process.apparmorProfile").unwrap();
-        // `exec` exists on every kernel with /proc/<pid>/attr.
-        p.open_attr("exec").unwrap();
-        let out = p.open_attr("../../../../../etc/passwd").unwrap_err();
-        assert_eq!(out.raw_os_error(), Some(libc::EXDEV), "{out}");
+        // A missing attribute file is tried after the next; the last error names it.
+        let err = p
+            .write(&["no-such-attr", "nor-this"], "x", "x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("process.apparmorProfile \"x\": write /proc/thread-self/attr/nor-this"),
+            "{err}"
+        );
+        // Nothing outside the procfs is reached.
+        let err = p.write(&["../../../../../etc/passwd"], "x", "x");
+        assert!(matches!(err, Err(LsmError::Procfs { .. })), "{err:?}");
     }
 }

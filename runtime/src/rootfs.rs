@@ -8,6 +8,7 @@
 //! to the host, and nothing is resolved twice.
 
 use crate::cgroups;
+use crate::mountfd;
 use crate::plan::{Device, MountKind, MountOp, Plan};
 use crate::sys::{self, AsFdBorrowed};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
@@ -55,6 +56,11 @@ pub enum RootfsError {
         what: &'static str,
         path: PathBuf,
         source: std::io::Error,
+    },
+    #[error("mounts: destination {path}: {source}")]
+    ProcMount {
+        path: PathBuf,
+        source: crate::procmount::ProcMountError,
     },
     #[error("{path} is not the null device: refusing to use it for masking")]
     NotNullDevice { path: PathBuf },
@@ -251,8 +257,64 @@ fn dest_err(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
     move |source| RootfsError::Destination { path, source }
 }
 
+/// The container path `dest` resolves to inside the rootfs `root` (its
+/// symlinks followed inside the root; the missing tail appended as is).
+fn resolve_in_root(root: BorrowedFd<'_>, dest: &Path) -> std::io::Result<PathBuf> {
+    let rel = sys::relative(dest);
+    let comps: Vec<_> = rel.components().collect();
+    let root_path = std::fs::read_link(sys::fd_path(root))?;
+    let mut have = comps.len();
+    loop {
+        let prefix: PathBuf = comps[..have].iter().collect();
+        let prefix = if have == 0 {
+            PathBuf::from(".")
+        } else {
+            prefix
+        };
+        match sys::openat2(root, &prefix, libc::O_PATH, 0, sys::IN_ROOT) {
+            Ok(fd) => {
+                let found = std::fs::read_link(sys::fd_path(fd.as_fd_borrowed()))?;
+                let inside = found.strip_prefix(&root_path).unwrap_or(Path::new(""));
+                let mut out = Path::new("/").join(inside);
+                out.extend(&comps[have..]);
+                return Ok(crate::procmount::normalize(&out));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && have > 0 => have -= 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// runc's checkProcMount: nothing but a procfs over /proc, nothing below it
+/// but the files lxcfs emulates; checked before anything is created.
+fn check_proc_mount(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), RootfsError> {
+    use crate::procmount::{self, Source};
+    let dest = &op.destination;
+    let resolved = resolve_in_root(root, dest).map_err(dest_err(dest))?;
+    if !resolved.starts_with("/proc") {
+        return Ok(());
+    }
+    let source = match &op.kind {
+        MountKind::Fs { fstype } if fstype == "proc" => Source::NewProcfs,
+        MountKind::Bind { .. } => {
+            let src = op.source.clone().unwrap_or_default();
+            let src = plan.bundle.join(src);
+            match sys::open(&src, libc::O_PATH, 0) {
+                Ok(fd) if crate::procfs::is_procfs(fd.as_fd_borrowed()) => Source::ProcfsBind,
+                _ => Source::Other,
+            }
+        }
+        _ => Source::Other,
+    };
+    procmount::check(&resolved, source).map_err(|source| RootfsError::ProcMount {
+        path: dest.clone(),
+        source,
+    })
+}
+
 fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), RootfsError> {
     let dest = &op.destination;
+    check_proc_mount(plan, root, op)?;
     match &op.kind {
         MountKind::Bind { recursive } => {
             let src = op.source.clone().unwrap_or_default();
@@ -674,7 +736,8 @@ pub fn finalize(plan: &Plan) -> Result<(), RootfsError> {
     if plan.rootfs_readonly {
         let fd = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0)
             .map_err(dest_err(Path::new("/")))?;
-        remount_bind(fd.as_fd_borrowed(), libc::MS_RDONLY, Path::new("/"))?;
+        mountfd::set_attrs(fd.as_fd_borrowed(), mountfd::MOUNT_ATTR_RDONLY, false)
+            .map_err(mount_err("remount read-only", Path::new("/")))?;
     }
     Ok(())
 }
@@ -695,38 +758,29 @@ fn readonly_path(root: BorrowedFd<'_>, p: &Path) -> Result<(), RootfsError> {
     let Some(fd) = open_optional(root, p)? else {
         return Ok(());
     };
-    let target = sys::fd_path(fd.as_fd_borrowed());
-    sys::mount(
-        Some(&target),
-        &target,
-        None,
-        libc::MS_BIND | libc::MS_REC,
-        None,
-    )
-    .map_err(mount_err("read-only bind", p))?;
-    // Re-open to act on the new mount rather than the one below it.
-    let fd = sys::open_path_in_root(root, p).map_err(dest_err(p))?;
-    let keep = preserved_flags(fd.as_fd_borrowed());
-    remount_bind(fd.as_fd_borrowed(), libc::MS_RDONLY | keep, p)
+    // A read-only copy of the tree at `p` stacked onto it: made and moved by
+    // descriptor, never through the container's /proc.
+    let tree =
+        mountfd::clone_tree(fd.as_fd_borrowed(), true).map_err(mount_err("read-only bind", p))?;
+    mountfd::set_attrs(tree.as_fd_borrowed(), mountfd::MOUNT_ATTR_RDONLY, false)
+        .map_err(mount_err("read-only", p))?;
+    mountfd::move_onto(tree.as_fd_borrowed(), fd.as_fd_borrowed())
+        .map_err(mount_err("read-only bind", p))
 }
 
-/// Opens /dev/null of the container without following symlinks and checks
-/// it is the real null device (the image could have replaced it with a
-/// link to something it wants exposed: CVE-2025-31133).
+/// Opens /dev/null of the container (resolved inside its root: the image's
+/// /dev may itself be a symlink, CVE-2026-41579) and checks it is the real
+/// null device (the image could have replaced it with a link to something
+/// it wants exposed: CVE-2025-31133).
 fn open_null(root: BorrowedFd<'_>) -> Result<OwnedFd, RootfsError> {
     let p = Path::new("/dev/null");
-    let fd = sys::openat2(
-        root,
-        Path::new("dev/null"),
-        libc::O_PATH,
-        0,
-        sys::IN_ROOT | libc::RESOLVE_NO_SYMLINKS,
-    )
-    .map_err(|source| RootfsError::Path {
-        what: "open",
-        path: p.to_path_buf(),
-        source,
-    })?;
+    let fd = sys::openat2(root, Path::new("dev/null"), libc::O_PATH, 0, sys::IN_ROOT).map_err(
+        |source| RootfsError::Path {
+            what: "open",
+            path: p.to_path_buf(),
+            source,
+        },
+    )?;
     let st = sys::fstat(fd.as_fd_borrowed()).map_err(|source| RootfsError::Path {
         what: "stat",
         path: p.to_path_buf(),
@@ -752,25 +806,23 @@ fn mask_path(
         path: p.to_path_buf(),
         source,
     })?;
-    let target = sys::fd_path(fd.as_fd_borrowed());
-    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        sys::mount(
-            Some(Path::new("tmpfs")),
-            &target,
-            Some("tmpfs"),
-            libc::MS_RDONLY,
-            Some(&crate::lsm::mount_data("size=0k", label)),
-        )
+    // The mask is made and attached by descriptor, never through the
+    // container's /proc (CVE-2025-52881); a directory's tmpfs carries
+    // linux.mountLabel (as runc's maskPath).
+    let tree = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        let context = label
+            .map(|l| sys::cstr(l).map_err(mount_err("mask", p)))
+            .transpose()?;
+        let mut options = vec![(c"size", c"0k")];
+        if let Some(c) = &context {
+            options.push((c"context", c.as_c_str()));
+        }
+        mountfd::new_fs(c"tmpfs", &options, mountfd::MOUNT_ATTR_RDONLY)
     } else {
-        sys::mount(
-            Some(&sys::fd_path(null)),
-            &target,
-            None,
-            libc::MS_BIND,
-            None,
-        )
+        mountfd::clone_tree(null, false)
     }
-    .map_err(mount_err("mask", p))
+    .map_err(mount_err("mask", p))?;
+    mountfd::move_onto(tree.as_fd_borrowed(), fd.as_fd_borrowed()).map_err(mount_err("mask", p))
 }
 
 #[cfg(test)]

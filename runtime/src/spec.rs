@@ -30,14 +30,35 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
 
 /// Reads and validates `<bundle>/config.json`.
 pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
-    let path = bundle.join("config.json");
-    let data = std::fs::read(&path).map_err(|source| SpecError::Read {
+    let data = read_regular(&bundle.join("config.json")).map_err(|source| SpecError::Read {
         bundle: bundle.to_path_buf(),
         source,
     })?;
     let spec = parse(&data)?;
     validate(&spec)?;
     Ok(spec)
+}
+
+/// Reads a file that must be a regular one: opened without blocking, so a
+/// FIFO (or a device) in its place is refused at once instead of waiting
+/// for a writer that never comes.
+pub fn read_regular(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.file_type().is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    f.read_to_end(&mut data)?;
+    Ok(data)
 }
 
 /// Parses config.json text; a type error names the JSON path of the field.

@@ -5,12 +5,23 @@
 //!
 //! The status is derived, never trusted: a recorded init whose process is
 //! gone, a zombie, or whose start time differs (a reused pid) is `stopped`.
+//!
+//! Any instant of a command is recoverable. `create` claims the id with a
+//! `mkdir`, locks the directory and writes a record with stage `creating`
+//! before it makes anything else, and keeps the lock until the record says
+//! `created`: everything on the host (cgroups and the parents it made, the
+//! fifo, the init once cloned) is named by the record by the time it
+//! exists. A `creating` record whose lock is free belongs to a create that
+//! died: the container is `stopped` and `delete` removes all of it. A
+//! directory without a record (a create killed before its first write, a
+//! delete killed after removing the record) is debris: `delete --force`
+//! and a new `create` of the id remove it.
 
 use crate::hooks::Hook;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -27,6 +38,10 @@ pub enum StateError {
     NotFound(String),
     #[error("container with id {0} already exists")]
     AlreadyExists(String),
+    /// An id that is not a plain name (`../x`, `x/y`, empty) names no
+    /// container: refused as runc does, never looked up.
+    #[error(transparent)]
+    BadId(Box<crate::spec::SpecError>),
     #[error("state root {path}: {source}")]
     Root {
         path: PathBuf,
@@ -85,11 +100,24 @@ impl Status {
     }
 }
 
+/// How far `create` got: the record is written first, as `Creating`, and
+/// becomes `Created` when the container is complete.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Creating,
+    #[default]
+    Created,
+}
+
 /// What is kept about a container between commands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Record {
     pub id: String,
+    /// Records written before stages existed are complete ones.
+    #[serde(default)]
+    pub stage: Stage,
     pub pid: i32,
     /// The init's start time in clock ticks since boot (/proc/pid/stat).
     pub init_start_time: u64,
@@ -110,6 +138,10 @@ pub struct Record {
     /// look into the directories to find the freezer or the memory files.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cgroup_controllers: Vec<Vec<String>>,
+    /// Ancestors of `cgroup_dirs` that create made, deepest first: removed
+    /// with the container when nothing else uses them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup_parents: Vec<PathBuf>,
     /// Whether the container has its own pid namespace.
     pub private_pid: bool,
     /// Without a mount namespace of its own: the id of the rootfs bind,
@@ -176,42 +208,111 @@ pub struct Container {
     _lock: OwnedFd,
 }
 
-fn lock_dir(dir: &Path, id: &str) -> Result<OwnedFd, StateError> {
+/// Opens `dir` and takes its `flock`: waiting for it, or (`wait` false)
+/// giving `None` when another command holds it.
+fn lock_dir(dir: &Path, id: &str, wait: bool) -> Result<Option<OwnedFd>, StateError> {
+    let io = |source| StateError::Io {
+        id: id.to_string(),
+        path: dir.to_path_buf(),
+        source,
+    };
     let fd = crate::sys::open(dir, libc::O_RDONLY | libc::O_DIRECTORY, 0).map_err(|source| {
         if source.raw_os_error() == Some(libc::ENOENT) {
             return StateError::NotFound(id.to_string());
         }
-        StateError::Io {
-            id: id.to_string(),
-            path: dir.to_path_buf(),
-            source,
-        }
+        io(source)
     })?;
+    let op = if wait {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_EX | libc::LOCK_NB
+    };
     // SAFETY: flock on a valid descriptor.
-    while unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } < 0 {
+    while unsafe { libc::flock(fd.as_raw_fd(), op) } < 0 {
         let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(StateError::Io {
-                id: id.to_string(),
-                path: dir.to_path_buf(),
-                source: e,
-            });
+        match e.raw_os_error() {
+            Some(libc::EINTR) => {}
+            Some(libc::EWOULDBLOCK) => return Ok(None),
+            _ => return Err(io(e)),
         }
     }
-    Ok(fd)
+    // The directory may have been removed, and the id made again, while
+    // we waited: the lock must be on the directory the path names now.
+    if !names_same_dir(&fd, dir) {
+        return Err(StateError::NotFound(id.to_string()));
+    }
+    Ok(Some(fd))
 }
 
-/// A freshly made, still empty state directory for `create`. It is not
-/// locked while the init is being cloned (a lock descriptor inherited by the
-/// init would hold the lock until exec); other commands see no record and
-/// treat the id as absent, and a second `create` fails on the `mkdir`.
+fn names_same_dir(fd: &OwnedFd, dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(st) = crate::sys::fstat(std::os::fd::AsFd::as_fd(fd)) else {
+        return false;
+    };
+    std::fs::symlink_metadata(dir).is_ok_and(|m| m.ino() == st.st_ino && m.dev() == st.st_dev)
+}
+
+/// The record in `dir`, `None` when there is none.
+fn read_record(dir: &Path, id: &str) -> Result<Option<Record>, StateError> {
+    let path = dir.join(STATE_FILE);
+    let data = match std::fs::read(&path) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Io {
+                id: id.to_string(),
+                path,
+                source,
+            })
+        }
+    };
+    serde_json::from_slice(&data)
+        .map(Some)
+        .map_err(|source| StateError::Corrupt {
+            id: id.to_string(),
+            path,
+            source,
+        })
+}
+
+/// Removes `<root>/<id>` if it is debris: a directory without a record
+/// whose lock is free (a create killed before its first record, a delete
+/// killed after removing it). `wait`: wait for the lock rather than treat
+/// a busy one as a live command. True when nothing is left there.
+pub fn clear_debris(root: &Path, id: &str, wait: bool) -> Result<bool, StateError> {
+    let dir = root.join(id);
+    let _lock = match lock_dir(&dir, id, wait) {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return Ok(false),
+        Err(StateError::NotFound(_)) => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    match std::fs::symlink_metadata(dir.join(STATE_FILE)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        _ => return Ok(false),
+    }
+    std::fs::remove_dir_all(&dir).map_err(|source| StateError::Io {
+        id: id.to_string(),
+        path: dir,
+        source,
+    })?;
+    Ok(true)
+}
+
+/// The state directory of a `create` in progress: claimed with `mkdir`
+/// (a second create of the id fails there) and locked until the record
+/// says `created`. Removed on drop unless committed, so a create that
+/// fails leaves nothing behind.
 pub struct NewDir {
     pub dir: PathBuf,
+    lock: Option<OwnedFd>,
     keep: bool,
 }
 
 impl NewDir {
-    /// Makes `<root>/<id>`; fails with `AlreadyExists` if it is there.
+    /// Makes and locks `<root>/<id>`; fails with `AlreadyExists` if a
+    /// container (or a live create) has the id. Debris of a dead command is
+    /// cleared first.
     pub fn make(root: &Path, id: &str) -> Result<NewDir, StateError> {
         // The root (and any missing parent) is private, 0700 as runc
         // makes it: the records hold pids and bundle paths.
@@ -225,27 +326,60 @@ impl NewDir {
         let dir = root.join(id);
         let mut b = std::fs::DirBuilder::new();
         std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o711);
-        match b.create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(StateError::AlreadyExists(id.to_string()))
-            }
-            Err(source) => {
-                return Err(StateError::Io {
-                    id: id.to_string(),
-                    path: dir,
-                    source,
-                })
+        let mut cleared = false;
+        loop {
+            match b.create(&dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if cleared || !clear_debris(root, id, false)? {
+                        return Err(StateError::AlreadyExists(id.to_string()));
+                    }
+                    cleared = true;
+                }
+                Err(source) => {
+                    return Err(StateError::Io {
+                        id: id.to_string(),
+                        path: dir,
+                        source,
+                    })
+                }
             }
         }
-        Ok(NewDir { dir, keep: false })
+        // Locked before anything is made in it. Another create that took
+        // the fresh directory for debris and removed it has won the id.
+        let lock = match lock_dir(&dir, id, true) {
+            Ok(Some(lock)) => lock,
+            Ok(None) | Err(StateError::NotFound(_)) => {
+                return Err(StateError::AlreadyExists(id.to_string()))
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(NewDir {
+            dir,
+            lock: Some(lock),
+            keep: false,
+        })
     }
 
-    /// Writes the first record and turns the directory into a locked
+    /// The lock's descriptor, for the init to close right after the clone:
+    /// a copy it kept would hold the lock until its execve.
+    pub fn lock_fd(&self) -> Option<RawFd> {
+        self.lock.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Writes the record of the create in progress (stage `creating`).
+    pub fn write(&self, record: &Record) -> Result<(), StateError> {
+        write_record(&self.dir, record)
+    }
+
+    /// Writes the complete record and turns the directory into a locked
     /// container.
-    pub fn commit(mut self, record: Record) -> Result<Container, StateError> {
-        let lock = lock_dir(&self.dir, &record.id)?;
+    pub fn commit(mut self, mut record: Record) -> Result<Container, StateError> {
+        record.stage = Stage::Created;
         write_record(&self.dir, &record)?;
+        let Some(lock) = self.lock.take() else {
+            return Err(StateError::NotFound(record.id));
+        };
         self.keep = true;
         Ok(Container {
             dir: self.dir.clone(),
@@ -257,7 +391,8 @@ impl NewDir {
 
 impl Drop for NewDir {
     fn drop(&mut self) {
-        // A create that failed leaves nothing behind.
+        // A create that failed leaves nothing behind; the lock is still
+        // held while the directory goes.
         if !self.keep {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
@@ -283,38 +418,54 @@ fn write_record(dir: &Path, record: &Record) -> Result<(), StateError> {
     std::fs::rename(&tmp, &path).map_err(|e| io(&path, e))
 }
 
+/// The id as a path component, or the error naming why it is not one.
+fn checked_id(id: &str) -> Result<(), StateError> {
+    crate::spec::validate_id(id).map_err(|e| StateError::BadId(Box::new(e)))
+}
+
 impl Container {
     /// Opens and locks an existing container.
     pub fn load(root: &Path, id: &str) -> Result<Container, StateError> {
-        crate::spec::validate_id(id).map_err(|_| StateError::NotFound(id.to_string()))?;
+        checked_id(id)?;
         let dir = root.join(id);
-        let lock = lock_dir(&dir, id)?;
-        let path = dir.join(STATE_FILE);
-        let data = match std::fs::read(&path) {
-            Ok(d) => d,
-            // A directory without a record is a create in progress or one
-            // that died half-way: not a container (yet).
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StateError::NotFound(id.to_string()))
-            }
-            Err(source) => {
-                return Err(StateError::Io {
-                    id: id.to_string(),
-                    path,
-                    source,
-                })
-            }
-        };
-        let record = serde_json::from_slice(&data).map_err(|source| StateError::Corrupt {
-            id: id.to_string(),
-            path,
-            source,
-        })?;
+        let lock = lock_dir(&dir, id, true)?.ok_or_else(|| StateError::NotFound(id.to_string()))?;
+        // A directory without a record is debris, not a container.
+        let record = read_record(&dir, id)?.ok_or_else(|| StateError::NotFound(id.to_string()))?;
         Ok(Container {
             dir,
             record,
             _lock: lock,
         })
+    }
+
+    /// The record and status of a container, for `state` and `list`,
+    /// without waiting behind another command: while one holds the lock
+    /// the record is read as it stands (records are replaced atomically),
+    /// and a create in progress is `creating`.
+    pub fn inspect(root: &Path, id: &str) -> Result<(Record, Status), StateError> {
+        checked_id(id)?;
+        let dir = root.join(id);
+        let not_found = || StateError::NotFound(id.to_string());
+        match lock_dir(&dir, id, false)? {
+            Some(lock) => {
+                let record = read_record(&dir, id)?.ok_or_else(not_found)?;
+                let c = Container {
+                    dir,
+                    record,
+                    _lock: lock,
+                };
+                let status = c.status();
+                Ok((c.record, status))
+            }
+            None => {
+                let record = read_record(&dir, id)?.ok_or_else(not_found)?;
+                let status = match record.stage {
+                    Stage::Creating => Status::Creating,
+                    Stage::Created => derive_status(&dir, &record),
+                };
+                Ok((record, status))
+            }
+        }
     }
 
     /// Reads a container's record without taking its lock, for commands
@@ -323,21 +474,8 @@ impl Container {
     /// container holds it until the container is resumed). Records are
     /// replaced atomically, so one is never seen half-written.
     pub fn peek(root: &Path, id: &str) -> Result<Record, StateError> {
-        crate::spec::validate_id(id).map_err(|_| StateError::NotFound(id.to_string()))?;
-        let path = root.join(id).join(STATE_FILE);
-        let data = std::fs::read(&path).map_err(|source| match source.kind() {
-            std::io::ErrorKind::NotFound => StateError::NotFound(id.to_string()),
-            _ => StateError::Io {
-                id: id.to_string(),
-                path: path.clone(),
-                source,
-            },
-        })?;
-        serde_json::from_slice(&data).map_err(|source| StateError::Corrupt {
-            id: id.to_string(),
-            path,
-            source,
-        })
+        checked_id(id)?;
+        read_record(&root.join(id), id)?.ok_or_else(|| StateError::NotFound(id.to_string()))
     }
 
     /// The ids of every container under `root`, sorted.
@@ -370,32 +508,63 @@ impl Container {
         process_alive(self.record.pid, self.record.init_start_time)
     }
 
-    /// The derived status.
+    /// The derived status. A record still `creating` under our lock was
+    /// left by a create that died (a live one holds the lock): `stopped`.
     pub fn status(&self) -> Status {
-        if !self.init_alive() {
-            return Status::Stopped;
+        match self.record.stage {
+            Stage::Creating => Status::Stopped,
+            Stage::Created => derive_status(&self.dir, &self.record),
         }
-        // Frozen first: a created container that was paused is paused (as
-        // runc reports it).
-        if !self.record.cgroup_dirs.is_empty()
-            && crate::cgroups::CgroupManager::is_frozen(&self.record.cgroup())
-        {
-            return Status::Paused;
-        }
-        if self.exec_fifo().exists() {
-            return Status::Created;
-        }
-        Status::Running
     }
 
-    /// Removes the state directory (the lock goes with the value).
+    /// Removes the state directory (the lock goes with the value). The
+    /// record goes last: a delete killed half-way leaves a record to delete
+    /// again, or an empty directory (debris), never a container without one.
     pub fn destroy(self) -> Result<(), StateError> {
-        std::fs::remove_dir_all(&self.dir).map_err(|source| StateError::Io {
+        let io = |path: &Path, source| StateError::Io {
             id: self.record.id.clone(),
-            path: self.dir.clone(),
+            path: path.to_path_buf(),
             source,
-        })
+        };
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| io(&self.dir, e))?;
+        for e in entries {
+            let e = e.map_err(|e| io(&self.dir, e))?;
+            if e.file_name() == STATE_FILE {
+                continue;
+            }
+            let path = e.path();
+            let r = match e.file_type() {
+                Ok(t) if t.is_dir() => std::fs::remove_dir_all(&path),
+                _ => std::fs::remove_file(&path),
+            };
+            r.map_err(|e| io(&path, e))?;
+        }
+        let record = self.dir.join(STATE_FILE);
+        match std::fs::remove_file(&record) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&record, e)),
+            _ => {}
+        }
+        std::fs::remove_dir(&self.dir).map_err(|e| io(&self.dir, e))
     }
+}
+
+/// The status of a complete record: `stopped` once its init is gone,
+/// `paused` while its cgroup is frozen, `created` while the exec fifo is
+/// there, else `running`.
+fn derive_status(dir: &Path, record: &Record) -> Status {
+    if !process_alive(record.pid, record.init_start_time) {
+        return Status::Stopped;
+    }
+    // Frozen first: a created container that was paused is paused (as
+    // runc reports it).
+    if !record.cgroup_dirs.is_empty() && crate::cgroups::CgroupManager::is_frozen(&record.cgroup())
+    {
+        return Status::Paused;
+    }
+    if dir.join(EXEC_FIFO).exists() {
+        return Status::Created;
+    }
+    Status::Running
 }
 
 /// Facts about a process from /proc/<pid>/stat.
@@ -508,6 +677,7 @@ mod tests {
     fn state_json_shape() {
         let r = Record {
             id: "c".into(),
+            stage: Stage::Created,
             pid: 42,
             init_start_time: 1,
             bundle: "/b".into(),
@@ -518,6 +688,7 @@ mod tests {
             cgroup_dirs: vec![],
             cgroup_mode: String::new(),
             cgroup_controllers: vec![],
+            cgroup_parents: vec![],
             private_pid: true,
             host_rootfs_mount: None,
             poststart: vec![],
@@ -560,6 +731,91 @@ mod tests {
             Container::load(&root, "c1"),
             Err(StateError::NotFound(_))
         ));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    fn record(id: &str, stage: Stage) -> Record {
+        let mut r: Record = serde_json::from_value(serde_json::json!({
+            "id": id, "pid": 0, "initStartTime": 0, "bundle": "/b", "rootfs": "/b/r",
+            "created": "", "owner": "", "privatePid": true,
+        }))
+        .unwrap();
+        r.stage = stage;
+        r
+    }
+
+    /// The protocol of a create, seen by other commands at each instant.
+    #[test]
+    fn a_create_is_visible_from_its_first_instant_and_recoverable() {
+        let root = std::env::temp_dir().join(format!("skiff-state-c-{}", std::process::id()));
+        let d = NewDir::make(&root, "c").unwrap();
+        assert_eq!(
+            serde_json::from_str::<Record>(r#"{"id":"o","pid":1,"initStartTime":1,"bundle":"/","rootfs":"/","created":"","owner":"","privatePid":true}"#)
+                .unwrap()
+                .stage,
+            Stage::Created,
+            "an old record without a stage is complete"
+        );
+        d.write(&record("c", Stage::Creating)).unwrap();
+        // While the creator holds the lock: creating, and not waited for.
+        let (_, s) = Container::inspect(&root, "c").unwrap();
+        assert_eq!(s, Status::Creating);
+        // The creator dies (its lock goes, the directory stays).
+        std::mem::forget(d);
+        close_all_locks_on(&root.join("c"));
+        let (_, s) = Container::inspect(&root, "c").unwrap();
+        assert_eq!(s, Status::Stopped, "a dead create is stopped");
+        let c = Container::load(&root, "c").unwrap();
+        assert_eq!(c.status(), Status::Stopped);
+        std::fs::write(c.exec_fifo(), "").unwrap();
+        c.destroy().unwrap();
+        assert!(!root.join("c").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Closes every descriptor of this process open on `dir` (the test's stand-in for a dead
+    /// process releasing its lock).
+    fn close_all_locks_on(dir: &Path) {
+        use std::os::unix::fs::MetadataExt;
+        let want = std::fs::metadata(dir).unwrap().ino();
+        for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if std::fs::metadata(e.path()).is_ok_and(|m| m.ino() == want && m.is_dir()) {
+                // SAFETY: closing a descriptor this test leaked on purpose.
+                unsafe { libc::close(fd) };
+            }
+        }
+    }
+
+    #[test]
+    fn debris_is_cleared_by_a_new_create_and_bad_ids_are_refused() {
+        let root = std::env::temp_dir().join(format!("skiff-state-d-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("c")).unwrap();
+        std::fs::write(root.join("c").join(".state.json.tmp"), "{").unwrap();
+        assert!(matches!(
+            Container::load(&root, "c"),
+            Err(StateError::NotFound(_))
+        ));
+        assert!(Container::list(&root).unwrap().is_empty());
+        let d = NewDir::make(&root, "c").expect("debris does not hold the id");
+        assert!(!d.dir.join(".state.json.tmp").exists());
+        drop(d);
+        // A directory with a record is a container, not debris.
+        std::fs::create_dir_all(root.join("k")).unwrap();
+        write_record(&root.join("k"), &record("k", Stage::Created)).unwrap();
+        assert!(!clear_debris(&root, "k", true).unwrap());
+        assert!(matches!(
+            NewDir::make(&root, "k"),
+            Err(StateError::AlreadyExists(_))
+        ));
+        for bad in ["../x", "", "x/y"] {
+            assert!(matches!(
+                Container::load(&root, bad),
+                Err(StateError::BadId(_))
+            ));
+        }
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! slave becomes the process's stdio, controlling terminal and
 //! /dev/console.
 
+use crate::mountfd;
 use crate::sys::{self, AsFdBorrowed};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -54,8 +55,9 @@ pub fn setup(
     size: Option<(u16, u16)>,
     bind_console: bool,
 ) -> Result<(), TtyError> {
-    let master = sys::open(Path::new("/dev/ptmx"), libc::O_RDWR | libc::O_NOCTTY, 0)
-        .map_err(step("open /dev/ptmx"))?;
+    let root =
+        sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0).map_err(step("open /"))?;
+    let master = open_ptmx(root.as_fd_borrowed())?;
     let mut unlock: libc::c_int = 0;
     ioctl(
         master.as_fd_borrowed(),
@@ -63,16 +65,7 @@ pub fn setup(
         (&mut unlock as *mut libc::c_int).cast(),
     )
     .map_err(step("unlockpt"))?;
-    let mut n: libc::c_uint = 0;
-    ioctl(
-        master.as_fd_borrowed(),
-        libc::TIOCGPTN,
-        (&mut n as *mut libc::c_uint).cast(),
-    )
-    .map_err(step("ptsname"))?;
-    let slave_path = PathBuf::from(format!("/dev/pts/{n}"));
-    let slave =
-        sys::open(&slave_path, libc::O_RDWR | libc::O_NOCTTY, 0).map_err(step("open pty slave"))?;
+    let slave = open_peer(master.as_fd_borrowed())?;
     if let Some((rows, cols)) = size {
         let mut ws = libc::winsize {
             ws_row: rows,
@@ -90,19 +83,12 @@ pub fn setup(
     sys::send_fd(socket, c"/dev/ptmx", master.as_fd_borrowed())
         .map_err(step("send the pty master to the console socket"))?;
     drop(master);
-    // /dev/console is the terminal too, as on a real system.
-    let root =
-        sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0).map_err(step("open /"))?;
+    // /dev/console is the terminal too, as on a real system: bound from the
+    // slave's descriptor, never from a path.
     if bind_console {
         let console = console_target(root.as_fd_borrowed())?;
-        sys::mount(
-            Some(&slave_path),
-            &sys::fd_path(console.as_fd_borrowed()),
-            None,
-            libc::MS_BIND,
-            None,
-        )
-        .map_err(step("bind /dev/console"))?;
+        mountfd::bind(slave.as_fd_borrowed(), console.as_fd_borrowed(), false)
+            .map_err(step("bind /dev/console"))?;
     }
     ioctl(
         slave.as_fd_borrowed(),
@@ -139,6 +125,83 @@ pub fn host_console() -> std::io::Result<OwnedFd> {
         }
     }
     sys::open(Path::new("/dev/tty"), libc::O_RDWR | libc::O_NOCTTY, 0)
+}
+
+/// `DEVPTS_SUPER_MAGIC` of `statfs(2)`.
+const DEVPTS_SUPER_MAGIC: libc::c_long = 0x1cd1;
+/// `TIOCGPTPEER`: opens the slave of a pty from its master (Linux 4.13).
+const TIOCGPTPEER: libc::c_ulong = 0x5441;
+/// The major numbers of Unix98 pty slaves (`UNIX98_PTY_SLAVE_MAJOR` and the
+/// seven after it).
+const PTY_SLAVE_MAJORS: std::ops::RangeInclusive<u32> = 136..=143;
+
+fn statfs_type(fd: BorrowedFd<'_>) -> std::io::Result<libc::c_long> {
+    // SAFETY: zeroed statfs is valid; the kernel fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and pointer.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_type as libc::c_long)
+}
+
+/// Opens the container's `/dev/ptmx` (resolved inside its root) and checks
+/// it is the pty multiplexer (character device 5:2, the devpts `ptmx` node or
+/// the legacy one): the image or a process of the container may have
+/// replaced it with anything.
+fn open_ptmx(root: BorrowedFd<'_>) -> Result<OwnedFd, TtyError> {
+    // O_NONBLOCK: whatever the container put there, opening it must not
+    // hang (a fifo, a terminal waiting for its carrier).
+    let fd = sys::openat2(
+        root,
+        Path::new("dev/ptmx"),
+        libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK,
+        0,
+        sys::IN_ROOT,
+    )
+    .map_err(step("open /dev/ptmx"))?;
+    let st = sys::fstat(fd.as_fd_borrowed()).map_err(step("stat /dev/ptmx"))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != libc::makedev(5, 2) {
+        return Err(step("/dev/ptmx")(std::io::Error::other(
+            "not the pty multiplexer (character device 5:2): refusing it",
+        )));
+    }
+    // The master is handed over blocking, as a plain open would give it.
+    // SAFETY: fcntl on a descriptor we own.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_RDWR) } < 0 {
+        return Err(step("/dev/ptmx: clear O_NONBLOCK")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(fd)
+}
+
+/// The slave of the pty whose master is `master`, opened from the master
+/// itself rather than by its `/dev/pts/N` path (which the container can
+/// make name something else), and checked to be a devpts pty slave.
+fn open_peer(master: BorrowedFd<'_>) -> Result<OwnedFd, TtyError> {
+    let flags = libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC;
+    // SAFETY: TIOCGPTPEER takes the open flags as its integer argument and
+    // returns a new descriptor.
+    let r = unsafe { libc::ioctl(master.as_raw_fd(), TIOCGPTPEER as _, flags) };
+    if r < 0 {
+        return Err(step("open pty slave (TIOCGPTPEER)")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: the kernel returned a fresh descriptor that we now own.
+    let slave = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(r) };
+    let st = sys::fstat(slave.as_fd_borrowed()).map_err(step("stat pty slave"))?;
+    let on_devpts = statfs_type(slave.as_fd_borrowed()).is_ok_and(|t| t == DEVPTS_SUPER_MAGIC);
+    if !on_devpts
+        || st.st_mode & libc::S_IFMT != libc::S_IFCHR
+        || !PTY_SLAVE_MAJORS.contains(&libc::major(st.st_rdev))
+    {
+        return Err(step("pty slave")(std::io::Error::other(
+            "not a devpts pty slave: refusing it",
+        )));
+    }
+    Ok(slave)
 }
 
 /// Copies the window size of terminal `from` to `to` (no-op when `from` is
@@ -192,8 +255,19 @@ impl Drop for RawMode {
 /// following any symlink: the image may have replaced it with a link to a
 /// file it wants covered or exposed (CVE-2025-52565).
 fn console_target(root: BorrowedFd<'_>) -> Result<OwnedFd, TtyError> {
-    let strict = sys::IN_ROOT | libc::RESOLVE_NO_SYMLINKS;
-    let rel = Path::new("dev/console");
+    // /dev itself is resolved inside the root (the image's /dev may be a
+    // symlink: CVE-2026-41579); below it, no symlink at all.
+    let dev = sys::openat2(
+        root,
+        Path::new("dev"),
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        sys::IN_ROOT,
+    )
+    .map_err(step("open /dev"))?;
+    let root = dev.as_fd_borrowed();
+    let strict = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    let rel = Path::new("console");
     let fd = match sys::openat2(root, rel, libc::O_PATH, 0, strict) {
         Ok(fd) => fd,
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {

@@ -28,7 +28,10 @@ pub enum UserError {
         source: std::io::Error,
     },
     #[error("process.oomScoreAdj: writing {value}: {source}")]
-    OomScoreAdj { value: i32, source: std::io::Error },
+    OomScoreAdj {
+        value: i32,
+        source: crate::procfs::ProcfsError,
+    },
 }
 
 /// Applies every rlimit; runs before the uid changes so hard limits can be
@@ -52,11 +55,15 @@ pub fn set_rlimits(limits: &[Rlimit]) -> Result<(), UserError> {
     Ok(())
 }
 
-/// Writes /proc/self/oom_score_adj (inherited by the exec'd process).
+/// Writes /proc/self/oom_score_adj (inherited by the exec'd process)
+/// through a verified procfs handle: this runs inside the container's root,
+/// whose /proc the image may have faked.
 pub fn set_oom_score_adj(value: Option<i32>) -> Result<(), UserError> {
     let Some(v) = value else { return Ok(()) };
-    std::fs::write("/proc/self/oom_score_adj", v.to_string())
-        .map_err(|source| UserError::OomScoreAdj { value: v, source })
+    let err = |source| UserError::OomScoreAdj { value: v, source };
+    let proc = crate::procfs::Procfs::open().map_err(err)?;
+    proc.write(std::path::Path::new("self/oom_score_adj"), &v.to_string())
+        .map_err(err)
 }
 
 fn id_err(call: &'static str, value: impl ToString) -> impl FnOnce(std::io::Error) -> UserError {

@@ -10,6 +10,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -102,6 +103,29 @@ pub struct Running {
     log_offset: u64,
 }
 
+/// In the runtime's child, between fork and exec: every descriptor above stdio becomes
+/// close-on-exec.
+fn only_stdio() -> std::io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    // Kernels before 5.11: flag each possible descriptor (EBADF for unused ones is expected).
+    for fd in 3..4096 {
+        // SAFETY: fcntl on an integer descriptor is a plain syscall.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
+}
+
 impl Runtime {
     fn command(&self, args: &[OsString]) -> Command {
         let mut cmd = Command::new(&self.binary);
@@ -120,6 +144,11 @@ impl Runtime {
         if self.bundle.is_dir() {
             cmd.current_dir(&self.bundle);
         }
+        // The runtime gets its stdio and nothing else of the shim's: the server's listening socket
+        // (fd 3, inherited without close-on-exec by design) and whatever containerd left open
+        // would otherwise reach the runtime and, through it, its hooks.
+        // SAFETY: the closure only makes raw syscalls, which is all that is allowed after fork.
+        unsafe { cmd.pre_exec(only_stdio) };
         cmd
     }
 

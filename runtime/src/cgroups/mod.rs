@@ -609,6 +609,67 @@ pub(crate) fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
     })
 }
 
+/// The ancestors of `dirs` that do not exist yet, deepest first: what
+/// creating `dirs` will make besides them, so it can be recorded first and
+/// removed with the container.
+pub fn missing_ancestors(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for d in dirs {
+        for a in d.ancestors().skip(1) {
+            if a.exists() {
+                break;
+            }
+            if !out.iter().any(|o| o == a) {
+                out.push(a.to_path_buf());
+            }
+        }
+    }
+    // Deeper paths have more components; a stable sort keeps the order of
+    // unrelated ones.
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out
+}
+
+/// Removes the ancestors a create made (`missing_ancestors`), deepest
+/// first, where nothing else uses them: one still holding another
+/// container's directory (or processes) stays.
+pub fn remove_parents(parents: &[PathBuf]) -> Result<(), CgroupError> {
+    for p in parents {
+        match std::fs::remove_dir(p) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ENOTEMPTY | libc::EBUSY | libc::EEXIST)
+                ) => {}
+            Err(source) => {
+                return Err(CgroupError::Remove {
+                    path: p.clone(),
+                    source,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `mkdir -p` for a cgroup directory, retried when a parent vanishes
+/// under it (another container's delete removing a parent it made).
+pub(crate) fn make_dirs(dir: &Path) -> Result<(), CgroupError> {
+    let mut tries = 0;
+    loop {
+        match std::fs::create_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && tries < 3 => tries += 1,
+            r => {
+                return r.map_err(|source| CgroupError::Create {
+                    path: dir.to_path_buf(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
 /// Reads a cgroup file, `None` when it is absent or unreadable.
 pub(crate) fn read_opt(file: &Path) -> Option<String> {
     crate::sys::read_text(file).ok()
@@ -877,6 +938,34 @@ mod tests {
             std::fs::read_to_string(broken.join("cgroup.procs")).unwrap(),
             "43"
         );
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+
+    /// What a create makes besides its directories is known before, deepest first; removing it
+    /// spares a parent another container still uses.
+    #[test]
+    fn created_parents_are_known_first_and_removed_when_unused() {
+        let base = std::env::temp_dir().join(format!("skiff-parents-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("m1")).unwrap();
+        std::fs::create_dir_all(base.join("m2")).unwrap();
+        let dirs = vec![base.join("m1/a/b/c"), base.join("m2/a/b/c")];
+        let parents = missing_ancestors(&dirs);
+        let want: Vec<PathBuf> = ["m1/a/b", "m2/a/b", "m1/a", "m2/a"]
+            .iter()
+            .map(|p| base.join(p))
+            .collect();
+        assert_eq!(parents, want);
+        for d in &dirs {
+            make_dirs(d).unwrap();
+        }
+        // Another container under m2/a/b.
+        std::fs::create_dir(base.join("m2/a/b/other")).unwrap();
+        for d in &dirs {
+            std::fs::remove_dir(d).unwrap();
+        }
+        remove_parents(&parents).unwrap();
+        assert!(!base.join("m1/a").exists());
+        assert!(base.join("m2/a/b/other").exists(), "a parent in use stays");
         std::fs::remove_dir_all(&base).unwrap();
     }
 

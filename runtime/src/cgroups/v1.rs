@@ -6,8 +6,8 @@
 use super::resources::{self, Facts, Write};
 use super::stats::{self, Stats};
 use super::{
-    apply_writes, freeze_v2, kill_each, read_opt, read_pids, remove_dir, thaw_v2, wait_until,
-    write_file, CgroupError, CgroupManager, Target, FREEZE_TIMEOUT,
+    apply_writes, freeze_v2, kill_each, make_dirs, read_opt, read_pids, remove_dir, thaw_v2,
+    wait_until, write_file, CgroupError, CgroupManager, Target, FREEZE_TIMEOUT,
 };
 use oci_spec::runtime::LinuxResources;
 use std::cell::OnceCell;
@@ -134,10 +134,7 @@ impl CgroupManager for V1 {
                 create_cpuset(d)?;
                 continue;
             }
-            std::fs::create_dir_all(d).map_err(|source| CgroupError::Create {
-                path: d.clone(),
-                source,
-            })?;
+            make_dirs(d)?;
         }
         Ok(())
     }
@@ -188,6 +185,14 @@ impl CgroupManager for V1 {
             };
         };
         let state = d.join("freezer.state");
+        // A directory that is not there (a create that died before making
+        // it) has nothing to freeze; waiting would only time out.
+        if !d.is_dir() {
+            return Err(CgroupError::Read {
+                path: state,
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            });
+        }
         // FREEZING until every task has stopped; writing again nudges tasks
         // that were forking.
         let frozen = || {
@@ -304,10 +309,7 @@ impl CgroupManager for V1 {
 /// and accepts no task until they are set: every empty level on the way
 /// inherits its parent's values, top down.
 fn create_cpuset(dir: &Path) -> Result<(), CgroupError> {
-    std::fs::create_dir_all(dir).map_err(|source| CgroupError::Create {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+    make_dirs(dir)?;
     fill_cpuset(dir, 0)
 }
 

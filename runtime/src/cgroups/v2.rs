@@ -3,8 +3,8 @@
 use super::resources::{self, Facts, Write};
 use super::stats::{self, Stats};
 use super::{
-    apply_writes, bpf, freeze_v2, kill_each, read_opt, read_pids, remove_dir, thaw_v2, write_file,
-    CgroupError, CgroupManager, Target,
+    apply_writes, bpf, freeze_v2, kill_each, make_dirs, read_opt, read_pids, remove_dir, thaw_v2,
+    write_file, CgroupError, CgroupManager, Target,
 };
 use oci_spec::runtime::LinuxResources;
 use std::path::{Path, PathBuf};
@@ -82,10 +82,7 @@ fn enable_controllers(parent: &Path) {
 
 impl CgroupManager for V2 {
     fn create(&self) -> Result<(), CgroupError> {
-        std::fs::create_dir_all(&self.dir).map_err(|source| CgroupError::Create {
-            path: self.dir.clone(),
-            source,
-        })?;
+        make_dirs(&self.dir)?;
         // Top down, so each level has the controllers to pass on.
         let root = mount_root(&self.dir);
         let mut levels: Vec<&Path> = self

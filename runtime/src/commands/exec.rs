@@ -60,8 +60,8 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, Cmd
     };
     let process = match &a.process {
         Some(path) => {
-            let data =
-                std::fs::read(path).map_err(io_err(format!("--process {}", path.display())))?;
+            let data = crate::spec::read_regular(path)
+                .map_err(io_err(format!("--process {}", path.display())))?;
             let de = &mut serde_json::Deserializer::from_slice(&data);
             let p: oci_spec::runtime::Process =
                 serde_path_to_error::deserialize(de).map_err(|e| {
@@ -149,7 +149,16 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, Cmd
         cgroup_dirs,
     })?;
     if let Some(p) = &a.pid_file {
-        parent::write_pid_file(p, pid)?;
+        if let Err(e) = parent::write_pid_file(p, pid) {
+            // As runc: a process whose pid could not be handed over is not
+            // left running unaccounted for.
+            // SAFETY: our own child; kill and reap it.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+            return Err(e.into());
+        }
     }
     let Some(signals) = signals else {
         return Ok(0);

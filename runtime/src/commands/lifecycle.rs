@@ -9,7 +9,7 @@ use crate::log::Logger;
 use crate::plan::{self, LaunchOptions};
 use crate::process::parent::{self, CreateRequest};
 use crate::spec;
-use crate::state::{Container, Status};
+use crate::state::{Container, Stage, Status};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -281,7 +281,10 @@ fn delete_with_hooks_in(
         });
     }
     let cg = c.record.cgroup();
-    if status != Status::Stopped {
+    let half_made = c.record.stage == Stage::Creating;
+    // A create that died leaves its init stopped in status but maybe
+    // alive: the recorded pid is killed whenever it is still the init.
+    if status != Status::Stopped || (half_made && c.init_alive()) {
         // SAFETY: the init was just verified to be the container's.
         unsafe { libc::kill(c.record.pid, libc::SIGKILL) };
         // A paused container's processes die only once thawed.
@@ -300,11 +303,14 @@ fn delete_with_hooks_in(
         }
     }
     // Without a pid namespace of its own, the container's other processes
-    // outlive the init: kill them through the cgroup.
-    if !c.record.private_pid {
+    // outlive the init: kill them through the cgroup. So for a create that
+    // died, whose init may be in the cgroup before its pid was recorded.
+    if !c.record.private_pid || half_made {
         let _ = cg.kill_all();
     }
-    let cg_result = cg.remove();
+    let cg_result = cg
+        .remove()
+        .and_then(|()| crate::cgroups::remove_parents(&c.record.cgroup_parents));
     // Without a mount namespace of its own, its mounts are in the host's.
     let mount_result = match c.record.host_rootfs_mount {
         Some(id) => crate::rootfs::detach_host_rootfs(&c.record.rootfs, id),
@@ -586,12 +592,12 @@ fn reap(pid: libc::pid_t) -> std::io::Result<Option<i32>> {
 pub(crate) fn list(root: &Path, format: &str, quiet: bool) -> Result<(), CmdError> {
     let mut rows = Vec::new();
     for id in Container::list(root)? {
-        // A container deleted while we list is simply not listed.
-        let Ok(c) = Container::load(root, &id) else {
+        // A container deleted while we list is simply not listed; one
+        // being created is listed as creating, without waiting for it.
+        let Ok(row) = Container::inspect(root, &id) else {
             continue;
         };
-        let status = c.status();
-        rows.push((c.record.clone(), status));
+        rows.push(row);
     }
     let mut out = std::io::stdout().lock();
     let w = |r: std::io::Result<()>| r.map_err(io_err("write"));

@@ -99,8 +99,8 @@ pub fn dispatch(cli: &Cli, cmd: &Command, log: &mut Logger) -> Result<i32, CmdEr
         }
         Command::Run { args, detach, keep } => lifecycle::run(cli, args, *detach, *keep, log),
         Command::State { id } => {
-            let c = Container::load(&cli.root, id)?;
-            let s = serde_json::to_string_pretty(&c.record.oci_state(c.status()))
+            let (record, status) = Container::inspect(&cli.root, id)?;
+            let s = serde_json::to_string_pretty(&record.oci_state(status))
                 .map_err(|e| io_err("state JSON")(std::io::Error::other(e)))?;
             print_line(&s)?;
             Ok(0)
@@ -114,8 +114,12 @@ pub fn dispatch(cli: &Cli, cmd: &Command, log: &mut Logger) -> Result<i32, CmdEr
         Command::Delete { id, force } => {
             let c = match Container::load(&cli.root, id) {
                 Ok(c) => c,
-                // runc: deleting a missing container with --force succeeds.
-                Err(StateError::NotFound(_)) if *force => return Ok(0),
+                // runc: deleting a missing container with --force succeeds;
+                // debris of a command killed half-way goes with it.
+                Err(StateError::NotFound(_)) if *force => {
+                    crate::state::clear_debris(&cli.root, id, true)?;
+                    return Ok(0);
+                }
                 Err(e) => return Err(e.into()),
             };
             lifecycle::delete(c, *force, log)?;

@@ -1,5 +1,9 @@
 //! The parent ↔ init channel: typed messages over a `SOCK_SEQPACKET`
-//! socketpair (one datagram per message, JSON-encoded).
+//! socketpair, JSON-encoded. A message of any size goes as a run of
+//! datagrams of at most [`CHUNK`] bytes, each led by one byte that says
+//! whether more of the message follows (1) or it is the last (0); the
+//! state JSON a message carries holds the config's annotations, which may
+//! be megabytes.
 //!
 //! The protocol, in order:
 //!
@@ -17,6 +21,14 @@
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// The most message bytes in one datagram: well below the socket buffer
+/// (net.core.wmem_default), so a send never needs more than one buffer.
+const CHUNK: usize = 32 * 1024;
+/// Lead byte of a datagram after which the message goes on.
+const MORE: u8 = 1;
+/// Lead byte of a message's last datagram.
+const LAST: u8 = 0;
 
 /// A message between the parent and the init.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -46,6 +58,8 @@ pub enum ChannelError {
     Decode(#[from] serde_json::Error),
     #[error("init channel: the other side exited")]
     Closed,
+    #[error("init channel: bad datagram lead byte {0}")]
+    Framing(u8),
 }
 
 /// One end of the channel.
@@ -82,6 +96,22 @@ impl Channel {
 
     pub fn send(&self, msg: &Msg) -> Result<(), ChannelError> {
         let data = serde_json::to_vec(msg)?;
+        let mut chunks = data.chunks(CHUNK).peekable();
+        let mut datagram = Vec::with_capacity(CHUNK.min(data.len()) + 1);
+        // An empty message is still one (empty, last) datagram.
+        if chunks.peek().is_none() {
+            return self.send_datagram(&[LAST]);
+        }
+        while let Some(chunk) = chunks.next() {
+            datagram.clear();
+            datagram.push(if chunks.peek().is_some() { MORE } else { LAST });
+            datagram.extend_from_slice(chunk);
+            self.send_datagram(&datagram)?;
+        }
+        Ok(())
+    }
+
+    fn send_datagram(&self, data: &[u8]) -> Result<(), ChannelError> {
         loop {
             // SAFETY: valid buffer; MSG_NOSIGNAL so a dead peer is an error,
             // not a SIGPIPE.
@@ -120,7 +150,25 @@ impl Channel {
     }
 
     fn recv_flags(&self, flags: libc::c_int) -> Result<Msg, ChannelError> {
-        let mut buf = vec![0u8; 1 << 16];
+        let mut message = Vec::new();
+        let mut buf = vec![0u8; CHUNK + 1];
+        loop {
+            let n = self.recv_datagram(&mut buf, flags)?;
+            let Some((&lead, chunk)) = buf[..n].split_first() else {
+                return Err(ChannelError::Closed);
+            };
+            message.extend_from_slice(chunk);
+            match lead {
+                LAST => return Ok(serde_json::from_slice(&message)?),
+                MORE => continue,
+                other => return Err(ChannelError::Framing(other)),
+            }
+        }
+    }
+
+    /// One datagram into `buf`; its length (0: the peer closed its end).
+    fn recv_datagram(&self, buf: &mut [u8], flags: libc::c_int) -> Result<usize, ChannelError> {
+        let mut reset_seen = false;
         loop {
             // SAFETY: valid buffer of the given length.
             let n = unsafe {
@@ -136,12 +184,17 @@ impl Channel {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
+                // A peer that exits with one of our messages unread resets
+                // the connection, and the kernel reports that before the
+                // messages it had queued for us (its last words, usually
+                // an Error): the reset is cleared once reported, read again.
+                if e.raw_os_error() == Some(libc::ECONNRESET) && !reset_seen {
+                    reset_seen = true;
+                    continue;
+                }
                 return Err(e.into());
             }
-            if n == 0 {
-                return Err(ChannelError::Closed);
-            }
-            return Ok(serde_json::from_slice(&buf[..n as usize])?);
+            return Ok(n as usize);
         }
     }
 }
@@ -165,6 +218,24 @@ mod tests {
     }
 
     #[test]
+    fn last_words_of_a_peer_that_left_our_message_unread_are_read() {
+        let (a, b) = Channel::pair().unwrap();
+        a.send(&Msg::CgroupPlaced).unwrap();
+        b.send(&Msg::Error {
+            message: "mounts: destination /dev".into(),
+        })
+        .unwrap();
+        drop(b);
+        assert_eq!(
+            a.recv().unwrap(),
+            Msg::Error {
+                message: "mounts: destination /dev".into()
+            }
+        );
+        assert!(matches!(a.recv(), Err(ChannelError::Closed)));
+    }
+
+    #[test]
     fn roundtrip_and_close() {
         let (a, b) = Channel::pair().unwrap();
         let go = Msg::Go {
@@ -185,5 +256,33 @@ mod tests {
         );
         drop(a);
         assert!(matches!(b.recv(), Err(ChannelError::Closed)));
+    }
+
+    /// The state JSON carries the config's annotations: megabytes pass whole.
+    #[test]
+    fn messages_of_any_size_pass() {
+        let (a, b) = Channel::pair().unwrap();
+        let big = "x".repeat(3 * 1024 * 1024 + 7);
+        let go = Msg::Go {
+            state: big.clone(),
+            created_state: String::new(),
+        };
+        let want = go.clone();
+        let reader = std::thread::spawn(move || (b.recv().unwrap(), b.recv().unwrap()));
+        a.send(&go).unwrap();
+        a.send(&Msg::Ready).unwrap();
+        let (got, next) = reader.join().unwrap();
+        assert_eq!(got, want);
+        assert_eq!(next, Msg::Ready, "the message after a long one is intact");
+        // Exactly a chunk's worth, and one byte more.
+        for len in [CHUNK - 10, CHUNK + 1] {
+            let (a, b) = Channel::pair().unwrap();
+            let m = Msg::Error {
+                message: "e".repeat(len),
+            };
+            let r = std::thread::spawn(move || b.recv().unwrap());
+            a.send(&m).unwrap();
+            assert_eq!(r.join().unwrap(), m);
+        }
     }
 }

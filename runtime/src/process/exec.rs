@@ -122,7 +122,7 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
         0,
         pid_join.as_ref().map(|(p, fd)| (p.as_path(), fd)),
         entry.clone_fd(),
-        parent_end.as_raw_fd(),
+        &[parent_end.as_raw_fd()],
         move || {
             let r = crate::cgroups::move_self(cgroup_tasks)
                 .map_err(InitError::from)

@@ -47,6 +47,8 @@ pub enum InitError {
     Numa(#[from] crate::numa::NumaError),
     #[error(transparent)]
     Lsm(#[from] crate::lsm::LsmError),
+    #[error("linux.sysctl: {0}")]
+    Procfs(#[from] crate::procfs::ProcfsError),
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -221,11 +223,10 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
     hooks::run_all(&stage, &plan.hooks.create_container, state.as_bytes())?;
     rootfs::pivot(plan, &root)?;
     drop(root);
-    // sysctls are written through the container's /proc, into its
-    // namespaces, before /proc/sys becomes read-only.
-    for (path, value) in &plan.sysctl {
-        std::fs::write(path, value).map_err(sys_err(format!("linux.sysctl {}", path.display())))?;
-    }
+    // sysctls are written into the container's namespaces, before
+    // /proc/sys becomes read-only, through a verified procfs handle: never a
+    // path of the container's /proc (CVE-2025-52881).
+    crate::procfs::write_sysctls(&plan.sysctl)?;
     // Masks and read-only remounts after pivot_root: they act on the
     // container's final tree, and /dev/null is the container's own.
     rootfs::finalize(plan)?;

@@ -14,7 +14,7 @@ use crate::hooks::{self, HookError};
 use crate::namespaces::{self, NsError, NsKind};
 use crate::plan::Plan;
 use crate::rootfs;
-use crate::state::{self, Container, NewDir, Record, StateError, Status};
+use crate::state::{self, Container, NewDir, Record, Stage, StateError, Status};
 use crate::sys::{self, Forked};
 use crate::tty::{self, TtyError};
 use std::convert::Infallible;
@@ -113,9 +113,10 @@ impl Drop for HostRootfsGuard<'_> {
     }
 }
 
-/// Removes the cgroup unless disarmed.
+/// Removes the cgroup, and the parents create made, unless disarmed.
 struct CgroupGuard<'a> {
     cg: &'a Manager,
+    parents: Vec<PathBuf>,
     armed: bool,
 }
 
@@ -123,14 +124,49 @@ impl Drop for CgroupGuard<'_> {
     fn drop(&mut self) {
         if self.armed {
             let _ = self.cg.remove();
+            let _ = crate::cgroups::remove_parents(&self.parents);
         }
+    }
+}
+
+/// The record a create writes before it makes anything: stage `creating`,
+/// no init yet, and every cgroup directory it is about to make.
+fn first_record(plan: &Plan, cg: &Manager) -> Record {
+    let cgroup_dirs = cg.dirs();
+    Record {
+        id: plan.id.clone(),
+        stage: Stage::Creating,
+        pid: 0,
+        init_start_time: 0,
+        bundle: plan.bundle.clone(),
+        rootfs: plan.rootfs.clone(),
+        created: state::rfc3339(std::time::SystemTime::now()),
+        owner: String::new(),
+        annotations: plan.annotations.clone(),
+        cgroup_parents: crate::cgroups::missing_ancestors(&cgroup_dirs),
+        cgroup_dirs,
+        cgroup_mode: cg.mode().to_string(),
+        cgroup_controllers: cg.controllers(),
+        private_pid: plan.namespaces.private_pid,
+        host_rootfs_mount: None,
+        poststart: plan.hooks.poststart.clone(),
+        poststop: plan.hooks.poststop.clone(),
     }
 }
 
 /// Creates the container; on success the init is blocked on exec.fifo and
 /// is our child.
+///
+/// Every step is recoverable if the runtime dies right after it: the
+/// record (stage `creating`, under the directory's lock) names what exists
+/// before it exists, and the init's pid is recorded as soon as it has one.
 pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateError> {
+    // The cgroup's paths are worked out (not made) first, so the first
+    // record names them.
+    let cg = Manager::new(plan.cgroups_path.as_deref(), &plan.id, req.systemd_cgroup)?;
     let dir = NewDir::make(req.root, &plan.id)?;
+    let mut record = first_record(plan, &cg);
+    dir.write(&record)?;
     let fifo_path = dir.dir.join(state::EXEC_FIFO);
     make_fifo(&fifo_path)?;
     // The init holds the read end (a non-blocking open needs no writer) and
@@ -139,12 +175,12 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     // once it has switched to a non-root user.
     let fifo = sys::open(&fifo_path, libc::O_RDONLY | libc::O_NONBLOCK, 0)
         .map_err(sys_err("open exec fifo"))?;
-    let cg = Manager::new(plan.cgroups_path.as_deref(), &plan.id, req.systemd_cgroup)?;
-    cg.create()?;
     let mut cg_guard = CgroupGuard {
         cg: &cg,
+        parents: record.cgroup_parents.clone(),
         armed: true,
     };
+    cg.create()?;
     // Limits and the device filter are in place before the init enters the
     // cgroup, so it never runs unconstrained.
     cg.set(&plan.resources)?;
@@ -174,12 +210,16 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     // (see `cgroups::Entry`): the v1 `tasks` files go with it.
     let mut entry = cg.entry();
     let cgroup_tasks = entry.take_self_move();
-    let parent_fd = parent_end.as_raw_fd();
+    // The init closes our channel end (to see us die) and its copy of the
+    // state lock (which would otherwise stay held until its execve).
+    let close_in_init: Vec<RawFd> = std::iter::once(parent_end.as_raw_fd())
+        .chain(dir.lock_fd())
+        .collect();
     let (pid, cloned_into) = clone_child(
         plan.namespaces.clone_flags,
         pid_join.as_ref().map(|(p, fd)| (p.as_path(), fd)),
         entry.clone_fd(),
-        parent_fd,
+        &close_in_init,
         || {
             init::run(InitArgs {
                 plan,
@@ -192,6 +232,13 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
         },
     )?;
     let mut guard = InitGuard { pid, armed: true };
+    // Recorded at once: a create that dies from here on leaves an init
+    // that `delete` finds and kills (its pid checked by its start time).
+    record.init_start_time = state::proc_stat(pid)
+        .map(|s| s.start_time)
+        .ok_or_else(|| init_error_or(&parent_end, CreateError::InitDied))?;
+    record.pid = pid;
+    dir.write(&record)?;
     // A new user namespace has no ids until we map them; the init waits.
     if plan.namespaces.new_user {
         write_id_maps(pid, &plan.namespaces)?;
@@ -208,26 +255,6 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
             .unwrap_or_else(|| PathBuf::from(format!("/proc/{pid}/ns/net")));
         crate::netdev::move_devices(&plan.net_devices, &ns)?;
     }
-    let start_time = state::proc_stat(pid)
-        .map(|s| s.start_time)
-        .ok_or_else(|| init_error_or(&parent_end, CreateError::InitDied))?;
-    let mut record = Record {
-        id: plan.id.clone(),
-        pid,
-        init_start_time: start_time,
-        bundle: plan.bundle.clone(),
-        rootfs: plan.rootfs.clone(),
-        created: state::rfc3339(std::time::SystemTime::now()),
-        owner: String::new(),
-        annotations: plan.annotations.clone(),
-        cgroup_dirs: cg.dirs(),
-        cgroup_mode: cg.mode().to_string(),
-        cgroup_controllers: cg.controllers(),
-        private_pid: plan.namespaces.private_pid,
-        host_rootfs_mount: None,
-        poststart: plan.hooks.poststart.clone(),
-        poststop: plan.hooks.poststop.clone(),
-    };
     let json = |s| {
         serde_json::to_string(&record.oci_state(s))
             .map_err(|e| sys_err("state JSON")(std::io::Error::other(e)))
@@ -250,10 +277,12 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     if plan.rootfs_on_host {
         record.host_rootfs_mount = rootfs::rootfs_mount_id(&plan.rootfs);
     }
-    let container = dir.commit(record)?;
+    // Before the record says created: a pid file that cannot be written
+    // fails the create, which then leaves nothing (as runc).
     if let Some(p) = req.pid_file {
         write_pid_file(p, pid)?;
     }
+    let container = dir.commit(record)?;
     guard.armed = false;
     cg_guard.armed = false;
     rootfs_guard.armed = false;
@@ -306,8 +335,8 @@ fn drive(plan: &Plan, ch: &Channel, state_json: &str) -> Result<(), CreateError>
 /// Clones a child into new namespaces `flags` that runs `child` (which
 /// execs or exits). A pid namespace to join is entered around the clone
 /// (setns of a pid namespace only affects children) and left right after;
-/// `close_in_child` is the parent's end of the channel, closed in the child
-/// so the child sees the parent die. Returns the child's pid and whether it
+/// `close_in_child` are descriptors the child closes first: the parent's
+/// end of the channel (so the child sees the parent die) and any lock. Returns the child's pid and whether it
 /// was cloned into `cg_fd`'s cgroup.
 // `child()` never returns, which the lint sees as unreachable code.
 #[allow(unreachable_code)]
@@ -315,7 +344,7 @@ pub(crate) fn clone_child(
     flags: u64,
     pid_join: Option<(&Path, &OwnedFd)>,
     cg_fd: Option<std::os::fd::BorrowedFd<'_>>,
-    close_in_child: RawFd,
+    close_in_child: &[RawFd],
     child: impl FnOnce() -> Infallible,
 ) -> Result<(libc::pid_t, bool), CreateError> {
     let restore = match pid_join {
@@ -345,9 +374,11 @@ pub(crate) fn clone_child(
     }
     match forked.map_err(sys_err("clone"))? {
         Forked::Child => {
-            // SAFETY: closing a descriptor the child does not use; the
-            // parent's copy stays open.
-            unsafe { libc::close(close_in_child) };
+            for fd in close_in_child {
+                // SAFETY: closing descriptors the child does not use; the
+                // parent's copies stay open.
+                unsafe { libc::close(*fd) };
+            }
             match child() {}
         }
         Forked::Parent(pid) => Ok((pid, cloned_into)),
