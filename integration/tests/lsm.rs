@@ -179,13 +179,19 @@ fn xattr(path: &Path, name: &str) -> Result<String> {
 }
 
 /// The labels a running container got, read from the host: its init's, an exec'd process's, the
-/// context of its /dev, /dev/pts and /dev/shm mounts and of its mqueue root.
+/// context of its /dev, /dev/pts and /dev/shm mounts, of the tmpfs masking a directory and of its
+/// mqueue root.
 fn selinux_observations(h: &Harness, process: &str, mount: &str) -> Result<Vec<String>> {
     let mut b = h.bundle()?;
     b.args(&["sleep", "600"])?;
+    fs::create_dir_all(b.rootfs().join("masked"))?;
     b.edit(|c| {
         c["process"]["selinuxLabel"] = process.into();
         c["linux"]["mountLabel"] = mount.into();
+        c["linux"]["maskedPaths"]
+            .as_array_mut()
+            .unwrap()
+            .push("/masked".into());
     })?;
     let id = h.create_and_start("se", &b)?;
     let pid = h.pid(&id)?;
@@ -197,7 +203,14 @@ fn selinux_observations(h: &Harness, process: &str, mount: &str) -> Result<Vec<S
         .ok()?;
     seen.push(out.stdout.trim_end_matches('\0').to_string());
     let mountinfo = fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
-    for dest in ["/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/proc"] {
+    for dest in [
+        "/dev",
+        "/dev/pts",
+        "/dev/shm",
+        "/masked",
+        "/dev/mqueue",
+        "/proc",
+    ] {
         let line = mountinfo
             .lines()
             .find(|l| l.split(' ').nth(4) == Some(dest))
@@ -251,6 +264,7 @@ fn selinux_process_and_mount_labels_are_the_ones_the_container_gets_as_under_run
             "/dev context: true".into(),
             "/dev/pts context: true".into(),
             "/dev/shm context: true".into(),
+            "/masked context: true".into(),
             "/dev/mqueue context: false".into(),
             "/proc context: false".into(),
             mount.clone(),
