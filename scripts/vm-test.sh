@@ -470,6 +470,8 @@ else
     # The share is read-only: the guest's own kernel file systems and tmpfs go on top.
     mount -t proc proc /host/proc
     mount -t sysfs sys /host/sys
+    # AppArmor's and SELinux's interfaces, when SKIFF_VM_APPEND enables one.
+    mount -t securityfs securityfs /host/sys/kernel/security 2>/dev/null || true
     mount -t cgroup2 -o nsdelegate cgroup2 /host/sys/fs/cgroup || fail "cannot mount cgroup2"
     for c in $(cat /host/sys/fs/cgroup/cgroup.controllers); do
         echo "+$c" >/host/sys/fs/cgroup/cgroup.subtree_control || echo "vm: cannot enable $c"
