@@ -275,3 +275,46 @@ fn selinux_process_and_mount_labels_are_the_ones_the_container_gets_as_under_run
     assert_eq!(selinux_observations(&runc, &process, &mount)?, seen, "runc");
     Ok(())
 }
+
+/// `ctr run --apparmor-profile` through containerd with `runtime` (our shim, or runc's): the
+/// label the container's process reports.
+fn ctr_apparmor_label(
+    c: &skiff_integration::containerd::Containerd,
+    runtime: &str,
+    profile: &str,
+    id: &str,
+) -> Result<String> {
+    use skiff_integration::containerd::IMAGE;
+    let out = c.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        runtime,
+        "--apparmor-profile",
+        profile,
+        IMAGE,
+        id,
+        "cat",
+        "/proc/self/attr/current",
+    ])?;
+    assert_eq!(out.exit_code(), 0, "{out}\n{}", c.log_tail());
+    Ok(out.stdout.replace('\0', ""))
+}
+
+#[test]
+fn an_apparmor_profile_reaches_the_container_through_the_shim_as_through_runcs() -> Result<()> {
+    use skiff_integration::containerd::{Containerd, SKIFF_RUNTIME};
+    if !apparmor_on() {
+        eprintln!("skipped: AppArmor is not enabled on this kernel (run it in scripts/vm-test.sh)");
+        return Ok(());
+    }
+    let h = Harness::new()?;
+    let profile = Profile::load(&h, &format!("skiff-shim-{}", h.tag()))?;
+    let c = Containerd::start()?;
+    c.import_busybox()?;
+    let ours = ctr_apparmor_label(&c, SKIFF_RUNTIME, &profile.name, "aa-skiff")?;
+    assert_eq!(ours, format!("{} (enforce)\n", profile.name));
+    let theirs = ctr_apparmor_label(&c, "io.containerd.runc.v2", &profile.name, "aa-runc")?;
+    assert_eq!(theirs, ours, "runc's shim");
+    Ok(())
+}
