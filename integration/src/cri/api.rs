@@ -298,6 +298,9 @@ pub struct LinuxContainerSecurityContext {
     pub namespace_options: Option<NamespaceOption>,
     #[prost(bool, tag = "7")]
     pub readonly_rootfs: bool,
+    /// `runtime/default`, `unconfined` or `localhost/<profile>`.
+    #[prost(string, tag = "9")]
+    pub apparmor_profile: String,
     #[prost(bool, tag = "11")]
     pub no_new_privs: bool,
 }
