@@ -25,6 +25,8 @@ packages=(
     gcc            # the linker cargo invokes (cc)
     libc6-dev      # crt objects and libc for linking
     dbus           # the system bus of scripts/vm-test.sh's systemd guest (systemd's D-Bus API)
+    apparmor       # apparmor_parser: integration/tests/lsm.rs loads its test profiles in the VM (AppArmor on)
+    selinux-policy-default # the policy the VM loads with SKIFF_VM_APPEND="selinux=1 security=selinux enforcing=0" (lsm.rs)
 )
 
 log() { printf 'setup: %s\n' "$*"; }

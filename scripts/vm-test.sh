@@ -31,6 +31,12 @@
 #   SKIFF_VM_KEEP      keep the work directory (initramfs, console log)
 #   SKIFF_VM_VERBOSE   systemd guest: also print the slowest units of the
 #                      boot and systemd's status messages
+#   SKIFF_VM_APPEND    more kernel command line, after the script's own (the
+#                      last security= wins): "selinux=1 security=selinux
+#                      enforcing=0" boots SELinux in permissive mode instead
+#                      of AppArmor (the systemd guest loads the policy of
+#                      Debian's selinux-policy-default), "apparmor=1
+#                      security=apparmor" turns AppArmor on for busybox
 #
 # Why this shape: KVM is not usable on the development and CI machines, so
 # qemu emulates (-accel tcg); a Debian kernel with a busybox initramfs
@@ -474,6 +480,8 @@ else
     # The share is read-only: the guest's own kernel file systems and tmpfs go on top.
     mount -t proc proc /host/proc
     mount -t sysfs sys /host/sys
+    # AppArmor's and SELinux's interfaces, when SKIFF_VM_APPEND enables one.
+    mount -t securityfs securityfs /host/sys/kernel/security 2>/dev/null || true
     mount -t cgroup2 -o nsdelegate cgroup2 /host/sys/fs/cgroup || fail "cannot mount cgroup2"
     for c in $(cat /host/sys/fs/cgroup/cgroup.controllers); do
         echo "+$c" >/host/sys/fs/cgroup/cgroup.subtree_control || echo "vm: cannot enable $c"
@@ -533,6 +541,9 @@ if [[ $init_mode == systemd ]]; then
     else
         append+=" systemd.show_status=error"
     fi
+fi
+if [[ -n ${SKIFF_VM_APPEND:-} ]]; then
+    append+=" $SKIFF_VM_APPEND"
 fi
 log "booting $kernel with $init_mode (tcg, $cpus cpus, ${SKIFF_VM_MEMORY:-2048} MiB) for: ${bins[*]%%=*}"
 start=$SECONDS

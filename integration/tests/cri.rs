@@ -492,3 +492,65 @@ fn failed_sandboxes_are_errors_and_leave_nothing() -> Result<()> {
     assert_pod_left_nothing(&node, SKIFF_HANDLER, &pod, &parent)?;
     Ok(())
 }
+
+/// A container whose security context names `localhost/<profile>`: the label its process reports
+/// (the profile denies nothing it does), from an exec into it.
+fn apparmor_localhost(handler: &str) -> Result<()> {
+    let on = fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'))
+        && std::path::Path::new("/sys/kernel/security/apparmor").exists();
+    if !on {
+        eprintln!("skipped: AppArmor is not enabled on this kernel (run it in scripts/vm-test.sh)");
+        return Ok(());
+    }
+    let Some(node) = node()? else {
+        return Ok(());
+    };
+    let name = format!("skiff-cri-{}-{handler}", std::process::id());
+    let file = std::env::temp_dir().join(format!("{name}.profile"));
+    fs::write(
+        &file,
+        format!(
+            "profile {name} flags=(attach_disconnected,mediate_deleted) {{\n  file,\n  capability,\n  \
+             network,\n  signal,\n  ptrace,\n  unix,\n  mount,\n  umount,\n  pivot_root,\n}}\n"
+        ),
+    )?;
+    let load = std::process::Command::new("apparmor_parser")
+        .arg("-r")
+        .arg(&file)
+        .output()?;
+    assert!(load.status.success(), "{load:?}");
+    let cri = node.cri();
+    let uid = pod_uid("aa");
+    let parent = node.pod_cgroup("besteffort", &uid, 2)?;
+    let pod_cfg = node.pod_config("aa", &uid, &parent);
+    let pod = cri.run_pod_sandbox(&pod_cfg, handler)?;
+    let mut cfg = container_config("confined", IMAGE, &["sleep", "300"], None);
+    if let Some(sc) = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.apparmor_profile = format!("localhost/{name}");
+    }
+    let id = cri.create_container(&pod, &cfg, &pod_cfg)?;
+    cri.start_container(&id)?;
+    let out = exec_out(&node, &id, &["cat", "/proc/self/attr/current"])?;
+    let label = text(&out.stdout).replace('\0', "");
+    cri.stop_container(&id, 0)?;
+    cri.remove_container(&id)?;
+    cri.stop_pod_sandbox(&pod)?;
+    cri.remove_pod_sandbox(&pod)?;
+    let _ = std::process::Command::new("apparmor_parser")
+        .arg("-R")
+        .arg(&file)
+        .output();
+    assert_eq!(label, format!("{name} (enforce)\n"), "{handler}");
+    assert_pod_left_nothing(&node, handler, &pod, &parent)
+}
+
+#[test]
+fn a_localhost_apparmor_profile_confines_the_container_with_skiff() -> Result<()> {
+    apparmor_localhost(SKIFF_HANDLER)
+}
+
+#[test]
+fn a_localhost_apparmor_profile_confines_the_container_with_runc() -> Result<()> {
+    apparmor_localhost(RUNC_HANDLER)
+}

@@ -403,3 +403,40 @@ fn docker_exit_codes_for_unrunnable_commands_match_runc() -> Result<()> {
     );
     Ok(())
 }
+
+/// `docker run` of a script that reports the AppArmor label and whether a mount (which Docker's
+/// `docker-default` profile denies, CAP_SYS_ADMIN or not) succeeded, under `runtime`.
+fn apparmor_report(d: &Dockerd, runtime: &str, extra: &[&str]) -> Result<String> {
+    let mut args = vec!["run", "--rm", "--pull", "never", "--network", "none"];
+    args.extend(["--runtime", runtime, "--cap-add", "SYS_ADMIN"]);
+    args.extend_from_slice(extra);
+    let script = "cat /proc/self/attr/current; echo; mkdir -p /tmp/m; \
+                  mount -t tmpfs none /tmp/m 2>&1 && echo mounted || echo mount-denied";
+    args.extend([IMAGE, "sh", "-c", script]);
+    let out = d.docker(&args)?;
+    assert_eq!(out.exit_code(), 0, "{out}\n{}", d.log_tail());
+    Ok(out.stdout.replace('\0', ""))
+}
+
+#[test]
+fn docker_default_apparmor_profile_confines_skiff_containers_as_runc() -> Result<()> {
+    let on = fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|s| s.starts_with('Y'))
+        && Path::new("/sys/kernel/security/apparmor").exists();
+    if !on {
+        eprintln!("skipped: AppArmor is not enabled on this kernel (run it in scripts/vm-test.sh)");
+        return Ok(());
+    }
+    let Some(d) = dockerd()? else { return Ok(()) };
+    let confined = apparmor_report(&d, "skiff", &[])?;
+    // EACCES: AppArmor's denial (seccomp's would be EPERM).
+    assert_eq!(
+        confined,
+        "docker-default (enforce)\n\nmount: mounting none on /tmp/m failed: Permission denied\n\
+         mount-denied\n"
+    );
+    let free = apparmor_report(&d, "skiff", &["--security-opt", "apparmor=unconfined"])?;
+    assert_eq!(free, "unconfined\n\nmounted\n");
+    assert_eq!(apparmor_report(&d, "runc", &[])?, confined, "runc");
+    Ok(())
+}

@@ -102,10 +102,10 @@ pub struct ExecArgs {
     /// Set no_new_privs.
     #[arg(long = "no-new-privs")]
     pub no_new_privs: bool,
-    /// AppArmor profile (refused: the host has no AppArmor support here).
+    /// AppArmor profile for the process (default: the container's).
     #[arg(long)]
     pub apparmor: Option<String>,
-    /// SELinux process label (refused likewise).
+    /// SELinux label for the process (default: the container's).
     #[arg(long = "process-label")]
     pub process_label: Option<String>,
     /// Pass this many extra descriptors (from fd 3) to the process.

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod hooks;
 pub mod log;
+pub mod lsm;
 pub mod mountfd;
 pub mod namespaces;
 pub mod netdev;

@@ -80,6 +80,10 @@ pub struct Plan {
     /// `linux.netDevices`: (host name, name in the container), moved by the
     /// parent once the container's network namespace exists.
     pub net_devices: Vec<(String, String)>,
+    /// `linux.mountLabel`: already in the data of the mounts that take it;
+    /// kept for the mounts the init makes itself (masks, the cgroup v1
+    /// tmpfs) and the mqueue root it labels.
+    pub mount_label: Option<String>,
 }
 
 /// Which namespaces the init gets.
@@ -181,6 +185,8 @@ pub struct ProcessPlan {
     pub no_new_privileges: bool,
     pub oom_score_adj: Option<i32>,
     pub terminal: bool,
+    /// AppArmor profile and SELinux label, set for the execve.
+    pub labels: crate::lsm::Labels,
     pub console_size: Option<(u16, u16)>,
     /// `personality(2)` persona (`linux.personality`; the init only).
     pub personality: Option<libc::c_ulong>,
@@ -247,9 +253,10 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
     };
     let linux = spec.linux().clone().unwrap_or_default();
     let namespaces = namespaces(&linux)?;
+    let mount_label = linux.mount_label().clone().filter(|l| !l.is_empty());
     let mut mounts = Vec::new();
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        mounts.push(mount_op(i, m)?);
+        mounts.push(label_mount(mount_op(i, m)?, mount_label.as_deref()));
     }
     let setup_dev = !mounts
         .iter()
@@ -340,7 +347,19 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
             .map(crate::numa::mem_policy)
             .transpose()?,
         net_devices,
+        mount_label,
     })
+}
+
+/// Adds `linux.mountLabel` to the data of a new filesystem that takes it
+/// (see [`crate::lsm::takes_context`]).
+fn label_mount(mut op: MountOp, label: Option<&str>) -> MountOp {
+    if let MountKind::Fs { fstype } = &op.kind {
+        if crate::lsm::takes_context(fstype) {
+            op.data = crate::lsm::mount_data(&op.data, label);
+        }
+    }
+    op
 }
 
 /// `linux.netDevices` checked: valid names, no two devices with one name in
@@ -875,12 +894,7 @@ pub fn process_from_oci(
             "--console-socket given but process.terminal is false",
         ));
     }
-    if let Some(a) = p.apparmor_profile().as_ref().filter(|a| !a.is_empty()) {
-        return Err(lsm_refusal("process.apparmorProfile", "AppArmor", a));
-    }
-    if let Some(l) = p.selinux_label().as_ref().filter(|a| !a.is_empty()) {
-        return Err(lsm_refusal("process.selinuxLabel", "SELinux", l));
-    }
+    let labels = labels(p)?;
     let user = p.user();
     Ok(ProcessPlan {
         args: p.args().clone().unwrap_or_default(),
@@ -895,6 +909,7 @@ pub fn process_from_oci(
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
         oom_score_adj: p.oom_score_adj(),
         terminal,
+        labels,
         personality: None,
         io_priority: io_priority(p)?,
         scheduler: scheduler(p)?,
@@ -991,21 +1006,24 @@ fn scheduler(p: &oci_spec::runtime::Process) -> Result<Option<SchedAttr>, PlanEr
     }))
 }
 
-/// An LSM setting skiff cannot honour: says whether the host lacks the LSM
-/// (the usual case on these hosts) or skiff does.
-fn lsm_refusal(field: &str, lsm: &str, value: &str) -> PlanError {
-    let enabled = match lsm {
-        "AppArmor" => Path::new("/sys/kernel/security/apparmor").exists(),
-        _ => Path::new("/sys/fs/selinux/enforce").exists(),
+/// The process's LSM labels. An SELinux label is refused where SELinux is
+/// off, as runc's validator does; an AppArmor profile is not checked here:
+/// runc leaves that to the kernel, which refuses it at the init.
+pub fn labels(p: &oci_spec::runtime::Process) -> Result<crate::lsm::Labels, PlanError> {
+    let set = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+    let labels = crate::lsm::Labels {
+        apparmor: set(p.apparmor_profile()),
+        selinux: set(p.selinux_label()),
     };
-    PlanError::Unsupported {
-        field: field.into(),
-        reason: if enabled {
-            format!("{value:?} requested, but skiff does not apply {lsm} labels yet")
-        } else {
-            format!("{value:?} requested, but {lsm} is not enabled on this host")
-        },
+    if labels.selinux.is_some() && !crate::lsm::selinux_enabled() {
+        return Err(PlanError::Unsupported {
+            field: "process.selinuxLabel".into(),
+            reason:
+                "selinux label is specified in config, but selinux is disabled or not supported"
+                    .into(),
+        });
     }
+    Ok(labels)
 }
 
 /// Fields of the spec skiff does not implement: refused by name rather
@@ -1017,9 +1035,6 @@ fn refuse_unsupported(linux: &oci_spec::runtime::Linux) -> Result<(), PlanError>
             reason: format!("{what} is not supported"),
         })
     };
-    if let Some(l) = linux.mount_label().as_ref().filter(|l| !l.is_empty()) {
-        return Err(lsm_refusal("linux.mountLabel", "SELinux", l));
-    }
     if linux.intel_rdt().is_some() {
         return refuse("linux.intelRdt", "Intel RDT (resctrl)");
     }
@@ -1256,6 +1271,60 @@ mod tests {
         assert_eq!(b.flags, libc::MS_RDONLY);
         assert_eq!(b.propagation, vec![libc::MS_PRIVATE | libc::MS_REC]);
         assert!(p.setup_dev);
+    }
+
+    #[test]
+    fn the_mount_label_goes_on_new_filesystems_as_in_runc() {
+        let mut v = base();
+        let label = "system_u:object_r:container_file_t:s0:c1,c2";
+        v["linux"]["mountLabel"] = label.into();
+        let extra = [
+            serde_json::json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+                               "options": ["newinstance", "gid=5"]}),
+            serde_json::json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue"}),
+            serde_json::json!({"destination": "/sys", "type": "sysfs", "source": "sysfs"}),
+            serde_json::json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"}),
+        ];
+        v["mounts"].as_array_mut().unwrap().extend(extra);
+        let p = plan(v).unwrap();
+        let data: Vec<&str> = p.mounts.iter().map(|m| m.data.as_str()).collect();
+        let ctx = format!("context=\"{label}\"");
+        assert_eq!(
+            data,
+            [
+                "",
+                &format!("mode=755,size=65536k,{ctx}"),
+                "",
+                &format!("newinstance,gid=5,{ctx}"),
+                "",
+                "",
+                ""
+            ]
+        );
+        assert_eq!(p.mount_label.as_deref(), Some(label));
+        // Without a label nothing changes.
+        let p = plan(base()).unwrap();
+        assert_eq!(p.mounts[1].data, "mode=755,size=65536k");
+        assert_eq!(p.mount_label, None);
+    }
+
+    #[test]
+    fn lsm_labels_reach_the_process_plan() {
+        let mut v = base();
+        v["process"]["apparmorProfile"] = "docker-default".into();
+        let p = plan(v).unwrap();
+        assert_eq!(p.process.labels.apparmor.as_deref(), Some("docker-default"));
+        assert_eq!(p.process.labels.selinux, None);
+        // An SELinux label where SELinux is off is refused up front, as runc's validator does.
+        let mut v = base();
+        v["process"]["selinuxLabel"] = "system_u:system_r:container_t:s0".into();
+        match plan(v) {
+            Ok(p) => assert!(crate::lsm::selinux_enabled(), "{:?}", p.process.labels),
+            Err(e) => {
+                assert!(!crate::lsm::selinux_enabled());
+                assert!(e.to_string().contains("process.selinuxLabel"), "{e}");
+            }
+        }
     }
 
     fn bind_with(options: &[&str]) -> Result<MountOp, PlanError> {
@@ -1579,6 +1648,10 @@ pub struct ExecOverrides {
     pub caps: Vec<String>,
     pub no_new_privs: bool,
     pub tty: bool,
+    /// `--apparmor`.
+    pub apparmor: Option<String>,
+    /// `--process-label`.
+    pub process_label: Option<String>,
 }
 
 /// Builds the process of `skiff exec` without `--process`: the container's
@@ -1614,6 +1687,12 @@ pub fn exec_process(
     p.set_terminal(Some(o.tty));
     if o.no_new_privs {
         p.set_no_new_privileges(Some(true));
+    }
+    if let Some(a) = o.apparmor.as_ref().filter(|a| !a.is_empty()) {
+        p.set_apparmor_profile(Some(a.clone()));
+    }
+    if let Some(l) = o.process_label.as_ref().filter(|l| !l.is_empty()) {
+        p.set_selinux_label(Some(l.clone()));
     }
     let mut plan = process_from_oci(&p, opts)?;
     if let Some(u) = &o.user {
@@ -1676,6 +1755,24 @@ pub fn parse_user(u: &str) -> Result<(u32, Option<u32>), PlanError> {
 #[cfg(test)]
 mod exec_tests {
     use super::*;
+
+    #[test]
+    fn exec_flags_override_the_containers_labels() {
+        let mut b = base();
+        b.set_apparmor_profile(Some("base".into()));
+        let o = ExecOverrides {
+            args: vec!["true".into()],
+            ..Default::default()
+        };
+        let p = exec_process(&b, &o, &LaunchOptions::default()).unwrap();
+        assert_eq!(p.labels.apparmor.as_deref(), Some("base"));
+        let o = ExecOverrides {
+            apparmor: Some("other".into()),
+            ..o
+        };
+        let p = exec_process(&b, &o, &LaunchOptions::default()).unwrap();
+        assert_eq!(p.labels.apparmor.as_deref(), Some("other"));
+    }
 
     fn base() -> oci_spec::runtime::Process {
         serde_json::from_value(serde_json::json!({

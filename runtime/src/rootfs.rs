@@ -22,6 +22,8 @@ pub enum RootfsError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Lsm(#[from] crate::lsm::LsmError),
     #[error("mount {what} on {target}: {source}")]
     Mount {
         what: String,
@@ -365,7 +367,20 @@ fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), Root
                 op.flags,
                 Some(&op.data),
             )
-            .map_err(mount_err(fstype.clone(), dest))?;
+            .map_err(mount_err(
+                // A label the kernel refuses shows in the error, as in runc.
+                match op.data.contains("context=") {
+                    true => format!("{fstype} (data {})", op.data),
+                    false => fstype.clone(),
+                },
+                dest,
+            ))?;
+            // mqueue's superblock exists before the mount: labelled on its
+            // root instead of by `context=` (as runc does).
+            if let (Some(label), "mqueue") = (&plan.mount_label, fstype.as_str()) {
+                let fd = sys::open_path_in_root(root, dest).map_err(dest_err(dest))?;
+                crate::lsm::label_file(fd.as_fd_borrowed(), label, dest)?;
+            }
         }
         MountKind::Cgroup => mount_cgroups(plan, root, op)?,
     }
@@ -459,7 +474,10 @@ fn mount_cgroups(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), 
                 &sys::fd_path(dst.as_fd_borrowed()),
                 Some("tmpfs"),
                 flags,
-                Some("mode=755"),
+                Some(&crate::lsm::mount_data(
+                    "mode=755",
+                    plan.mount_label.as_deref(),
+                )),
             )
             .map_err(mount_err("tmpfs", dest))?;
             let mut subs: Vec<(PathBuf, Option<String>, PathBuf)> = controllers
@@ -712,7 +730,7 @@ pub fn finalize(plan: &Plan) -> Result<(), RootfsError> {
     if !plan.masked_paths.is_empty() {
         let null = open_null(root)?;
         for p in &plan.masked_paths {
-            mask_path(root, null.as_fd_borrowed(), p)?;
+            mask_path(root, null.as_fd_borrowed(), p, plan.mount_label.as_deref())?;
         }
     }
     if plan.rootfs_readonly {
@@ -774,7 +792,12 @@ fn open_null(root: BorrowedFd<'_>) -> Result<OwnedFd, RootfsError> {
     Ok(fd)
 }
 
-fn mask_path(root: BorrowedFd<'_>, null: BorrowedFd<'_>, p: &Path) -> Result<(), RootfsError> {
+fn mask_path(
+    root: BorrowedFd<'_>,
+    null: BorrowedFd<'_>,
+    p: &Path,
+    label: Option<&str>,
+) -> Result<(), RootfsError> {
     let Some(fd) = open_optional(root, p)? else {
         return Ok(());
     };
@@ -784,9 +807,17 @@ fn mask_path(root: BorrowedFd<'_>, null: BorrowedFd<'_>, p: &Path) -> Result<(),
         source,
     })?;
     // The mask is made and attached by descriptor, never through the
-    // container's /proc (CVE-2025-52881).
+    // container's /proc (CVE-2025-52881); a directory's tmpfs carries
+    // linux.mountLabel (as runc's maskPath).
     let tree = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        mountfd::new_fs(c"tmpfs", &[(c"size", c"0k")], mountfd::MOUNT_ATTR_RDONLY)
+        let context = label
+            .map(|l| sys::cstr(l).map_err(mount_err("mask", p)))
+            .transpose()?;
+        let mut options = vec![(c"size", c"0k")];
+        if let Some(c) = &context {
+            options.push((c"context", c.as_c_str()));
+        }
+        mountfd::new_fs(c"tmpfs", &options, mountfd::MOUNT_ATTR_RDONLY)
     } else {
         mountfd::clone_tree(null, false)
     }

@@ -38,18 +38,6 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, Cmd
         }
         _ => {}
     }
-    if a.apparmor.as_deref().is_some_and(|p| !p.is_empty()) {
-        return Err(refuse(
-            "--apparmor",
-            "AppArmor is not supported on this host",
-        ));
-    }
-    if a.process_label.as_deref().is_some_and(|p| !p.is_empty()) {
-        return Err(refuse(
-            "--process-label",
-            "SELinux is not supported on this host",
-        ));
-    }
     // The sub-cgroup (`--cgroup`) is checked before anything is spawned.
     let cgroup_dirs = if a.cgroup.is_empty() {
         None
@@ -82,7 +70,12 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, Cmd
                         reason: e.inner().to_string(),
                     })
                 })?;
-            plan::process_from_oci(&p, &opts(p.terminal().unwrap_or(false)))?
+            let mut own = plan::process_from_oci(&p, &opts(p.terminal().unwrap_or(false)))?;
+            // Labels it does not name are the container's, as in runc.
+            if let Some(base) = spec.process() {
+                own.labels = own.labels.or(&plan::labels(base)?);
+            }
+            own
         }
         None => {
             let base = spec.process().as_ref().ok_or_else(|| {
@@ -100,6 +93,8 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, Cmd
                 caps: known_caps(&a.cap, log),
                 no_new_privs: a.no_new_privs,
                 tty: a.tty,
+                apparmor: a.apparmor.clone(),
+                process_label: a.process_label.clone(),
             };
             plan::exec_process(base, &o, &opts(a.tty))?
         }

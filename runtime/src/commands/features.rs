@@ -95,8 +95,11 @@ pub fn features() -> Value {
                 "knownFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"],
                 "supportedFlags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_TSYNC"]
             },
-            "apparmor": {"enabled": false},
-            "selinux": {"enabled": false},
+            // "enabled" means the runtime can apply them, "unrelated to
+            // whether the host supports" them (runtime-spec features.md);
+            // runc reports true on every host likewise.
+            "apparmor": {"enabled": true},
+            "selinux": {"enabled": true},
             "intelRdt": {"enabled": false},
             "memoryPolicy": {
                 "modes": ["MPOL_DEFAULT", "MPOL_PREFERRED", "MPOL_BIND", "MPOL_INTERLEAVE", "MPOL_LOCAL",
@@ -126,6 +129,9 @@ mod tests {
             .clone()
             .unwrap();
         assert!(modes.contains(&"MPOL_BIND".to_string()));
+        // skiff applies both LSMs' labels (crate::lsm).
+        assert_eq!(linux.apparmor().as_ref().unwrap().enabled(), &Some(true));
+        assert_eq!(linux.selinux().as_ref().unwrap().enabled(), &Some(true));
         let net = linux.net_devices().as_ref().unwrap();
         assert_eq!(net.enabled(), &Some(true));
     }

@@ -45,6 +45,8 @@ pub enum InitError {
     Cgroup(#[from] crate::cgroups::CgroupError),
     #[error(transparent)]
     Numa(#[from] crate::numa::NumaError),
+    #[error(transparent)]
+    Lsm(#[from] crate::lsm::LsmError),
     #[error("linux.sysctl: {0}")]
     Procfs(#[from] crate::procfs::ProcfsError),
     #[error("{what}: {source}")]
@@ -238,6 +240,8 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
         tty::setup(console.as_fd_borrowed(), plan.process.console_size, true)?;
     }
     if !plan.options.no_new_keyring {
+        // The keyring is created with the process's SELinux label.
+        crate::lsm::set_keyring_label(&plan.process.labels)?;
         join_session_keyring(&plan.id)?;
     }
     // The memory policy is the process's: set after the runtime's own setup
@@ -313,6 +317,9 @@ pub fn become_process(
         envp: cstrings(&user::with_home(&p.env, p.uid))?,
         caps_after_filter: None,
     };
+    // The LSM labels for the execve, once the rootfs is final and the
+    // runtime reads nothing more from it, while still root (as runc).
+    crate::lsm::set_exec_labels(&p.labels)?;
     // Bounding set while CAP_SETPCAP is still ours; then the identity
     // change, keeping the permitted set across it.
     p.caps.apply_bounding()?;
