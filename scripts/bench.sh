@@ -326,7 +326,8 @@ stop_containerd
 # against containerd's runc handler, pod by pod in turn.
 if ((cri)) && [[ -n $shim_bin ]]; then
     section "CRI: pod start, ExecSync, pod stop ($BENCH_CRI_PODS pods, $BENCH_CRI_EXECS execs each)"
-    if cargo build --release -p skiff-integration --bin cri-bench >"$work/cri-build.log" 2>&1 &&
+    if { ((!build)) || cargo build --release -p skiff-integration --bin cri-bench >"$work/cri-build.log" 2>&1; } &&
+        [[ -x $bin_dir/cri-bench ]] &&
         SKIFF_BIN=$bin_dir/skiff timeout 900 "$bin_dir/cri-bench" "$work/json" \
             "$BENCH_CRI_PODS" "$BENCH_CRI_EXECS" 2>"$work/cri.err"; then
         printf '%s\t%s\tms\n' cri-start "CRI pod start (run+create+start)" cri-exec "CRI ExecSync /bin/true" \
