@@ -6,8 +6,10 @@
 # Builds skiff (and the shim, when it builds) in release mode, makes a busybox
 # bundle, and measures with hyperfine, every runtime in the same hyperfine
 # call:
-#   - `run` of /bin/true; create + start + delete of it; `exec` of /bin/true
-#     into a running container;
+#   - `run` of /bin/true, beside the kernel floor (bench/floor.c, built with
+#     cc: the same namespaces, rootfs mounts, pivot_root, execve, wait and
+#     cgroup mkdir/rmdir with no runtime around them); create + start +
+#     delete of it; `exec` of /bin/true into a running container;
 #   - `run` with 1, 10 and 100 extra tmpfs/bind mounts in the spec;
 #   - 1, 10 and 50 concurrent creates (then deletes), wall time;
 #   - the runtime's peak RSS during `create` (GNU time %M, median);
@@ -17,6 +19,10 @@
 #     `ctr run --rm` through containerd-shim-skiff-v2 + skiff against
 #     containerd-shim-runc-v2 + runc, and each shim's RSS and PSS per pod
 #     with 1, 10 and 50 running containers.
+#   - through containerd's CRI (integration/src/bin/cri-bench.rs), skiff's
+#     handler against the runc handler: RunPodSandbox + CreateContainer +
+#     StartContainer, ExecSync of /bin/true, StopPodSandbox +
+#     RemovePodSandbox (about 30 s in full mode).
 # Then it prints a table (mean ± sd, ratios skiff/runc and skiff/crun), and
 # writes bench/results/<date>-<name>.json (every raw hyperfine export),
 # bench/README.md (the latest table) and bench/chart.png (gnuplot).
@@ -31,12 +37,14 @@
 #                 (plus the release build)
 #   --runs N      hyperfine runs for the single-container benchmarks
 #   --no-shim     skip the containerd/shim part
+#   --no-cri      skip the CRI part
 #   --no-build    use the binaries already in target/x86_64-unknown-linux-gnu/release
 #   --name NAME   results file name suffix (default: quick or full)
 # Environment (override the mode's defaults):
 #   BENCH_RUNS, BENCH_WARMUP, BENCH_SCALE_RUNS (concurrent 10/50 runs),
 #   BENCH_RSS_RUNS, BENCH_SHIM_RUNS, BENCH_MOUNTS ("1 10 100"),
-#   BENCH_CONCURRENCY ("1 10 50"), BENCH_PODS ("1 10 50"), BENCH_NAME.
+#   BENCH_CONCURRENCY ("1 10 50"), BENCH_PODS ("1 10 50"), BENCH_NAME,
+#   BENCH_CRI_PODS (pods per handler), BENCH_CRI_EXECS (ExecSyncs per pod).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -46,12 +54,13 @@ source scripts/bench/common.sh
 
 usage() { sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; }
 
-mode=full shim=1 build=1 runs_opt='' name=${BENCH_NAME:-}
+mode=full shim=1 cri=1 build=1 runs_opt='' name=${BENCH_NAME:-}
 while (($# > 0)); do
     case $1 in
         --quick) mode=quick ;;
         --runs) runs_opt=${2:?--runs needs a number}; shift ;;
         --no-shim) shim=0 ;;
+        --no-cri) cri=0 ;;
         --no-build) build=0 ;;
         --name) name=${2:?--name needs a name}; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -63,10 +72,12 @@ done
 name=${name:-$mode}
 
 if [[ $mode == quick ]]; then
-    d_runs=10 d_warm=2 d_scale=3 d_rss=5 d_shim=5
+    d_runs=10 d_warm=2 d_scale=3 d_rss=5 d_shim=5 d_pods=3 d_execs=10
 else
-    d_runs=50 d_warm=5 d_scale=10 d_rss=20 d_shim=15
+    d_runs=50 d_warm=5 d_scale=10 d_rss=20 d_shim=15 d_pods=10 d_execs=20
 fi
+export BENCH_CRI_PODS=${BENCH_CRI_PODS:-$d_pods}
+export BENCH_CRI_EXECS=${BENCH_CRI_EXECS:-$d_execs}
 export BENCH_RUNS=${runs_opt:-${BENCH_RUNS:-$d_runs}}
 export BENCH_WARMUP=${BENCH_WARMUP:-$d_warm}
 export BENCH_SCALE_RUNS=${BENCH_SCALE_RUNS:-$d_scale}
@@ -75,7 +86,7 @@ export BENCH_SHIM_RUNS=${BENCH_SHIM_RUNS:-$d_shim}
 export BENCH_MOUNTS=${BENCH_MOUNTS:-1 10 100}
 export BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-1 10 50}
 export BENCH_PODS=${BENCH_PODS:-1 10 50}
-for v in BENCH_RUNS BENCH_WARMUP BENCH_SCALE_RUNS BENCH_RSS_RUNS BENCH_SHIM_RUNS; do
+for v in BENCH_RUNS BENCH_WARMUP BENCH_SCALE_RUNS BENCH_RSS_RUNS BENCH_SHIM_RUNS BENCH_CRI_PODS BENCH_CRI_EXECS; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number, not '${!v}'"
 done
 ((BENCH_RUNS >= 2 && BENCH_SCALE_RUNS >= 2 && BENCH_SHIM_RUNS >= 2)) ||
@@ -203,6 +214,18 @@ elif ((shim)); then
     [[ -x $bin_dir/containerd-shim-skiff-v2 ]] && shim_bin=$bin_dir/containerd-shim-skiff-v2
 fi
 
+# --- the kernel floor -------------------------------------------------------------
+# bench/floor.c: clone3 with the bundle's namespaces, its rootfs and kernel
+# mounts, pivot_root, execve, wait, cgroup mkdir/rmdir, and nothing else.
+export BENCH_FLOOR=
+if command -v cc >/dev/null 2>&1 &&
+    { cc -O2 -static -o "$work/floor" bench/floor.c 2>"$work/floor-build.log" ||
+        cc -O2 -o "$work/floor" bench/floor.c 2>>"$work/floor-build.log"; }; then
+    BENCH_FLOOR=$work/floor
+else
+    note "the kernel floor (bench/floor.c) did not build, its column is empty: $(tail -n 1 "$work/floor-build.log" 2>/dev/null || echo 'no C compiler')"
+fi
+
 # --- bundles ----------------------------------------------------------------------
 section "bundles"
 bundles=$work/bundles
@@ -296,6 +319,24 @@ if ((shim)); then
     fi
 fi
 stop_containerd
+
+# --- CRI: what a kubelet waits for ----------------------------------------------------
+# integration/src/bin/cri-bench.rs on the integration harness's CRI node (a
+# private containerd with CRI, in its own network namespace): skiff's handler
+# against containerd's runc handler, pod by pod in turn.
+if ((cri)) && [[ -n $shim_bin ]]; then
+    section "CRI: pod start, ExecSync, pod stop ($BENCH_CRI_PODS pods, $BENCH_CRI_EXECS execs each)"
+    if { ((!build)) || cargo build --release -p skiff-integration --bin cri-bench >"$work/cri-build.log" 2>&1; } &&
+        [[ -x $bin_dir/cri-bench ]] &&
+        SKIFF_BIN=$bin_dir/skiff timeout 900 "$bin_dir/cri-bench" "$work/json" \
+            "$BENCH_CRI_PODS" "$BENCH_CRI_EXECS" 2>"$work/cri.err"; then
+        printf '%s\t%s\tms\n' cri-start "CRI pod start (run+create+start)" cri-exec "CRI ExecSync /bin/true" \
+            cri-stop "CRI pod stop+remove" >>"$work/sections.tsv"
+        note "CRI rows: the runc column is containerd's runc handler (containerd-shim-runc-v2 + runc), the skiff column our handler (containerd-shim-skiff-v2 + skiff), on one containerd $(containerd --version | awk '{print $3}') with CRI; the handlers alternate pod by pod"
+    else
+        note "CRI benchmarks skipped: $(tail -n 2 "$work/cri.err" "$work/cri-build.log" 2>/dev/null | grep -v '^==' | tr '\n' ' ')"
+    fi
+fi
 
 # --- report ---------------------------------------------------------------------------
 section "results"

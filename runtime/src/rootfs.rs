@@ -480,6 +480,10 @@ fn mount_cgroups(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), 
                 )),
             )
             .map_err(mount_err("tmpfs", dest))?;
+            // The tmpfs is fresh and ours: each hierarchy's directory is made
+            // and opened relative to it (nothing there can be a symlink)
+            // instead of being resolved from the root again.
+            let top = sys::open_path_in_root(root, dest).map_err(dest_err(dest))?;
             let mut subs: Vec<(PathBuf, Option<String>, PathBuf)> = controllers
                 .iter()
                 .map(|(mnt, ctrls)| {
@@ -496,7 +500,8 @@ fn mount_cgroups(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), 
                     continue;
                 };
                 let sub = dest.join(name);
-                let d = sys::mkdir_all_in_root(root, &sub, 0o755).map_err(dest_err(&sub))?;
+                let d = sys::mkdir_at(top.as_fd_borrowed(), Path::new(name), 0o755)
+                    .map_err(dest_err(&sub))?;
                 let target = sys::fd_path(d.as_fd_borrowed());
                 let r = match (&ctrls, fresh) {
                     (Some(c), true) => {
@@ -535,10 +540,9 @@ fn mount_cgroups(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), 
                 }
             }
             if ro != 0 {
-                let fd = sys::open_path_in_root(root, dest).map_err(dest_err(dest))?;
                 sys::mount(
                     None,
-                    &sys::fd_path(fd.as_fd_borrowed()),
+                    &sys::fd_path(top.as_fd_borrowed()),
                     None,
                     libc::MS_REMOUNT | flags | ro,
                     Some("mode=755"),
@@ -552,18 +556,34 @@ fn mount_cgroups(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), 
 
 /// The device nodes and the standard links of /dev.
 fn setup_dev(root: BorrowedFd<'_>, devices: &[Device], in_userns: bool) -> Result<(), RootfsError> {
+    // Each parent directory (almost always /dev) is opened once for all of
+    // its nodes: mknodat only ever adds device nodes, never a symlink that
+    // could redirect a later one.
+    let mut dirs: Vec<(PathBuf, OwnedFd)> = Vec::new();
     for d in devices {
         if in_userns {
             // mknod is refused in a user namespace: bind the host's node.
             bind_device(root, d)?;
-        } else {
-            make_device(root, d)?;
+            continue;
         }
+        let parent = d.path.parent().unwrap_or(Path::new("/dev"));
+        let i = match dirs.iter().position(|(p, _)| p == parent) {
+            Some(i) => i,
+            None => {
+                let fd = open_dir_in_root(root, parent).map_err(|source| RootfsError::Device {
+                    path: d.path.clone(),
+                    source,
+                })?;
+                dirs.push((parent.to_path_buf(), fd));
+                dirs.len() - 1
+            }
+        };
+        make_device(dirs[i].1.as_fd_borrowed(), d)?;
     }
-    let dev = sys::mkdir_all_in_root(root, Path::new("/dev"), 0o755)
-        .map_err(dest_err(Path::new("/dev")))?;
-    let dev = sys::reopen(dev.as_fd_borrowed(), libc::O_RDONLY | libc::O_DIRECTORY)
-        .map_err(dest_err(Path::new("/dev")))?;
+    let dev = match dirs.iter().position(|(p, _)| p == Path::new("/dev")) {
+        Some(i) => dirs.swap_remove(i).1,
+        None => open_dir_in_root(root, Path::new("/dev")).map_err(dest_err(Path::new("/dev")))?,
+    };
     // /dev/ptmx must be the devpts instance's, not a host-like node.
     let _ = unlinkat(dev.as_fd_borrowed(), "ptmx");
     for (name, target) in [
@@ -620,18 +640,22 @@ fn bind_device(root: BorrowedFd<'_>, d: &Device) -> Result<(), RootfsError> {
     .map_err(err)
 }
 
-fn make_device(root: BorrowedFd<'_>, d: &Device) -> Result<(), RootfsError> {
+/// A directory inside the root, made if missing, opened for `*at` calls.
+fn open_dir_in_root(root: BorrowedFd<'_>, path: &Path) -> std::io::Result<OwnedFd> {
+    let dir = sys::mkdir_all_in_root(root, path, 0o755)?;
+    sys::reopen(dir.as_fd_borrowed(), libc::O_RDONLY | libc::O_DIRECTORY)
+}
+
+/// The node `d` in `dir`, its parent directory.
+fn make_device(dir: BorrowedFd<'_>, d: &Device) -> Result<(), RootfsError> {
     let err = |source| RootfsError::Device {
         path: d.path.clone(),
         source,
     };
-    let parent = d.path.parent().unwrap_or(Path::new("/dev"));
     let name = d
         .path
         .file_name()
         .ok_or_else(|| err(std::io::Error::from_raw_os_error(libc::EINVAL)))?;
-    let dir = sys::mkdir_all_in_root(root, parent, 0o755).map_err(err)?;
-    let dir = sys::reopen(dir.as_fd_borrowed(), libc::O_RDONLY | libc::O_DIRECTORY).map_err(err)?;
     let c = sys::cstr(name).map_err(err)?;
     let dev = libc::makedev(d.major as u32, d.minor as u32);
     // SAFETY: valid dir fd and name.

@@ -217,6 +217,27 @@ pub fn mkdir_all_in_root(root: BorrowedFd<'_>, path: &Path, mode: u32) -> io::Re
     Ok(cur)
 }
 
+/// `mkdirat` of the single component `name` in `dir` (one already there is
+/// kept), then an `O_PATH` fd of it that refuses to follow a symlink.
+pub fn mkdir_at(dir: BorrowedFd<'_>, name: &Path, mode: u32) -> io::Result<OwnedFd> {
+    let c = cstr(name)?;
+    // SAFETY: dir is a valid directory fd and c a NUL-terminated name.
+    let r = unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(e);
+        }
+    }
+    openat2(
+        dir,
+        name,
+        libc::O_PATH | libc::O_DIRECTORY,
+        0,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS,
+    )
+}
+
 /// Creates an empty regular file at `path` inside `root` (parents made as
 /// needed) unless something already exists there, and returns an `O_PATH`
 /// fd of what is there.

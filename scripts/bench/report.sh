@@ -41,7 +41,8 @@ if [[ -f $work/sections.tsv ]]; then
             "values": (map(.results[]) | map({key: .command, value: {
                 value: (.mean * 1000), spread: (.stddev // 0 | . * 1000),
                 median: (.median * 1000), min: (.min * 1000), max: (.max * 1000),
-                user: (.user * 1000), system: (.system * 1000), runs: (.times | length)}})
+                user: (if .user == null then null else .user * 1000 end),
+                system: (if .system == null then null else .system * 1000 end), runs: (.times | length)}})
                 | from_entries),
             "hyperfine": map(.results[])}' "${files[@]}" >"$rows/$(printf '%03d' "$i").json"
     done <"$work/sections.tsv"
@@ -101,28 +102,31 @@ table_jq='
         else (($a.value / $b.value) | f2) end;
     .rows[] | . as $r
     | [$r.label]
-      + (["skiff", "runc", "crun"] | map($r.values[.] as $v | if $v == null then "–" else ({v: $v, unit: $r.unit} | cell) end))
-      + [ratio($r.values.skiff; $r.values.runc), ratio($r.values.skiff; $r.values.crun)]'
+      + (["skiff", "runc", "crun", "floor"] | map($r.values[.] as $v | if $v == null then "–" else ({v: $v, unit: $r.unit} | cell) end))
+      + [ratio($r.values.skiff; $r.values.runc), ratio($r.values.skiff; $r.values.crun),
+         ratio($r.values.skiff; $r.values.floor)]'
 {
-    printf 'benchmark\tskiff\trunc\tcrun\tskiff/runc\tskiff/crun\n'
+    printf 'benchmark\tskiff\trunc\tcrun\tfloor\tskiff/runc\tskiff/crun\tskiff/floor\n'
     jq -r "$table_jq | @tsv" "$results"
 } | column -t -s $'\t' -o '   '
 
 # CPU time (user + system) of the timed commands: steadier than wall time
-# when the machine is busy with other work. Not for ctr-run: the shim is not
-# a child of ctr, so only the client's CPU would be counted.
+# when the machine is busy with other work. Not for ctr-run nor the CRI rows:
+# the shim is not a child of the client, so only the client's CPU would be
+# counted.
 cpu_jq='
     def f2: (. * 100 | round) as $x | "\($x / 100 | floor).\($x % 100 | tostring | if length < 2 then "0" + . else . end)";
-    def cpu: if . == null then null else .user + .system end;
+    def cpu: if . == null or .user == null then null else .user + .system end;
     def ratio($a; $b): if $a == null or $b == null or $b == 0 then "–" else (($a / $b) | f2) end;
-    .rows[] | select(.kind == "time" and .id != "ctr-run") | . as $r
+    .rows[] | select(.kind == "time" and .id != "ctr-run" and (.id | startswith("cri-") | not)) | . as $r
     | [$r.label]
-      + (["skiff", "runc", "crun"] | map($r.values[.] | cpu | if . == null then "–" else "\(f2) ms" end))
-      + [ratio($r.values.skiff | cpu; $r.values.runc | cpu), ratio($r.values.skiff | cpu; $r.values.crun | cpu)]'
+      + (["skiff", "runc", "crun", "floor"] | map($r.values[.] | cpu | if . == null then "–" else "\(f2) ms" end))
+      + [ratio($r.values.skiff | cpu; $r.values.runc | cpu), ratio($r.values.skiff | cpu; $r.values.crun | cpu),
+         ratio($r.values.skiff | cpu; $r.values.floor | cpu)]'
 echo
 echo "CPU time (user + system, mean per run):"
 {
-    printf 'benchmark\tskiff\trunc\tcrun\tskiff/runc\tskiff/crun\n'
+    printf 'benchmark\tskiff\trunc\tcrun\tfloor\tskiff/runc\tskiff/crun\tskiff/floor\n'
     jq -r "$cpu_jq | @tsv" "$results"
 } | column -t -s $'\t' -o '   '
 
@@ -157,12 +161,36 @@ crun pay the wait and skiff does not; it is also most of their spread. The
 CPU-time table below the main one is steadier for comparing the runtimes'
 own work.
 
+The floor column is `bench/floor.c`, built by the bench with `cc`: the
+least any runtime must ask the kernel for to run this bundle, with no
+runtime around it. It makes the container's cgroup in every hierarchy (a v1
+cpuset gets its parent's cpus and mems), clone3s with the spec's namespaces
+(pid, net, ipc, uts, mount, cgroup), and in the child joins the v1 cgroups,
+bind-mounts the rootfs, mounts proc, the /dev tmpfs, devpts, /dev/shm,
+mqueue and sysfs, pivot_roots, detaches the old root, remounts the root
+read-only, sets the hostname and execs /bin/true; the parent waits and
+removes the cgroups. It skips the policy a runtime adds (device nodes,
+masked and read-only paths, the cgroup mount, capabilities, rlimits,
+no_new_privs, the state file, hooks), so skiff/floor is what skiff costs on
+top of the kernel's unavoidable work. It runs in the same row, the same
+mount namespace and the same hyperfine session as the runtimes.
+
+The CRI rows (integration/src/bin/cri-bench.rs) drive a private containerd
+with its CRI plugin, as a kubelet would: pod start is RunPodSandbox +
+CreateContainer + StartContainer of a `sleep` (a pause sandbox and one app
+container), ExecSync runs `/bin/true` in it, pod stop is StopPodSandbox +
+RemovePodSandbox. The skiff column is skiff's handler
+(`containerd-shim-skiff-v2` + skiff), the runc column containerd's runc
+handler (`containerd-shim-runc-v2` + runc); the two alternate pod by pod.
+They are wall times of the CRI calls only (the work is in containerd and
+the shims, so they have no CPU-time row).
+
 PSS divides shared pages among the processes that map them, so a shim's PSS
 drops when other shims of the same binary run on the machine (containerd's
 runc shim is common); RSS does not depend on them.
 
-| benchmark | skiff | runc | crun | skiff/runc | skiff/crun |
-| --- | ---: | ---: | ---: | ---: | ---: |
+| benchmark | skiff | runc | crun | floor | skiff/runc | skiff/crun | skiff/floor |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 EXPLAIN
     jq -r "$table_jq | \"| \" + join(\" | \") + \" |\"" "$results"
     echo
@@ -170,8 +198,8 @@ EXPLAIN
 CPU time of the same commands (hyperfine's user + system, mean per run),
 steadier than wall time when the machine is busy:
 
-| benchmark | skiff | runc | crun | skiff/runc | skiff/crun |
-| --- | ---: | ---: | ---: | ---: | ---: |
+| benchmark | skiff | runc | crun | floor | skiff/runc | skiff/crun | skiff/floor |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
 CPUTABLE
     jq -r "$cpu_jq | \"| \" + join(\" | \") + \" |\"" "$results"
     echo

@@ -82,6 +82,13 @@ bench() {
 
 cmd_run() { cmdline "${bin[$1]}" --root "$(root_of "$1")" run --bundle "$bundles/true" "$prefix-run"; }
 bench run "run /bin/true" "$BENCH_WARMUP" "$BENCH_RUNS" cmd_run
+# The kernel floor (bench/floor.c) in the same row, the same namespace and
+# cgroup view: what any runtime must ask the kernel for to run this bundle.
+if [[ -x ${BENCH_FLOOR:-} ]]; then
+    hyperfine_one run "run /bin/true" floor "$BENCH_WARMUP" "$BENCH_RUNS" \
+        "$(cmdline "$BENCH_FLOOR" "$bundles/true/rootfs" "$prefix-floor")" || true
+    clear_private_unified
+fi
 
 cmd_life() { cmdline sh "$here/lifecycle.sh" "${bin[$1]}" "$(root_of "$1")" "$bundles/true" "$prefix-life"; }
 bench lifecycle "create+start+delete" "$BENCH_WARMUP" "$BENCH_RUNS" cmd_life

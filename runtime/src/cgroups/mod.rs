@@ -617,6 +617,13 @@ pub(crate) fn write_file(file: &Path, value: &str) -> Result<(), CgroupError> {
 /// `rmdir` with bounded retries on EBUSY (tasks still exiting), then an
 /// error listing the processes still there.
 pub(crate) fn remove_dir(dir: &Path) -> Result<(), CgroupError> {
+    // The common case first: a leaf cgroup whose tasks are gone goes with
+    // one rmdir, without listing its (virtual) files.
+    match std::fs::remove_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
     // Sub-cgroups first (made for `exec --cgroup`, or by the container
     // itself through its cgroup namespace), deepest first, as runc does.
     if let Ok(entries) = std::fs::read_dir(dir) {

@@ -314,27 +314,37 @@ fn create_cpuset(dir: &Path) -> Result<(), CgroupError> {
 }
 
 fn fill_cpuset(dir: &Path, depth: usize) -> Result<(), CgroupError> {
-    let Some(parent) = dir.parent() else {
-        return Ok(());
-    };
     for file in ["cpuset.cpus", "cpuset.mems"] {
-        let p = dir.join(file);
-        let cur = crate::sys::read_text(&p).map_err(|source| CgroupError::Read {
-            path: p.clone(),
-            source,
-        })?;
-        if !cur.trim().is_empty() {
-            continue;
-        }
-        if depth < 64 {
-            fill_cpuset(parent, depth + 1)?;
-        }
+        fill_cpuset_file(dir, file, depth)?;
+    }
+    Ok(())
+}
+
+/// Gives `dir/file` its parent's value when empty (the parent filled first
+/// the same way), reading each level once; returns the value it has.
+fn fill_cpuset_file(dir: &Path, file: &str, depth: usize) -> Result<String, CgroupError> {
+    let p = dir.join(file);
+    let cur = crate::sys::read_text(&p).map_err(|source| CgroupError::Read {
+        path: p.clone(),
+        source,
+    })?;
+    let cur = cur.trim();
+    if !cur.is_empty() {
+        return Ok(cur.to_string());
+    }
+    let Some(parent) = dir.parent() else {
+        return Ok(String::new());
+    };
+    let v = if depth < 64 {
+        fill_cpuset_file(parent, file, depth + 1)?
+    } else {
         let pp = parent.join(file);
         let v =
             crate::sys::read_text(&pp).map_err(|source| CgroupError::Read { path: pp, source })?;
-        write_file(&p, v.trim())?;
-    }
-    Ok(())
+        v.trim().to_string()
+    };
+    write_file(&p, &v)?;
+    Ok(v)
 }
 
 /// Clock ticks per second of `cpuacct.stat` (USER_HZ, 100 on Linux).
