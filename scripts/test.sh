@@ -70,9 +70,9 @@ step build cargo build --workspace
 if passed build; then
     # Everything but the root-only integration crate: unit tests and the
     # property tests over config parsing (runtime/tests/).
-    step unit cargo test --workspace --exclude skiff-integration
+    step unit cargo test --workspace --exclude skiff-integration --no-fail-fast
     if ((EUID == 0)); then
-        step integration cargo test -p skiff-integration -- --test-threads=2 "${filters[@]}"
+        step integration cargo test -p skiff-integration --no-fail-fast -- --test-threads=2 "${filters[@]}"
     else
         skip integration "needs root"
     fi
