@@ -212,13 +212,18 @@ fn kill_unrecorded(c: &Container, signal: i32, all: bool, e: RuntimeError) -> Re
     if !e.is_not_found() || !c.init.state.is_alive() {
         return Err(kill_error(&c.id, e));
     }
+    // The init first: once the cgroup's processes are signalled it may die and be reaped, and a
+    // signal to its pid after that would be refused (or reach a reused pid).
+    crate::reaper::signal(c.init.pid, signal)
+        .map_err(|_| ServiceError::Finished { id: c.id.clone() })?;
     if all {
         for pid in c.cgroup.as_ref().map(Cgroup::pids).unwrap_or_default() {
-            let _ = crate::reaper::signal(pid, signal);
+            if pid != c.init.pid {
+                let _ = crate::reaper::signal(pid, signal);
+            }
         }
     }
-    crate::reaper::signal(c.init.pid, signal)
-        .map_err(|_| ServiceError::Finished { id: c.id.clone() })
+    Ok(())
 }
 
 /// What the service needs from `main`.
