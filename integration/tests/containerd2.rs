@@ -807,3 +807,47 @@ fn stats_carry_every_field_the_cgroup_files_have() -> Result<()> {
     remove(&c, id)?;
     Ok(())
 }
+
+/// containerd's log line for connecting to the shim of container `id` (2.x logs one).
+fn connect_line(c: &Containerd, id: &str) -> Option<String> {
+    let needle = format!("connecting to shim {id}");
+    c.log()
+        .lines()
+        .find(|l| l.contains(&needle))
+        .map(str::to_string)
+}
+
+#[test]
+fn containerd_2_speaks_task_v3_with_the_shim_and_1_6_still_gets_a_bare_address() -> Result<()> {
+    for c in both_containerds()? {
+        let v2 = c.version() == skiff_integration::containerd::Version::V2_4;
+        let id = "boot";
+        run_sleeper(&c, SKIFF_RUNTIME, id, &[])?;
+        // Task calls beyond create/start go over the same connection.
+        let out = c.ctr_ok(&["task", "exec", "--exec-id", "e1", id, "echo", "hello"])?;
+        assert_eq!(out.stdout.trim(), "hello", "{:?}", c.version());
+        c.ctr_ok(&["task", "pause", id])?;
+        assert_eq!(c.task_status(id)?.as_deref(), Some("PAUSED"));
+        c.ctr_ok(&["task", "resume", id])?;
+        c.ctr_ok(&["task", "metrics", id])?;
+        let address = std::fs::read_to_string(c.bundle(id).join("address"))?;
+        assert!(address.starts_with("unix:///"), "{address}");
+        if v2 {
+            // containerd records the parsed answer in bootstrap.json and logs the version it uses.
+            let boot = std::fs::read_to_string(c.bundle(id).join("bootstrap.json"))?;
+            let boot: serde_json::Value = serde_json::from_str(&boot)?;
+            assert_eq!(boot["version"], 3, "{boot}");
+            assert_eq!(boot["protocol"], "ttrpc", "{boot}");
+            assert_eq!(boot["address"], address.as_str(), "{boot}");
+            let line = connect_line(&c, id).unwrap_or_default();
+            assert!(
+                line.contains("version=3") && line.contains(&address),
+                "containerd 2.4 did not connect with Task v3: {line:?}\n{}",
+                c.log_tail()
+            );
+        }
+        remove(&c, id)?;
+        assert!(c.skiff_shim_pids().is_empty(), "{:?}", c.version());
+    }
+    Ok(())
+}
