@@ -808,18 +808,19 @@ fn stats_carry_every_field_the_cgroup_files_have() -> Result<()> {
     Ok(())
 }
 
-/// containerd's log line for connecting to the shim of container `id` (2.x logs one).
-fn connect_line(c: &Containerd, id: &str) -> Option<String> {
+/// containerd's log lines for connecting to the shim of container `id` (2.x logs them).
+fn connect_lines(c: &Containerd, id: &str) -> Vec<String> {
     let needle = format!("connecting to shim {id}");
     c.log()
         .lines()
-        .find(|l| l.contains(&needle))
+        .filter(|l| l.contains(&needle))
         .map(str::to_string)
+        .collect()
 }
 
 #[test]
 fn containerd_2_speaks_task_v3_with_the_shim_and_1_6_still_gets_a_bare_address() -> Result<()> {
-    for c in both_containerds()? {
+    for mut c in both_containerds()? {
         let v2 = c.version() == skiff_integration::containerd::Version::V2_4;
         let id = "boot";
         run_sleeper(&c, SKIFF_RUNTIME, id, &[])?;
@@ -839,11 +840,22 @@ fn containerd_2_speaks_task_v3_with_the_shim_and_1_6_still_gets_a_bare_address()
             assert_eq!(boot["version"], 3, "{boot}");
             assert_eq!(boot["protocol"], "ttrpc", "{boot}");
             assert_eq!(boot["address"], address.as_str(), "{boot}");
-            let line = connect_line(&c, id).unwrap_or_default();
+            let lines = connect_lines(&c, id);
             assert!(
-                line.contains("version=3") && line.contains(&address),
-                "containerd 2.4 did not connect with Task v3: {line:?}\n{}",
+                lines.len() == 1 && lines[0].contains("version=3") && lines[0].contains(&address),
+                "containerd 2.4 did not connect with Task v3: {lines:?}\n{}",
                 c.log_tail()
+            );
+        }
+        // A restarted containerd reconnects the way it recorded (2.x: bootstrap.json).
+        c.restart()?;
+        let out = c.ctr_ok(&["task", "exec", "--exec-id", "e2", id, "echo", "again"])?;
+        assert_eq!(out.stdout.trim(), "again", "{:?}", c.version());
+        if v2 {
+            let lines = connect_lines(&c, id);
+            assert!(
+                lines.len() == 2 && lines[1].contains("version=3"),
+                "after the restart: {lines:?}"
             );
         }
         remove(&c, id)?;
