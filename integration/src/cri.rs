@@ -802,7 +802,6 @@ impl CriNode {
                 (skiff, "{dir}/skiff-systemd-root".into()),
             ],
             own_netns: true,
-            ..StartOptions::default()
         })?;
         containerd.import_busybox()?;
         containerd.import_image(&pause_image()?)?;
