@@ -546,6 +546,9 @@ fn failed_sandboxes(version: Version) -> Result<()> {
     let err = cri.run_pod_sandbox(&pod_cfg, BROKEN_HANDLER).unwrap_err();
     eprintln!("broken handler: {err}");
     assert!(err.message().contains("no-such-runtime"), "{err}");
+    // The shim's failed spawns (Create's, and `delete`'s after it) do not panic it.
+    let log = node.containerd().log();
+    assert!(!log.contains("panicked"), "a shim panicked:\n{log}");
 
     assert!(cri.list_pod_sandbox()?.is_empty());
     assert!(
