@@ -1,13 +1,15 @@
 //! Kubernetes' path to a runtime: a private containerd with its CRI plugin, and a CRI client.
 //!
 //! [`CriNode::start`] plays the node: Debian's containerd (see [`crate::containerd`]) with the CRI
-//! plugin on, its own root, state and socket, started in a network namespace of its own so that
+//! plugin on ([`CriNode::start_v2`]: containerd 2.4 with config version 3's CRI plugins, the
+//! handler tables under `io.containerd.cri.v1.runtime`, the sandbox image pinned in
+//! `io.containerd.cri.v1.images`), its own root, state and socket, started in a network namespace of its own so that
 //! what CNI does on the "host" side (the `ptp` plugin's veth ends and routes, `ip_forward`) never
 //! reaches the real host, and these runtime handlers:
 //!
 //! | handler | runtime_type | options |
 //! | --- | --- | --- |
-//! | `skiff` | `io.containerd.skiff.v2` | the table of `scripts/containerd-config.toml`, its `ConfigPath` pointed at a file naming the built `skiff` and a root in the instance dir |
+//! | `skiff` | `io.containerd.skiff.v2` | the table of `scripts/containerd-config.toml` (2.4: `scripts/containerd-config-v3.toml`), its `ConfigPath` pointed at a file naming the built `skiff` and a root in the instance dir |
 //! | `runc` (default) | `io.containerd.runc.v2` | `/usr/sbin/runc`, a root in the instance dir |
 //! | `runc-shim-skiff` | `io.containerd.runc.v2` | `BinaryName` = the built `skiff`: containerd's runc shim driving skiff |
 //! | `skiff-broken` | `io.containerd.skiff.v2` | a `BinaryName` that does not exist: every sandbox fails to start |
@@ -45,7 +47,7 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::Status;
 
-use crate::containerd::{image_archive, Containerd, StartOptions, IMAGE};
+use crate::containerd::{containerd2_bin, image_archive, Containerd, StartOptions, Version, IMAGE};
 use crate::harness::{default_timeout, runtime_binary};
 use crate::host::{all_cgroup_dirs, cgroup_mode, mount_points_under, CgroupMode};
 
@@ -68,8 +70,11 @@ pub const CNI_NETWORK: &str = "skiff-it";
 /// The pods' addresses (inside the node's own network namespace: no route leaves it).
 pub const POD_SUBNET: &str = "10.88.0.0/24";
 
-/// The containerd config snippet the README documents, used here as it is.
+/// The containerd config snippet the README documents (config version 2, containerd 1.x), used
+/// here as it is.
 const CONFIG_SNIPPET: &str = include_str!("../../scripts/containerd-config.toml");
+/// Its config version 3 form (containerd 2.x), used as it is for containerd 2.4.
+const CONFIG_SNIPPET_V3: &str = include_str!("../../scripts/containerd-config-v3.toml");
 /// The options file path the snippet names (replaced by one in the instance dir).
 const SNIPPET_OPTIONS_PATH: &str = "/etc/containerd/skiff-runtime.toml";
 
@@ -444,11 +449,10 @@ fn node_files() -> Vec<(String, String)> {
     ]
 }
 
-/// The CRI part of the node's containerd config.
-fn cri_config() -> String {
-    // The documented snippet's tables (everything from its first table on), with its options file
-    // replaced by the instance's.
-    let snippet: String = CONFIG_SNIPPET
+/// The documented snippet's tables (everything from its first table on), with its options file
+/// replaced by the instance's.
+fn snippet_tables(snippet: &str) -> String {
+    snippet
         .lines()
         .skip_while(|l| !l.trim_start().starts_with('['))
         .map(|l| {
@@ -457,42 +461,98 @@ fn cri_config() -> String {
                 l.replace(SNIPPET_OPTIONS_PATH, "{dir}/skiff-runtime.toml")
             )
         })
-        .collect();
-    format!(
-        r#"[plugins."io.containerd.grpc.v1.cri"]
+        .collect()
+}
+
+/// The test handlers' tables (all but `skiff`, which the snippet brings) under `runtimes`, the
+/// table of the CRI plugin's runtime handlers.
+fn handler_tables(runtimes: &str) -> String {
+    let skiff = runtime_binary().display().to_string();
+    let handlers = [
+        (
+            RUNC_HANDLER,
+            "io.containerd.runc.v2",
+            "BinaryName = \"/usr/sbin/runc\"\nRoot = \"{dir}/runc-root\"".to_string(),
+        ),
+        (
+            RUNC_SHIM_SKIFF_HANDLER,
+            "io.containerd.runc.v2",
+            format!("BinaryName = \"{skiff}\"\nRoot = \"{{dir}}/runc-shim-skiff-root\""),
+        ),
+        (
+            BROKEN_HANDLER,
+            "io.containerd.skiff.v2",
+            "ConfigPath = \"{dir}/skiff-broken.toml\"".to_string(),
+        ),
+        (
+            SKIFF_SYSTEMD_HANDLER,
+            "io.containerd.skiff.v2",
+            "ConfigPath = \"{dir}/skiff-systemd.toml\"".to_string(),
+        ),
+    ];
+    handlers
+        .iter()
+        .map(|(name, runtime_type, options)| {
+            format!(
+                "[{runtimes}.{name}]\n  runtime_type = \"{runtime_type}\"\n\
+                 [{runtimes}.{name}.options]\n  {}\n",
+                options.replace('\n', "\n  ")
+            )
+        })
+        .collect()
+}
+
+/// The CRI part of the node's containerd config: config version 2's single CRI plugin for
+/// containerd 1.6, version 3's split `io.containerd.cri.v1.runtime` / `.images` plugins for 2.x.
+fn cri_config(version: Version) -> String {
+    match version {
+        Version::Debian => {
+            let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
+            format!(
+                r#"[{cri}]
   sandbox_image = "{PAUSE_IMAGE}"
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".cni]
+  [{cri}.cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "{{dir}}/cni"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
+  [{cri}.containerd]
     default_runtime_name = "{RUNC_HANDLER}"
     snapshotter = "overlayfs"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC_HANDLER}]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC_HANDLER}.options]
-        BinaryName = "/usr/sbin/runc"
-        Root = "{{dir}}/runc-root"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC_SHIM_SKIFF_HANDLER}]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{RUNC_SHIM_SKIFF_HANDLER}.options]
-        BinaryName = "{skiff}"
-        Root = "{{dir}}/runc-shim-skiff-root"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{BROKEN_HANDLER}]
-      runtime_type = "io.containerd.skiff.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{BROKEN_HANDLER}.options]
-        ConfigPath = "{{dir}}/skiff-broken.toml"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{SKIFF_SYSTEMD_HANDLER}]
-      runtime_type = "io.containerd.skiff.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.{SKIFF_SYSTEMD_HANDLER}.options]
-        ConfigPath = "{{dir}}/skiff-systemd.toml"
-
-{snippet}"#,
-        skiff = runtime_binary().display()
-    )
+{handlers}
+{tables}"#,
+                handlers = handler_tables(&format!("{cri}.containerd.runtimes")),
+                tables = snippet_tables(CONFIG_SNIPPET),
+            )
+        }
+        Version::V2_4 => {
+            let runtime = r#"plugins."io.containerd.cri.v1.runtime""#;
+            let images = r#"plugins."io.containerd.cri.v1.images""#;
+            format!(
+                r#"[plugins."io.containerd.grpc.v1.cri"]
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+[{images}]
+  snapshotter = "overlayfs"
+  [{images}.pinned_images]
+    sandbox = "{PAUSE_IMAGE}"
+[{runtime}]
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  [{runtime}.cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "{{dir}}/cni"
+  [{runtime}.containerd]
+    default_runtime_name = "{RUNC_HANDLER}"
+{handlers}
+{tables}"#,
+                handlers = handler_tables(&format!("{runtime}.containerd.runtimes")),
+                tables = snippet_tables(CONFIG_SNIPPET_V3),
+            )
+        }
+    }
 }
 
 /// The pause image archive, built once per test process.
@@ -710,14 +770,28 @@ impl std::fmt::Debug for CriNode {
 }
 
 impl CriNode {
-    /// Start containerd with CRI, import the images and wait until CRI reports itself ready.
+    /// Start containerd 1.6 with CRI, import the images and wait until CRI reports itself ready.
     pub fn start() -> Result<CriNode> {
+        CriNode::start_on(Version::Debian)
+    }
+
+    /// The same node on containerd 2.4 (config version 3); `None` (the caller skips, the reason
+    /// is printed) when the containerd 2.4 tarball is absent.
+    pub fn start_v2() -> Result<Option<CriNode>> {
+        if containerd2_bin()?.is_none() {
+            return Ok(None);
+        }
+        CriNode::start_on(Version::V2_4).map(Some)
+    }
+
+    fn start_on(version: Version) -> Result<CriNode> {
         if let Some(why) = unsupported_reason() {
             bail!("{why}");
         }
         let skiff = runtime_binary();
         let containerd = Containerd::start_with(StartOptions {
-            cri_config: Some(cri_config()),
+            cri_config: Some(cri_config(version)),
+            version,
             files: node_files(),
             namespace: Some(K8S_NAMESPACE.into()),
             runtime_roots: vec![
@@ -728,7 +802,6 @@ impl CriNode {
                 (skiff, "{dir}/skiff-systemd-root".into()),
             ],
             own_netns: true,
-            ..StartOptions::default()
         })?;
         containerd.import_busybox()?;
         containerd.import_image(&pause_image()?)?;
@@ -1098,7 +1171,14 @@ mod tests {
 
     #[test]
     fn the_documented_snippet_is_in_the_config() {
-        let cfg = cri_config();
+        let cfg = cri_config(Version::V2_4);
+        assert!(cfg.contains(
+            "[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.skiff.options]"
+        ));
+        assert!(cfg.contains("ConfigPath = '{dir}/skiff-runtime.toml'"));
+        assert!(!cfg.contains(SNIPPET_OPTIONS_PATH));
+        assert!(!cfg.contains("version = 3"));
+        let cfg = cri_config(Version::Debian);
         assert!(cfg.contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.skiff]"));
         assert!(cfg.contains("runtime_type = \"io.containerd.skiff.v2\""));
         assert!(cfg.contains("ConfigPath = \"{dir}/skiff-runtime.toml\""));

@@ -807,3 +807,59 @@ fn stats_carry_every_field_the_cgroup_files_have() -> Result<()> {
     remove(&c, id)?;
     Ok(())
 }
+
+/// containerd's log lines for connecting to the shim of container `id` (2.x logs them).
+fn connect_lines(c: &Containerd, id: &str) -> Vec<String> {
+    let needle = format!("connecting to shim {id}");
+    c.log()
+        .lines()
+        .filter(|l| l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn containerd_2_speaks_task_v3_with_the_shim_and_1_6_still_gets_a_bare_address() -> Result<()> {
+    for mut c in both_containerds()? {
+        let v2 = c.version() == skiff_integration::containerd::Version::V2_4;
+        let id = "boot";
+        run_sleeper(&c, SKIFF_RUNTIME, id, &[])?;
+        // Task calls beyond create/start go over the same connection.
+        let out = c.ctr_ok(&["task", "exec", "--exec-id", "e1", id, "echo", "hello"])?;
+        assert_eq!(out.stdout.trim(), "hello", "{:?}", c.version());
+        c.ctr_ok(&["task", "pause", id])?;
+        assert_eq!(c.task_status(id)?.as_deref(), Some("PAUSED"));
+        c.ctr_ok(&["task", "resume", id])?;
+        c.ctr_ok(&["task", "metrics", id])?;
+        let address = std::fs::read_to_string(c.bundle(id).join("address"))?;
+        assert!(address.starts_with("unix:///"), "{address}");
+        if v2 {
+            // containerd records the parsed answer in bootstrap.json and logs the version it uses.
+            let boot = std::fs::read_to_string(c.bundle(id).join("bootstrap.json"))?;
+            let boot: serde_json::Value = serde_json::from_str(&boot)?;
+            assert_eq!(boot["version"], 3, "{boot}");
+            assert_eq!(boot["protocol"], "ttrpc", "{boot}");
+            assert_eq!(boot["address"], address.as_str(), "{boot}");
+            let lines = connect_lines(&c, id);
+            assert!(
+                lines.len() == 1 && lines[0].contains("version=3") && lines[0].contains(&address),
+                "containerd 2.4 did not connect with Task v3: {lines:?}\n{}",
+                c.log_tail()
+            );
+        }
+        // A restarted containerd reconnects the way it recorded (2.x: bootstrap.json).
+        c.restart()?;
+        let out = c.ctr_ok(&["task", "exec", "--exec-id", "e2", id, "echo", "again"])?;
+        assert_eq!(out.stdout.trim(), "again", "{:?}", c.version());
+        if v2 {
+            let lines = connect_lines(&c, id);
+            assert!(
+                lines.len() == 2 && lines[1].contains("version=3"),
+                "after the restart: {lines:?}"
+            );
+        }
+        remove(&c, id)?;
+        assert!(c.skiff_shim_pids().is_empty(), "{:?}", c.version());
+    }
+    Ok(())
+}

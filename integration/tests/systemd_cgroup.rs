@@ -333,15 +333,13 @@ fn without_systemd_the_error_says_so() -> Result<()> {
 }
 
 /// Kubernetes with the systemd cgroup driver: a CRI pod whose parent is kubelet's
-/// `kubepods-burstable-pod<uid>.slice`, through our shim with `SystemdCgroup = true`. The sandbox
-/// and the app are scopes under the expanded slice, the app's limits are its unit's properties,
-/// exec and stats work, and removing the pod leaves no unit.
+/// `kubepods-burstable-pod<uid>.slice`, through our shim with `SystemdCgroup = true`, on
+/// containerd 1.6 and (where its tarball is) 2.4. The sandbox and the app are scopes under the
+/// expanded slice, the app's limits are its unit's properties, exec and stats work, and removing
+/// the pod leaves no unit.
 #[test]
 fn a_cri_pod_with_systemd_cgroup() -> Result<()> {
-    use skiff_integration::containerd::IMAGE;
-    use skiff_integration::cri::{
-        container_config, kubelet_resources, CriNode, SKIFF_SYSTEMD_HANDLER,
-    };
+    use skiff_integration::cri::CriNode;
     if !have_systemd("a_cri_pod_with_systemd_cgroup") {
         return Ok(());
     }
@@ -349,10 +347,27 @@ fn a_cri_pod_with_systemd_cgroup() -> Result<()> {
         eprintln!("a_cri_pod_with_systemd_cgroup: skipped: {why}");
         return Ok(());
     }
-    let node = CriNode::start()?;
+    cri_pod_with_systemd_cgroup(&CriNode::start()?, "sd")?;
+    match CriNode::start_v2()? {
+        Some(node) => cri_pod_with_systemd_cgroup(&node, "sd2"),
+        None => {
+            eprintln!(
+                "a_cri_pod_with_systemd_cgroup: containerd 2.4 not found: only 1.6 is tested"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// [`a_cri_pod_with_systemd_cgroup`] on `node`, the pod's uid starting with `tag`.
+fn cri_pod_with_systemd_cgroup(node: &skiff_integration::cri::CriNode, tag: &str) -> Result<()> {
+    use skiff_integration::containerd::IMAGE;
+    use skiff_integration::cri::{
+        container_config, kubelet_resources, CriNode, SKIFF_SYSTEMD_HANDLER,
+    };
     let cri = node.cri();
     // kubelet's systemd driver: the pod uid's dashes become underscores in the slice name.
-    let uid = format!("sd_{}", std::process::id());
+    let uid = format!("{tag}_{}", std::process::id());
     let parent = format!("kubepods-burstable-pod{uid}.slice");
     let _stop = StopSlice(parent.clone());
     let pod_cfg = node.pod_config("sdweb", &uid, &parent);
@@ -363,6 +378,18 @@ fn a_cri_pod_with_systemd_cgroup() -> Result<()> {
     let pause_pid = CriNode::info_pid(&status.info)?;
     let sandbox_unit = format!("cri-containerd-{pod}.scope");
     assert_eq!(cgroup_of(pause_pid)?, format!("{slice_dir}/{sandbox_unit}"));
+    if node.containerd().version() == skiff_integration::containerd::Version::V2_4 {
+        let needle = format!("connecting to shim {pod}");
+        let log = node.containerd().log();
+        let line = log
+            .lines()
+            .find(|l| l.contains(&needle))
+            .unwrap_or_default();
+        assert!(
+            line.contains("version=3"),
+            "containerd 2.4 and the shim: {line:?}"
+        );
+    }
 
     let mib = 1024 * 1024;
     let mut app_cfg = container_config(

@@ -372,20 +372,20 @@ fn publish_binary(target: &Target, reaper: &Arc<Reaper>, ev: &Event) -> Result<(
     };
     let data = ev.event.write_to_bytes().map_err(|e| e.to_string())?;
     let sub = reaper.subscribe();
-    let mut child = Command::new(binary)
-        .args([
-            "--address",
-            &target.grpc_address,
-            "publish",
-            "--topic",
-            ev.topic,
-        ])
-        .args(["--namespace", &target.namespace])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("running {}: {e}", binary.display()))?;
+    let mut cmd = Command::new(binary);
+    cmd.args([
+        "--address",
+        &target.grpc_address,
+        "publish",
+        "--topic",
+        ev.topic,
+    ])
+    .args(["--namespace", &target.namespace])
+    .stdin(Stdio::piped())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    let mut child =
+        crate::reaper::spawn(&mut cmd).map_err(|e| format!("running {}: {e}", binary.display()))?;
     if let Some(mut stdin) = child.stdin.take() {
         let _ = stdin.write_all(&data);
     }

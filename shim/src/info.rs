@@ -74,41 +74,62 @@ pub fn run(shim_dir: Option<&Path>) -> Result<(), InfoError> {
         .map_err(InfoError::Write)
 }
 
+/// What containerd wrote on the shim's stdin: the runtime options, and whether they came inside
+/// a `BootstrapParams` (see [`stdin_in`]).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Stdin {
+    pub options: Option<Any>,
+    /// containerd 2.3+ wrote a `BootstrapParams`: it reads a JSON bootstrap answer from `start`.
+    pub bootstrap: bool,
+}
+
 /// The runtime options containerd writes on stdin (for `-info` and `start`); none when stdin is
-/// empty (or a terminal: a person asking). See [`options_in`] for the two shapes.
+/// empty (or a terminal: a person asking). See [`stdin_in`] for the two shapes.
 pub fn read_options() -> Result<Option<Any>, InfoError> {
+    read_stdin().map(|s| s.options)
+}
+
+/// What containerd wrote on stdin, read to its end.
+pub fn read_stdin() -> Result<Stdin, InfoError> {
     let mut stdin = std::io::stdin();
     if stdin.is_terminal() {
-        return Ok(None);
+        return Ok(Stdin::default());
     }
     let mut bytes = Vec::new();
     stdin.read_to_end(&mut bytes).map_err(InfoError::Stdin)?;
-    options_in(&bytes)
+    stdin_in(&bytes)
 }
 
-/// The runtime options in what containerd wrote on stdin, which comes in two shapes:
+/// What containerd wrote on stdin, which comes in two shapes:
 ///
 /// | sent by | stdin holds |
 /// | --- | --- |
 /// | containerd 1.x–2.2, and 2.4 for `-info` | the options `Any` itself (fields 1 and 2 only) |
-/// | containerd 2.4 for `start` | a `containerd.runtime.bootstrap.v1.BootstrapParams` (id, namespace, addresses, ...) whose `extensions` carry the options `Any` among others |
+/// | containerd 2.3+ for `start` | a `containerd.runtime.bootstrap.v1.BootstrapParams` (id, namespace, addresses, ...) whose `extensions` carry the options `Any` among others |
 ///
 /// An `Any` has no field beyond 2, so a message that has one is the bootstrap form; from it the
 /// first extension of one of the option types is taken.
-pub fn options_in(bytes: &[u8]) -> Result<Option<Any>, InfoError> {
+pub fn stdin_in(bytes: &[u8]) -> Result<Stdin, InfoError> {
     if bytes.is_empty() {
-        return Ok(None);
+        return Ok(Stdin::default());
     }
     let any = Any::parse_from_bytes(bytes).map_err(InfoError::Decode)?;
     if any.special_fields.unknown_fields().iter().next().is_none() {
-        return Ok(Some(any));
+        return Ok(Stdin {
+            options: Some(any),
+            bootstrap: false,
+        });
     }
     let params = BootstrapParams::parse_from_bytes(bytes).map_err(InfoError::Decode)?;
-    Ok(params
+    let options = params
         .extensions
         .into_iter()
         .filter_map(|e| e.value.into_option())
-        .find(|v| matches!(type_name(v), RUNC_OPTIONS | RUNTIME_OPTIONS)))
+        .find(|v| matches!(type_name(v), RUNC_OPTIONS | RUNTIME_OPTIONS));
+    Ok(Stdin {
+        options,
+        bootstrap: true,
+    })
 }
 
 /// `BINARY features` as one line of JSON; `None` when the binary fails or prints something else
@@ -186,6 +207,10 @@ mod tests {
         assert!(back.annotations.is_empty());
     }
 
+    fn options_in(bytes: &[u8]) -> Result<Option<Any>, InfoError> {
+        stdin_in(bytes).map(|s| s.options)
+    }
+
     #[test]
     fn options_come_bare_or_inside_bootstrap_params() {
         use skiff_proto::protos::bootstrap_api::Extension;
@@ -208,8 +233,16 @@ mod tests {
             params.extensions.push(e);
         }
         let boot = params.write_to_bytes().unwrap();
-        assert_eq!(options_in(&boot).unwrap(), Some(opts));
+        assert_eq!(options_in(&boot).unwrap(), Some(opts.clone()));
+        assert!(stdin_in(&boot).unwrap().bootstrap);
+        assert!(!stdin_in(&bare).unwrap().bootstrap);
+        assert!(!stdin_in(&[]).unwrap().bootstrap);
         params.extensions.clear();
+        assert!(
+            stdin_in(&params.write_to_bytes().unwrap())
+                .unwrap()
+                .bootstrap
+        );
         assert_eq!(options_in(&params.write_to_bytes().unwrap()).unwrap(), None);
     }
 

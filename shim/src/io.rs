@@ -371,7 +371,7 @@ fn start_logger(
             Ok(())
         });
     }
-    let mut child = cmd.spawn().map_err(|source| IoError::Logger {
+    let mut child = crate::reaper::spawn(&mut cmd).map_err(|source| IoError::Logger {
         path: path.to_path_buf(),
         source,
     })?;

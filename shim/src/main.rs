@@ -4,7 +4,7 @@
 //!
 //! | invocation | what it does |
 //! | --- | --- |
-//! | `-namespace NS -address A -publish-binary B -id ID [-debug] start` | run in the bundle directory: start (or reuse) the server, write `address` in the bundle, print the address |
+//! | `-namespace NS -address A -publish-binary B -id ID [-debug] start` | run in the bundle directory: start (or reuse) the server, write `address` in the bundle, print the address (containerd 2.3+, which writes a `BootstrapParams` on stdin: the JSON bootstrap `{"version":3,"address":…,"protocol":"ttrpc"}`) |
 //! | `-namespace NS -address A -id ID [-bundle DIR] delete` | clean up after a dead shim: force-delete the container, unmount the rootfs, print a `DeleteResponse` |
 //! | `-info` | print a `RuntimeInfo` (name, version, the runtime's features) for the options on stdin ([`info`]) |
 //! | `-v` | print the version |
@@ -64,6 +64,7 @@ use skiff_proto::api::DeleteResponse;
 use skiff_proto::convert::timestamp;
 use skiff_proto::event_types::task::TaskOOM;
 use skiff_proto::options::RuntimeOptions;
+use skiff_proto::protobuf::well_known_types::any::Any;
 use skiff_proto::protobuf::Message;
 use skiff_proto::protos::topics;
 
@@ -240,10 +241,14 @@ fn start(args: &Args) -> Result<(), MainError> {
     let key = group_key(&config, &args.id);
     let path = socket_path(args, &key);
     let address = format!("unix://{}", path.display());
+    // Before anything else: what containerd wrote tells which answer it reads. Unreadable
+    // options are left to `Create` to report.
+    let stdin = info::read_stdin().unwrap_or_default();
+    let answer = start_answer(&address, stdin.bootstrap);
 
     let Some(listener) = bind_or_share(&path)? else {
         // A server for this pod is running: share it.
-        return announce(&bundle, &address, None);
+        return announce(&bundle, &address, &answer, None);
     };
 
     let exe = std::env::current_exe().map_err(file_err("finding", Path::new("/proc/self/exe")))?;
@@ -279,13 +284,23 @@ fn start(args: &Args) -> Result<(), MainError> {
     let mut child = cmd.spawn().map_err(MainError::Spawn)?;
     // Before containerd learns the address, as containerd's runc shim does: the server (and the
     // runtime commands it starts) are accounted to the ShimCgroup from the first request on.
-    if let Err(e) = enter_shim_cgroup(child.id()) {
+    if let Err(e) = enter_shim_cgroup(child.id(), stdin.options) {
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    announce(&bundle, &address, Some(child.id()))
+    announce(&bundle, &address, &answer, Some(child.id()))
+}
+
+/// What `start` prints: containerd 2.3+ (which wrote a `BootstrapParams` on stdin) reads the
+/// JSON bootstrap and then speaks Task v3; older containerds (1.6 cannot parse JSON) take the
+/// bare address and speak Task v2. The server serves both.
+fn start_answer(address: &str, bootstrap: bool) -> String {
+    if !bootstrap {
+        return address.to_string();
+    }
+    serde_json::json!({"version": 3, "address": address, "protocol": "ttrpc"}).to_string()
 }
 
 /// Bind the server socket at `path`, or `None` when a server already answers there.
@@ -325,10 +340,7 @@ fn bind_or_share(path: &Path) -> Result<Option<UnixListener>, MainError> {
 
 /// Move the new server into the `ShimCgroup` of the runtime options containerd wrote on stdin.
 /// Options that cannot be read are left to `Create` to report.
-fn enter_shim_cgroup(pid: u32) -> Result<(), MainError> {
-    let Ok(options) = info::read_options() else {
-        return Ok(());
-    };
+fn enter_shim_cgroup(pid: u32, options: Option<Any>) -> Result<(), MainError> {
     let Ok(opts) = RuntimeOptions::from_any(options.as_ref()) else {
         return Ok(());
     };
@@ -360,14 +372,15 @@ fn shim_log(bundle: &Path) -> Stdio {
     }
 }
 
-fn announce(bundle: &Path, address: &str, pid: Option<u32>) -> Result<(), MainError> {
+/// Record `address` in the bundle (and the server's pid), and print `answer` for containerd.
+fn announce(bundle: &Path, address: &str, answer: &str, pid: Option<u32>) -> Result<(), MainError> {
     let file = bundle.join("address");
     std::fs::write(&file, address).map_err(file_err("writing", &file))?;
     if let Some(pid) = pid {
         let file = bundle.join("shim.pid");
         std::fs::write(&file, pid.to_string()).map_err(file_err("writing", &file))?;
     }
-    print!("{address}");
+    print!("{answer}");
     let _ = std::io::stdout().flush();
     Ok(())
 }
@@ -525,6 +538,17 @@ mod tests {
         assert!(parse_args(&argv("-v")).unwrap().version);
         assert!(parse_args(&argv("-info")).unwrap().info);
         assert!(parse_args(&argv("-id")).is_err());
+    }
+
+    #[test]
+    fn containerd_2_3_and_later_get_the_json_bootstrap() {
+        let a = "unix:///run/skiff-shim/0123.sock";
+        assert_eq!(start_answer(a, false), a);
+        let json: serde_json::Value = serde_json::from_str(&start_answer(a, true)).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"version": 3, "address": a, "protocol": "ttrpc"})
+        );
     }
 
     #[test]

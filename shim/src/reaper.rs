@@ -7,11 +7,17 @@
 //! [`Subscription`]s. A caller that starts a process subscribes *before* it spawns, so the exit
 //! cannot be reaped and dispatched before anyone listens for it (no stolen exit statuses).
 //! `std::process::Child::wait` is never used: only the reaping thread calls `waitpid`.
+//!
+//! One exception is std's own: when `exec` fails, `Command::spawn` waits for the failed child
+//! itself, and panics if the reaper took it first (`ECHILD`). So every spawn goes through
+//! [`spawn`], which holds a process-wide gate that [`Reaper::reap_all`] waits for: no `waitpid(-1)`
+//! while a spawn is in progress.
 
 use std::collections::HashMap;
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
@@ -32,6 +38,15 @@ fn sigchld() -> SigSet {
     let mut set = SigSet::empty();
     set.add(Signal::SIGCHLD);
     set
+}
+
+/// Held (shared) by spawns, (exclusively) by the reaping: see the module docs.
+static SPAWN_GATE: RwLock<()> = RwLock::new(());
+
+/// `cmd.spawn()`, with no reaping meanwhile (std reaps a child whose `exec` failed itself).
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let _gate = SPAWN_GATE.read().unwrap_or_else(|e| e.into_inner());
+    cmd.spawn()
 }
 
 /// One reaped child.
@@ -90,6 +105,8 @@ impl Reaper {
 
     /// Reap every child that exited and tell the subscribers.
     pub fn reap_all(&self) {
+        // Not while a spawn may still reap its failed child itself.
+        let _gate = SPAWN_GATE.write().unwrap_or_else(|e| e.into_inner());
         loop {
             let mut raw = 0;
             // SAFETY: waitpid writes the status into a valid local integer.

@@ -178,7 +178,7 @@ impl Runtime {
             .stdout(stdio.stdout.map_or_else(Stdio::null, Stdio::from))
             .stderr(stdio.stderr.map_or_else(Stdio::null, Stdio::from));
         let sub = self.reaper.subscribe();
-        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+        let child = crate::reaper::spawn(&mut cmd).map_err(|source| RuntimeError::Spawn {
             binary: self.binary.clone(),
             source,
         })?;
@@ -199,7 +199,7 @@ impl Runtime {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let sub = self.reaper.subscribe();
-        let mut child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+        let mut child = crate::reaper::spawn(&mut cmd).map_err(|source| RuntimeError::Spawn {
             binary: self.binary.clone(),
             source,
         })?;
