@@ -41,16 +41,6 @@ fn node_on(version: Version) -> Result<Option<CriNode>> {
     }
 }
 
-/// `cfg` with AppArmor `unconfined`: where AppArmor is on (the systemd VM) containerd asks for its
-/// default profile, which skiff does not apply yet (it refuses the container); these tests are
-/// about the pod's life, not its confinement.
-fn unconfined(mut cfg: api::ContainerConfig) -> api::ContainerConfig {
-    if let Some(sc) = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
-        sc.apparmor_profile = "unconfined".into();
-    }
-    cfg
-}
-
 /// A fresh pod uid, unique across test processes and runs.
 fn pod_uid(tag: &str) -> String {
     let nanos = std::time::SystemTime::now()
@@ -225,7 +215,7 @@ fn pod_lifecycle(handler: &str, version: Version) -> Result<()> {
     }
 
     // The app: logs to both streams, ends cleanly on SIGTERM.
-    let app_cfg = unconfined(container_config(
+    let app_cfg = container_config(
         "app",
         IMAGE,
         &[
@@ -235,7 +225,7 @@ fn pod_lifecycle(handler: &str, version: Version) -> Result<()> {
              while true; do sleep 1; done",
         ],
         Some(kubelet_resources(250, 500, 64 * MIB, 900)),
-    ));
+    );
     let app = cri.create_container(&pod, &app_cfg, &pod_cfg)?;
     let created = cri.container_status(&app)?.status.unwrap();
     assert_eq!(created.state(), ContainerState::ContainerCreated);
@@ -349,12 +339,12 @@ fn pod_lifecycle(handler: &str, version: Version) -> Result<()> {
     // A second container that exits by itself: exit code and logs through CRI.
     let job = cri.create_container(
         &pod,
-        &unconfined(container_config(
+        &container_config(
             "job",
             IMAGE,
             &["sh", "-c", "echo job out; echo job err >&2; exit 7"],
             None,
-        )),
+        ),
         &pod_cfg,
     )?;
     cri.start_container(&job)?;
@@ -442,12 +432,7 @@ fn missing_command(handler: &str, version: Version) -> Result<()> {
     let shims = node.shim_pids();
     assert_eq!(shims.len(), 1);
 
-    let cfg = unconfined(container_config(
-        "ghost",
-        IMAGE,
-        &["/no/such/binary", "arg"],
-        None,
-    ));
+    let cfg = container_config("ghost", IMAGE, &["/no/such/binary", "arg"], None);
     // runc and skiff both check the command at create, so CRI's StartContainer (which creates the
     // task) fails; CreateContainer only records the container.
     let err = match cri.create_container(&pod, &cfg, &pod_cfg) {
@@ -586,7 +571,7 @@ fn apparmor_localhost(handler: &str) -> Result<()> {
         eprintln!("skipped: AppArmor is not enabled on this kernel (run it in scripts/vm-test.sh)");
         return Ok(());
     }
-    let Some(node) = node()? else {
+    let Some(node) = node_on(Version::Debian)? else {
         return Ok(());
     };
     let name = format!("skiff-cri-{}-{handler}", std::process::id());
