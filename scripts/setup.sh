@@ -20,6 +20,7 @@ packages=(
     util-linux     # nsenter, unshare, mount, flock, setpriv, prlimit (the shim EMFILE test)
     procps         # ps, pgrep: finding container processes
     jq             # editing and reading config.json and state JSON
+    strace         # lifecycle.rs holds a create paused between its mkdir and its lock
     coreutils      # timeout, mktemp, realpath
     ca-certificates # cargo's TLS to crates.io on a bare image
     gcc            # the linker cargo invokes (cc)

@@ -379,6 +379,114 @@ fn concurrent_creates_with_the_same_id_let_exactly_one_win() -> Result<()> {
     Ok(())
 }
 
+/// Rounds of many creates of one id at once (as a soak found): each round has exactly one winner,
+/// the record is the winner's, and nothing of a loser is left. A fresh state directory that is not
+/// locked yet must never look like debris to another create of the id.
+#[test]
+fn many_concurrent_creates_of_one_id_never_make_two_owners() -> Result<()> {
+    const CREATORS: usize = 8;
+    const ROUNDS: usize = 6;
+    let h = Harness::new()?;
+    let mut bundles = Vec::new();
+    for _ in 0..CREATORS {
+        let mut b = h.bundle()?;
+        b.args(&["sleep", "30"])?;
+        bundles.push(b);
+    }
+    for round in 0..ROUNDS {
+        let id = h.id(&format!("herd{round}"));
+        let runs = bundles
+            .iter()
+            .map(|b| {
+                h.spawn(
+                    &["create", "--bundle", &b.path_str(), &id],
+                    skiff_integration::Opts::default(),
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let outs = runs
+            .into_iter()
+            .map(|r| r.wait())
+            .collect::<Result<Vec<_>>>()?;
+        let winners: Vec<usize> = (0..CREATORS).filter(|&i| outs[i].success()).collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: want exactly one winner:\n{}",
+            outs.iter()
+                .map(|o| o.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        let winner = &bundles[winners[0]];
+        assert_eq!(h.status(&id)?, "created", "round {round}");
+        assert_eq!(h.state(&id)?["bundle"], winner.path_str().as_str());
+        for (i, b) in bundles.iter().enumerate() {
+            if i != winners[0] {
+                let cgroup = b.cgroups_path().unwrap();
+                assert!(
+                    existing_cgroup_dirs(&cgroup)?.is_empty(),
+                    "round {round}: loser {i}"
+                );
+            }
+        }
+        h.delete_force(&id)?;
+        h.check_no_trace(&id, winner)?;
+    }
+    Ok(())
+}
+
+/// The window a soak found, held open: a create that has made the id's directory but not yet
+/// locked it is paused (strace delays its mkdir's return), and a second create of the id comes in
+/// meanwhile. Before the fix the second took the fresh directory for debris, removed it and made
+/// its own; the first then locked that one, and both creates succeeded, the first overwriting the
+/// second's record.
+#[test]
+fn a_create_paused_after_its_mkdir_keeps_its_directory() -> Result<()> {
+    if !Path::new("/usr/bin/strace").exists() {
+        eprintln!("SKIPPED: strace is not installed (scripts/setup.sh installs it)");
+        return Ok(());
+    }
+    let h = Harness::new()?;
+    let mut a = h.bundle()?;
+    a.args(&["sleep", "30"])?;
+    let mut b = h.bundle()?;
+    b.args(&["sleep", "30"])?;
+    let id = h.id("paused");
+    let slow_log = h.dir("paused-create")?.join("stderr");
+    // The first two mkdir calls of the runtime: the state root's (which exists) and the id's.
+    let slow = std::process::Command::new("/usr/bin/strace")
+        .args(["-o", "/dev/null", "-e", "trace=mkdir,mkdirat"])
+        .args(["-e", "inject=mkdir,mkdirat:delay_exit=400000:when=1..2"])
+        .arg(skiff_integration::harness::runtime_binary())
+        .arg("--root")
+        .arg(h.root())
+        .args(["create", "--bundle", &a.path_str(), &id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        // A file, not a pipe: a winning create's init keeps its stderr open.
+        .stderr(fs::File::create(&slow_log)?)
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(600));
+    let fast = h.cmd(&["create", "--bundle", &b.path_str(), &id])?;
+    let slow = slow.wait_with_output()?;
+    let slow_err = fs::read_to_string(&slow_log)?;
+    assert_eq!(
+        u8::from(fast.success()) + u8::from(slow.status.success()),
+        1,
+        "want exactly one winner:\npaused create: {}: {slow_err}\nsecond create: {fast}",
+        slow.status
+    );
+    let winner = if slow.status.success() { &a } else { &b };
+    assert_eq!(h.state(&id)?["bundle"], winner.path_str().as_str());
+    h.delete_force(&id)?;
+    h.check_no_trace(&id, winner)?;
+    for loser in [&a, &b] {
+        assert!(existing_cgroup_dirs(&loser.cgroups_path().unwrap())?.is_empty());
+    }
+    Ok(())
+}
+
 #[test]
 fn status_is_stopped_once_the_init_is_gone() -> Result<()> {
     let h = Harness::new()?;

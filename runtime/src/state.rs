@@ -280,8 +280,22 @@ fn read_record(dir: &Path, id: &str) -> Result<Option<Record>, StateError> {
 /// killed after removing it). `wait`: wait for the lock rather than treat
 /// a busy one as a live command. True when nothing is left there.
 pub fn clear_debris(root: &Path, id: &str, wait: bool) -> Result<bool, StateError> {
+    if wait {
+        // Let a live command on the id finish first (its lock is dropped at
+        // once: the check below is made under the claim lock).
+        match lock_dir(&root.join(id), id, true) {
+            Ok(_) | Err(StateError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let _claim = ClaimLock::take(root, id)?;
+    clear_debris_claimed(root, id)
+}
+
+/// [`clear_debris`] under the root's claim lock, without waiting.
+fn clear_debris_claimed(root: &Path, id: &str) -> Result<bool, StateError> {
     let dir = root.join(id);
-    let _lock = match lock_dir(&dir, id, wait) {
+    let _lock = match lock_dir(&dir, id, false) {
         Ok(Some(lock)) => lock,
         Ok(None) => return Ok(false),
         Err(StateError::NotFound(_)) => return Ok(true),
@@ -297,6 +311,39 @@ pub fn clear_debris(root: &Path, id: &str, wait: bool) -> Result<bool, StateErro
         source,
     })?;
     Ok(true)
+}
+
+/// An exclusive `flock` on the state root, held only while an id is
+/// claimed (mkdir, then the lock of the new directory) or debris is
+/// cleared. Without it a create's fresh directory, made but not yet locked,
+/// looks like debris to a second create of the id, which would remove it
+/// and make its own; both would then go on as the id's owner.
+struct ClaimLock {
+    _fd: OwnedFd,
+}
+
+impl ClaimLock {
+    fn take(root: &Path, id: &str) -> Result<ClaimLock, StateError> {
+        let io = |source| StateError::Io {
+            id: id.to_string(),
+            path: root.to_path_buf(),
+            source,
+        };
+        let fd = crate::sys::open(
+            root,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            0,
+        )
+        .map_err(io)?;
+        // SAFETY: flock on a valid descriptor.
+        while unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EINTR) {
+                return Err(io(e));
+            }
+        }
+        Ok(ClaimLock { _fd: fd })
+    }
 }
 
 /// The state directory of a `create` in progress: claimed with `mkdir`
@@ -326,12 +373,13 @@ impl NewDir {
         let dir = root.join(id);
         let mut b = std::fs::DirBuilder::new();
         std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o711);
+        let claim = ClaimLock::take(root, id)?;
         let mut cleared = false;
         loop {
             match b.create(&dir) {
                 Ok(()) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    if cleared || !clear_debris(root, id, false)? {
+                    if cleared || !clear_debris_claimed(root, id)? {
                         return Err(StateError::AlreadyExists(id.to_string()));
                     }
                     cleared = true;
@@ -345,15 +393,17 @@ impl NewDir {
                 }
             }
         }
-        // Locked before anything is made in it. Another create that took
-        // the fresh directory for debris and removed it has won the id.
-        let lock = match lock_dir(&dir, id, true) {
+        // Locked before anything is made in it, and before the claim lock
+        // goes: until then nobody can take the fresh directory for debris,
+        // so the lock is on the directory this create made.
+        let lock = match lock_dir(&dir, id, false) {
             Ok(Some(lock)) => lock,
             Ok(None) | Err(StateError::NotFound(_)) => {
                 return Err(StateError::AlreadyExists(id.to_string()))
             }
             Err(e) => return Err(e),
         };
+        drop(claim);
         Ok(NewDir {
             dir,
             lock: Some(lock),
