@@ -204,20 +204,6 @@ const KNOWN: &[Known] = &[
         why: "new: runc 1.1.5 leaves the tmpfs it mounts on /sys/fs/cgroup (cgroup v1) read-write \
               (rw,nosuid,nodev,noexec) even when the cgroup mount is `ro`; skiff makes it ro",
     },
-    Known {
-        variant: "*",
-        section: "*:mountinfo",
-        lines: &[
-            "^skiff: * - tmpfs tmpfs ro,size=0k",
-            "^runc:  /proc/acpi in /proc * - tmpfs tmpfs ro",
-            "^runc:  /proc/scsi in /proc * - tmpfs tmpfs ro",
-            "^runc:  /sys/firmware in /sys * - tmpfs tmpfs ro",
-            "^runc:  /root in / * - tmpfs tmpfs ro",
-        ],
-        on: On::Any,
-        why: "new: skiff masks directories (maskedPaths) with a tmpfs mounted with size=0 \
-              (unlimited, shown as size=0k); runc mounts it without a size option",
-    },
     // ---- issue 11 items, per variant ------------------------------------------------------
     Known {
         variant: "*seccomp-strict*",
@@ -235,14 +221,6 @@ const KNOWN: &[Known] = &[
         why: "being fixed: issue 11 item 1",
     },
     Known {
-        variant: "propagation-*unbindable",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "being fixed: issue 11 item 2 (rootfsPropagation unbindable: on this host both \
-              fail; in the VM runc makes the rootfs private, skiff unbindable)",
-    },
-    Known {
         variant: "propagation-*shared",
         section: "*",
         lines: &["*"],
@@ -256,21 +234,6 @@ const KNOWN: &[Known] = &[
         on: On::Any,
         why: "being fixed: issue 11 item 2 (the propagation of bind mounts under rootfsPropagation \
               and of mounts with propagation options: runc's /m is shared, skiff's a slave)",
-    },
-    Known {
-        variant: "mnt-*r*",
-        section: "*",
-        lines: &["/m in / ", "/m/sub in /m ", "-writable$", "-read-only$"],
-        on: On::Any,
-        why: "being fixed: issue 11 item 3 (recursive mount attributes rro, rnosuid, ... and rro \
-              on a plain bind are not applied)",
-    },
-    Known {
-        variant: "combo-propagation-rro-hooks",
-        section: "*",
-        lines: &["/m in / ", "/m/sub in /m ", "-writable$", "-read-only$"],
-        on: On::Any,
-        why: "being fixed: issue 11 items 2 and 3",
     },
     Known {
         variant: "ns-no-mount*",
@@ -309,13 +272,6 @@ const KNOWN: &[Known] = &[
         on: On::Any,
         why: "being fixed: issue 11 item 5 (hook cwd; a hook without env inherits runc's \
               environment, skiff's gets PATH only)",
-    },
-    Known {
-        variant: "hooks-no-env",
-        section: "hooks:*.env",
-        lines: &["^skiff: PATH=/sbin:/usr/sbin:/bin:/usr/bin$", "^skiff: SHLVL=1$"],
-        on: On::Any,
-        why: "being fixed: issue 11 item 5",
     },
     Known {
         variant: "*",
@@ -359,19 +315,21 @@ const KNOWN: &[Known] = &[
         why: "being fixed: issue 11 item 7",
     },
     Known {
-        variant: "exec-missing",
-        section: "exit",
-        lines: &["exec exit="],
-        on: On::Any,
-        why: "being fixed: issue 11 item 8 (a failing exec exits 255 in runc, 1 in skiff)",
-    },
-    Known {
         variant: "*-relative",
         section: "*",
         lines: &["*"],
         on: On::Any,
         why: "being fixed: issue 11 item 10 (relative maskedPaths/readonlyPaths) — and new for \
               mnt-dest-relative: runc warns and mounts a relative destination under /, skiff refuses",
+    },
+    Known {
+        variant: "mnt-over-proc-sub",
+        section: "stderr",
+        lines: &["^skiff: log level=error mentions=[]$"],
+        on: On::Any,
+        why: "deliberate: skiff refuses a mount over a child of /proc by runc 1.2+'s \
+              checkProcMount rules (only proc itself and the lxcfs files may be mounted there); \
+              runc 1.1.5 lets a tmpfs through and fails creating the mount point",
     },
     // ---- new: found by this test ----------------------------------------------------------
     Known {

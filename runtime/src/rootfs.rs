@@ -784,9 +784,15 @@ fn mask_path(root: BorrowedFd<'_>, null: BorrowedFd<'_>, p: &Path) -> Result<(),
         source,
     })?;
     // The mask is made and attached by descriptor, never through the
-    // container's /proc (CVE-2025-52881).
+    // container's /proc (CVE-2025-52881). A directory gets what runc's
+    // mount("tmpfs", p, "tmpfs", MS_RDONLY) gives: a read-only superblock
+    // (no size option) on a read-only mount.
     let tree = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        mountfd::new_fs(c"tmpfs", &[(c"size", c"0k")], mountfd::MOUNT_ATTR_RDONLY)
+        mountfd::new_fs(
+            c"tmpfs",
+            &[(c"source", c"tmpfs"), (c"ro", c"")],
+            mountfd::MOUNT_ATTR_RDONLY,
+        )
     } else {
         mountfd::clone_tree(null, false)
     }
