@@ -452,14 +452,6 @@ const KNOWN: &[Known] = &[
               with source `systemd`, skiff with `cgroup`",
     },
     Known {
-        variant: "caps-missing",
-        section: "probe:status",
-        lines: &["Cap"],
-        on: On::Any,
-        why: "new: without process.capabilities runc gives the process no capabilities at all; \
-              skiff gives it the runtime's whole bounding set (all of CapBnd/CapPrm/CapEff)",
-    },
-    Known {
         variant: "*",
         section: "*:status",
         lines: &["Seccomp_filters:"],
