@@ -387,23 +387,6 @@ const KNOWN: &[Known] = &[
               `error reopening /dev/null inside container: operation not permitted`; skiff runs",
     },
     Known {
-        variant: "dev-fuse-not-allowed",
-        section: "*",
-        lines: &["devices.list", "/dev/fuse "],
-        on: On::Any,
-        why: "new: skiff adds a device-cgroup allow rule (rwm) for every linux.devices entry; runc \
-              allows only what linux.resources.devices (and its defaults) allow, so the node \
-              exists but cannot be opened",
-    },
-    Known {
-        variant: "dev-block",
-        section: "*",
-        lines: &["devices.list", "/dev/loopx "],
-        on: On::Any,
-        why: "new: as dev-fuse-not-allowed: skiff's rwm rule for the device overrides the config's \
-              read-only rule",
-    },
-    Known {
         variant: "mnt-tmpcopyup",
         section: "*",
         lines: &["*"],

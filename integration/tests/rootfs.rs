@@ -103,6 +103,41 @@ fn linux_devices_entries_are_created() -> Result<()> {
 }
 
 #[test]
+fn a_linux_devices_entry_is_usable_only_as_far_as_the_device_rules_allow() -> Result<()> {
+    // As in runc, a node of linux.devices gets no device-cgroup rule of its own: the spec's
+    // resources.devices (deny all, then /dev/fuse read-only) and runc's defaults decide.
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| {
+        c["linux"]["devices"] = json!([
+            {"path": "/dev/skifffuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o666},
+            {"path": "/dev/skiffloopctl", "type": "c", "major": 10, "minor": 237, "fileMode": 0o666}
+        ]);
+        c["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "r"}
+        ]);
+    })?;
+    b.sh("test -c /dev/skiffloopctl && echo loopctl-node; \
+         (: < /dev/skiffloopctl) 2>/dev/null && echo loopctl-open || echo loopctl-denied; \
+         (: < /dev/skifffuse) && echo fuse-read; \
+         (: > /dev/skifffuse) 2>/dev/null && echo fuse-write || echo fuse-write-denied")?;
+    let out = h.run_ok(&b)?;
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "loopctl-node",
+            "loopctl-denied",
+            "fuse-read",
+            "fuse-write-denied"
+        ],
+        "{out}"
+    );
+    Ok(())
+}
+
+#[test]
 fn masked_paths_read_empty() -> Result<()> {
     let h = Harness::new()?;
     let mut b = h.bundle()?;

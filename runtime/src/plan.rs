@@ -388,28 +388,13 @@ fn net_devices(
     Ok(out)
 }
 
-/// The resources for the cgroup: validated, with an `rwm` device rule for
-/// every device node the container gets.
+/// The resources for the cgroup: validated, with runc's default device
+/// allowlist.
 fn cgroup_resources(
     linux: &oci_spec::runtime::Linux,
 ) -> Result<oci_spec::runtime::LinuxResources, PlanError> {
-    use crate::cgroups::resources::{self, DevKind, ResourceError};
-    let nodes: Vec<(DevKind, u32, u32)> = devices(linux)?
-        .iter()
-        .filter_map(|d| {
-            let kind = match d.kind {
-                libc::S_IFCHR => DevKind::Char,
-                libc::S_IFBLK => DevKind::Block,
-                _ => return None,
-            };
-            Some((
-                kind,
-                u32::try_from(d.major).ok()?,
-                u32::try_from(d.minor).ok()?,
-            ))
-        })
-        .collect();
-    resources::for_create(linux.resources().as_ref(), &nodes).map_err(|e| match e {
+    use crate::cgroups::resources::{self, ResourceError};
+    resources::for_create(linux.resources().as_ref()).map_err(|e| match e {
         ResourceError::Invalid { field, reason } => PlanError::Invalid { field, reason },
         ResourceError::Unsupported { field, reason, .. } => PlanError::Unsupported {
             field,
