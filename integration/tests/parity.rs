@@ -402,22 +402,6 @@ const KNOWN: &[Known] = &[
               nodev, noexec (runc keeps them)",
     },
     Known {
-        variant: "mnt-no-dev",
-        section: "probe:mountinfo",
-        lines: &["/dev/null "],
-        on: On::Any,
-        why: "new: without a /dev mount, the masking bind of the rootfs's /dev/null over files \
-              (/proc/keys, ...) is read-only in runc, read-write in skiff",
-    },
-    Known {
-        variant: "mnt-tmpfs-flags",
-        section: "probe:mountinfo",
-        lines: &["/scratch "],
-        on: On::Any,
-        why: "new: a tmpfs with `ro`: runc mounts the superblock rw and the mount ro; skiff \
-              mounts the superblock ro",
-    },
-    Known {
         variant: "*",
         section: "*:devices",
         lines: &["/dev/mqueue directory 0:0 1777 0:65534", "/dev/mqueue directory 0:0 1777 65534:65534"],

@@ -358,11 +358,18 @@ fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), Root
                 .source
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(fstype.as_str()));
+            // A read-only tmpfs (or /dev) is mounted read-write and made
+            // read-only by `finalize`, as runc does: its superblock stays rw.
+            let flags = if delayed_readonly(op) {
+                op.flags & !libc::MS_RDONLY
+            } else {
+                op.flags
+            };
             sys::mount(
                 Some(&source),
                 &sys::fd_path(dst.as_fd_borrowed()),
                 Some(fstype),
-                op.flags,
+                flags,
                 Some(&op.data),
             )
             .map_err(mount_err(fstype.clone(), dest))?;
@@ -706,6 +713,18 @@ pub fn finalize(plan: &Plan) -> Result<(), RootfsError> {
             }
         })?;
     let root = root.as_fd_borrowed();
+    // As runc's finalizeRootfs, before the paths below: the delayed
+    // read-only mounts, then the read-only root (so a mask's bind of the
+    // rootfs's own /dev/null is read-only too, as in runc).
+    for op in plan.mounts.iter().filter(|op| delayed_readonly(op)) {
+        let fd =
+            sys::open_path_in_root(root, &op.destination).map_err(dest_err(&op.destination))?;
+        remount_bind(fd.as_fd_borrowed(), op.flags, &op.destination)?;
+    }
+    if plan.rootfs_readonly {
+        mountfd::set_attrs(root, mountfd::MOUNT_ATTR_RDONLY, false)
+            .map_err(mount_err("remount read-only", Path::new("/")))?;
+    }
     for p in &plan.readonly_paths {
         readonly_path(root, p)?;
     }
@@ -715,13 +734,17 @@ pub fn finalize(plan: &Plan) -> Result<(), RootfsError> {
             mask_path(root, null.as_fd_borrowed(), p)?;
         }
     }
-    if plan.rootfs_readonly {
-        let fd = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0)
-            .map_err(dest_err(Path::new("/")))?;
-        mountfd::set_attrs(fd.as_fd_borrowed(), mountfd::MOUNT_ATTR_RDONLY, false)
-            .map_err(mount_err("remount read-only", Path::new("/")))?;
-    }
     Ok(())
+}
+
+/// A read-only filesystem mount that runc mounts read-write and remounts
+/// read-only (the mount, not the superblock) once the rootfs is set up: a
+/// tmpfs, or any filesystem on /dev (the device nodes are made in it).
+fn delayed_readonly(op: &MountOp) -> bool {
+    let MountKind::Fs { fstype } = &op.kind else {
+        return false;
+    };
+    op.flags & libc::MS_RDONLY != 0 && (fstype == "tmpfs" || op.destination == Path::new("/dev"))
 }
 
 fn open_optional(root: BorrowedFd<'_>, p: &Path) -> Result<Option<OwnedFd>, RootfsError> {
