@@ -341,14 +341,6 @@ const KNOWN: &[Known] = &[
               skiff refuses the config",
     },
     Known {
-        variant: "cwd-missing-*",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "new: runc creates a missing process.cwd (even in a read-only rootfs, before the \
-              remount); skiff fails `process.cwd …: No such file or directory`",
-    },
-    Known {
         variant: "env-empty",
         section: "*",
         lines: &["*"],

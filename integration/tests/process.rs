@@ -44,6 +44,24 @@ fn args_env_and_cwd_reach_the_process() -> Result<()> {
 }
 
 #[test]
+fn a_missing_cwd_is_created_even_in_a_read_only_rootfs() -> Result<()> {
+    // runc creates process.cwd (root-owned, 0755) after pivot_root, before the rootfs becomes
+    // read-only; the process as a non-root user still starts there.
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| {
+        c["root"]["readonly"] = json!(true);
+        c["process"]["cwd"] = json!("/does/not/exist");
+        c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    })?;
+    b.sh("pwd; stat -c '%a %u:%g' .")?;
+    let out = h.run_ok(&b)?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["/does/not/exist", "755 0:0"], "{out}");
+    Ok(())
+}
+
+#[test]
 fn env_is_exactly_the_configured_environment() -> Result<()> {
     let h = Harness::new()?;
     let mut b = h.bundle()?;
