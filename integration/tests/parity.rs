@@ -341,21 +341,6 @@ const KNOWN: &[Known] = &[
               skiff refuses the config",
     },
     Known {
-        variant: "env-empty",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "new: without PATH in process.env runc cannot find `sh` (executable file not found \
-              in $PATH); skiff adds PATH=/usr/local/sbin:… to the process's environment",
-    },
-    Known {
-        variant: "env-no-path",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "new: as env-empty: skiff injects a PATH runc does not",
-    },
-    Known {
         variant: "sysctl-slash-form",
         section: "*",
         lines: &["*"],

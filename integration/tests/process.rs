@@ -62,6 +62,26 @@ fn a_missing_cwd_is_created_even_in_a_read_only_rootfs() -> Result<()> {
 }
 
 #[test]
+fn no_path_is_added_to_an_environment_without_one() -> Result<()> {
+    // As runc: the process gets exactly process.env (no PATH), and a bare program name is then
+    // not found (the error clients map to exit 127).
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| c["process"]["env"] = json!(["A=1"]))?;
+    b.args(&["/usr/bin/env"])?;
+    let out = h.run_ok(&b)?;
+    assert!(!out.lines().any(|l| l.starts_with("PATH=")), "{out}");
+    assert!(out.lines().any(|l| l == "A=1"), "{out}");
+
+    b.args(&["env"])?;
+    let id = h.id("nopath");
+    let out = h.run(&id, &b, &[])?;
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("executable file not found"), "{out}");
+    Ok(())
+}
+
+#[test]
 fn env_is_exactly_the_configured_environment() -> Result<()> {
     let h = Harness::new()?;
     let mut b = h.bundle()?;

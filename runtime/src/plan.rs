@@ -232,8 +232,6 @@ pub struct HookPlan {
     pub poststop: Vec<Hook>,
 }
 
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// Builds the plan for container `id` from a validated spec.
 pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Result<Plan, PlanError> {
     let root = spec
@@ -829,10 +827,9 @@ pub fn process_from_oci(
             format!("{:?} is not an absolute path", p.cwd()),
         ));
     }
-    let mut env = p.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push(DEFAULT_PATH.to_string());
-    }
+    // Exactly the spec's environment: as in runc, no PATH is added (a bare
+    // program name then is not found).
+    let env = p.env().clone().unwrap_or_default();
     let mut rlimits = Vec::new();
     for (i, r) in p.rlimits().iter().flatten().enumerate() {
         if r.soft() > r.hard() {
@@ -1404,7 +1401,7 @@ mod tests {
                 hard: 200
             }]
         );
-        assert!(p.process.env.iter().any(|e| e.starts_with("PATH=")));
+        assert!(!p.process.env.iter().any(|e| e.starts_with("PATH=")));
         let mut v = base();
         v["process"]["rlimits"] =
             serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 300, "hard": 200}]);

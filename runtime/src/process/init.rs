@@ -516,11 +516,12 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, InitError> {
     if name.contains('/') {
         return Ok(PathBuf::from(name));
     }
+    // No PATH: nothing to search, as Go's exec.LookPath in runc.
     let path = env
         .iter()
         .rev()
         .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        .unwrap_or("");
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let p = Path::new(dir).join(name);
         let Ok(c) = sys::cstr(&p) else { continue };
@@ -655,6 +656,11 @@ mod tests {
         );
         assert!(matches!(
             find_executable("no-such-program", &env),
+            Err(InitError::NotFound(_))
+        ));
+        // Without PATH a bare name is not searched for.
+        assert!(matches!(
+            find_executable("sh", &[]),
             Err(InitError::NotFound(_))
         ));
     }
