@@ -333,14 +333,6 @@ const KNOWN: &[Known] = &[
     },
     // ---- new: found by this test ----------------------------------------------------------
     Known {
-        variant: "caps-unknown",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "new: runc warns `ignoring unknown or unavailable capabilities: [CAP_FOO]` and runs; \
-              skiff refuses the config",
-    },
-    Known {
         variant: "sysctl-slash-form",
         section: "*",
         lines: &["*"],

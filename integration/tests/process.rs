@@ -82,6 +82,31 @@ fn no_path_is_added_to_an_environment_without_one() -> Result<()> {
 }
 
 #[test]
+fn an_unknown_capability_name_is_ignored_with_a_warning() -> Result<()> {
+    // As runc: a warning naming it, and the process runs with the known ones.
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| {
+        for set in ["bounding", "effective", "permitted"] {
+            c["process"]["capabilities"][set] = json!(["CAP_KILL", "CAP_FOO"]);
+        }
+    })?;
+    b.args(&["grep", "^CapEff", "/proc/self/status"])?;
+    let id = h.id("unknowncap");
+    let out = h.run(&id, &b, &[])?;
+    assert!(out.success(), "{out}");
+    assert_eq!(out.stdout.trim(), "CapEff:\t0000000000000020", "{out}");
+    assert!(
+        out.stderr.contains("level=warning")
+            && out
+                .stderr
+                .contains("ignoring unknown or unavailable capabilities: [CAP_FOO]"),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[test]
 fn env_is_exactly_the_configured_environment() -> Result<()> {
     let h = Harness::new()?;
     let mut b = h.bundle()?;
