@@ -54,7 +54,8 @@
 //!
 //! Knobs: `PARITY_FILTER` (run the variants whose name contains one of its comma-separated words), `PARITY_JOBS` (variants in
 //! parallel, default 3), `PARITY_RUNC` (the oracle, default `/usr/sbin/runc`), `PARITY_VERBOSE=1`
-//! (print every variant's sections), `PARITY_ALL=1` (on cgroup v2 run every variant, not just
+//! (print every variant's sections), `PARITY_EXPLAIN=1` (print what each [`KNOWN`] entry explains),
+//! `PARITY_ALL=1` (on cgroup v2 run every variant, not just
 //! [`V2_SUBSET`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -386,14 +387,6 @@ const KNOWN: &[Known] = &[
         on: On::V1,
         why: "new (cosmetic): with a cgroup namespace runc mounts the named systemd hierarchy \
               with source `systemd`, skiff with `cgroup`",
-    },
-    Known {
-        variant: "*",
-        section: "*:status",
-        lines: &["Seccomp_filters:"],
-        on: On::Any,
-        why: "new: skiff loads the Docker default profile as two stacked seccomp filters \
-              (/proc/self/status Seccomp_filters: 2), runc as one",
     },
     // ---- cgroup v2 (the VM) -------------------------------------------------------------------
     Known {
@@ -2605,6 +2598,10 @@ fn skiff_matches_runc_across_the_config_matrix() -> Result<()> {
     let mut failures = Vec::new();
     let mut unexplained = Vec::new();
     let mut used = vec![false; KNOWN.len()];
+    // PARITY_EXPLAIN=1: what each entry explains (to narrow the table).
+    let explain = std::env::var_os("PARITY_EXPLAIN").is_some();
+    let mut explains: Vec<BTreeMap<(String, String), Vec<String>>> =
+        vec![BTreeMap::new(); KNOWN.len()];
     let mut explained = 0;
     let mut pairs = Vec::new();
     for res in results {
@@ -2637,6 +2634,12 @@ fn skiff_matches_runc_across_the_config_matrix() -> Result<()> {
                 {
                     used[i] = true;
                     hit = true;
+                    if explain {
+                        explains[i]
+                            .entry((d.section.clone(), d.line.clone()))
+                            .or_default()
+                            .push(d.variant.clone());
+                    }
                 }
             }
             if hit {
@@ -2644,6 +2647,15 @@ fn skiff_matches_runc_across_the_config_matrix() -> Result<()> {
             } else {
                 unexplained.push(d);
             }
+        }
+    }
+    for (k, lines) in KNOWN.iter().zip(&explains).filter(|_| explain) {
+        eprintln!(
+            "parity: KNOWN {} [{}] {:?} explains:",
+            k.variant, k.section, k.lines
+        );
+        for ((section, line), names) in lines {
+            eprintln!("    [{section}] {line}    in: {}", names.join(", "));
         }
     }
     eprintln!(
