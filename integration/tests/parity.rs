@@ -282,14 +282,6 @@ const KNOWN: &[Known] = &[
     },
     // ---- new: found by this test ----------------------------------------------------------
     Known {
-        variant: "sysctl-slash-form",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "new: runc accepts a sysctl key written with slashes (net/ipv4/ip_forward); skiff \
-              calls it not namespaced",
-    },
-    Known {
         variant: "userns-mappings-without-ns",
         section: "*",
         lines: &["*"],

@@ -1052,7 +1052,15 @@ fn sysctl_plan(
     keys.sort();
     for (key, value) in keys {
         let field = format!("linux.sysctl[{key:?}]");
-        let kind = sysctl_namespace(key).ok_or_else(|| {
+        // As runc, a key may be written with slashes (net/ipv4/ip_forward):
+        // then the slashes separate the components, and a dot is part of a
+        // name (net/ipv4/conf/eth0.100/forwarding).
+        let (dotted, rel) = if key.contains('/') {
+            (key.replace('/', "."), key.clone())
+        } else {
+            (key.clone(), key.replace('.', "/"))
+        };
+        let kind = sysctl_namespace(&dotted).ok_or_else(|| {
             invalid(
                 &field,
                 "not a namespaced sysctl: it would change the host for everyone",
@@ -1067,10 +1075,12 @@ fn sysctl_plan(
                 ),
             ));
         }
-        if key.contains('/') || key.split('.').any(|c| c.is_empty()) {
+        if rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
             return Err(invalid(&field, "invalid key"));
         }
-        let rel = key.replace('.', "/");
         out.push((Path::new("/proc/sys").join(rel), value.clone()));
     }
     Ok(out)
@@ -1421,6 +1431,23 @@ mod tests {
             p.sysctl,
             vec![(PathBuf::from("/proc/sys/net/ipv4/ip_forward"), "1".into())]
         );
+        // The slash form, as runc accepts it; a dot there is part of a name.
+        v["linux"]["sysctl"] = serde_json::json!({"net/ipv4/conf/eth0.100/forwarding": "1", "net/ipv4/ip_forward": "1"});
+        assert_eq!(
+            plan(v.clone()).unwrap().sysctl,
+            vec![
+                (
+                    PathBuf::from("/proc/sys/net/ipv4/conf/eth0.100/forwarding"),
+                    "1".into()
+                ),
+                (PathBuf::from("/proc/sys/net/ipv4/ip_forward"), "1".into())
+            ]
+        );
+        v["linux"]["sysctl"] = serde_json::json!({"net/ipv4/../../vm/swappiness": "1"});
+        assert!(plan(v.clone())
+            .unwrap_err()
+            .to_string()
+            .contains("invalid key"));
         v["linux"]["sysctl"] = serde_json::json!({"kernel.shm_rmid_forced": "1"});
         assert!(plan(v.clone())
             .unwrap_err()
