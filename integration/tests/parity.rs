@@ -282,13 +282,6 @@ const KNOWN: &[Known] = &[
     },
     // ---- new: found by this test ----------------------------------------------------------
     Known {
-        variant: "userns-mappings-without-ns",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "new: runc ignores uid/gid mappings without a user namespace; skiff refuses them",
-    },
-    Known {
         variant: "dev-redefine-null",
         section: "*",
         lines: &["*"],

@@ -437,8 +437,16 @@ fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NamespacePlan, PlanErr
             })
             .collect()
     };
-    plan.uid_mappings = map(linux.uid_mappings());
-    plan.gid_mappings = map(linux.gid_mappings());
+    // As runc, mappings without a user namespace (new or joined) are ignored.
+    let has_userns = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::User);
+    if has_userns {
+        plan.uid_mappings = map(linux.uid_mappings());
+        plan.gid_mappings = map(linux.gid_mappings());
+    }
     if plan.new_user && (plan.uid_mappings.is_empty() || plan.gid_mappings.is_empty()) {
         return Err(invalid(
             "linux.uidMappings",
@@ -1419,6 +1427,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("process.rlimits[0]"));
+    }
+
+    #[test]
+    fn id_mappings_without_a_user_namespace_are_ignored() {
+        let mut v = base();
+        let m = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        v["linux"]["uidMappings"] = m.clone();
+        v["linux"]["gidMappings"] = m;
+        let p = plan(v).unwrap();
+        assert!(!p.namespaces.new_user);
+        assert!(p.namespaces.uid_mappings.is_empty() && p.namespaces.gid_mappings.is_empty());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Loading `config.json` and validating it up front, before anything is
 //! created, with errors that name the field and the reason.
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::Spec;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -188,22 +188,6 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
                         format!("{p:?} is not an absolute path"),
                     ));
                 }
-            }
-        }
-        let has_userns = linux
-            .namespaces()
-            .iter()
-            .flatten()
-            .any(|n| n.typ() == LinuxNamespaceType::User);
-        if !has_userns && (linux.uid_mappings().is_some() || linux.gid_mappings().is_some()) {
-            // runc refuses id mappings without a user namespace.
-            let has_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
-                || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
-            if has_maps {
-                return Err(invalid(
-                    "linux.uidMappings",
-                    "id mappings need a user namespace in linux.namespaces",
-                ));
             }
         }
         for (i, d) in linux.devices().iter().flatten().enumerate() {
