@@ -54,7 +54,8 @@
 //!
 //! Knobs: `PARITY_FILTER` (run the variants whose name contains one of its comma-separated words), `PARITY_JOBS` (variants in
 //! parallel, default 3), `PARITY_RUNC` (the oracle, default `/usr/sbin/runc`), `PARITY_VERBOSE=1`
-//! (print every variant's sections), `PARITY_ALL=1` (on cgroup v2 run every variant, not just
+//! (print every variant's sections), `PARITY_EXPLAIN=1` (print what each [`KNOWN`] entry explains),
+//! `PARITY_ALL=1` (on cgroup v2 run every variant, not just
 //! [`V2_SUBSET`]).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -144,25 +145,19 @@ const KNOWN: &[Known] = &[
     // ---- in every variant -------------------------------------------------------------------
     Known {
         variant: "*",
-        section: "*:env",
-        lines: &["HOME="],
-        on: On::Any,
-        why: "being fixed: issue 11 item 6 (runc sets HOME from the rootfs's /etc/passwd)",
-    },
-    Known {
-        variant: "*",
         section: "*:status",
-        lines: &["SigIgn:"],
+        lines: &["SigIgn:\t0000000080000000", "SigIgn:\t0000000000000000"],
         on: On::Any,
-        why: "being fixed: issue 11 item 7 (runc resets the signals its caller ignored)",
+        why: "runc quirk: runc's (Go) init leaves signal 32 ignored across execve, so every runc \
+              process has SigIgn bit 31 set; skiff resets every signal to its default (item 7)",
     },
     Known {
-        variant: "*",
+        variant: "oom-out-of-range",
         section: "stderr",
-        lines: &["^skiff: skiff: ", "^runc:  log level=error", "^runc:  log level=fatal"],
+        lines: &["^runc:  log level=fatal mentions=[]$", "^skiff: log level=error mentions=[]$"],
         on: On::Any,
-        why: "being fixed: issue 11 item 8 (runc logs errors as time=… level=error msg=…, with \
-              Go's lowercase errno text that clients parse)",
+        why: "both refuse the out-of-range oomScoreAdj; runc logs it at level fatal, skiff at \
+              level error",
     },
     Known {
         variant: "*",
@@ -204,90 +199,32 @@ const KNOWN: &[Known] = &[
         why: "new: runc 1.1.5 leaves the tmpfs it mounts on /sys/fs/cgroup (cgroup v1) read-write \
               (rw,nosuid,nodev,noexec) even when the cgroup mount is `ro`; skiff makes it ro",
     },
-    Known {
-        variant: "*",
-        section: "*:mountinfo",
-        lines: &[
-            "^skiff: * - tmpfs tmpfs ro,size=0k",
-            "^runc:  /proc/acpi in /proc * - tmpfs tmpfs ro",
-            "^runc:  /proc/scsi in /proc * - tmpfs tmpfs ro",
-            "^runc:  /sys/firmware in /sys * - tmpfs tmpfs ro",
-            "^runc:  /root in / * - tmpfs tmpfs ro",
-        ],
-        on: On::Any,
-        why: "new: skiff masks directories (maskedPaths) with a tmpfs mounted with size=0 \
-              (unlimited, shown as size=0k); runc mounts it without a size option",
-    },
     // ---- issue 11 items, per variant ------------------------------------------------------
     Known {
-        variant: "*seccomp-strict*",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "being fixed: issue 11 item 1 (skiff opens the cwd with openat2 after the seccomp \
-              filter; a strict allowlist without openat2 fails every container)",
-    },
-    Known {
-        variant: "*strict-seccomp*",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "being fixed: issue 11 item 1",
-    },
-    Known {
-        variant: "propagation-*unbindable",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "being fixed: issue 11 item 2 (rootfsPropagation unbindable: on this host both \
-              fail; in the VM runc makes the rootfs private, skiff unbindable)",
-    },
-    Known {
-        variant: "propagation-*shared",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "being fixed: issue 11 item 2 (rootfsPropagation shared: pivot_root fails)",
-    },
-    Known {
-        variant: "*propagation-*",
-        section: "*:mountinfo",
+        variant: "propagation-rshared",
+        section: "probe:mountinfo",
         lines: &["/m in / ", "/m/sub in /m "],
-        on: On::Any,
-        why: "being fixed: issue 11 item 2 (the propagation of bind mounts under rootfsPropagation \
-              and of mounts with propagation options: runc's /m is shared, skiff's a slave)",
-    },
-    Known {
-        variant: "mnt-*r*",
-        section: "*",
-        lines: &["/m in / ", "/m/sub in /m ", "-writable$", "-read-only$"],
-        on: On::Any,
-        why: "being fixed: issue 11 item 3 (recursive mount attributes rro, rnosuid, ... and rro \
-              on a plain bind are not applied)",
-    },
-    Known {
-        variant: "combo-propagation-rro-hooks",
-        section: "*",
-        lines: &["/m in / ", "/m/sub in /m ", "-writable$", "-read-only$"],
-        on: On::Any,
-        why: "being fixed: issue 11 items 2 and 3",
+        on: On::V1,
+        why: "new (cosmetic): the peer group numbers of /m and /m/sub are one higher in skiff: its \
+              extra /sys/fs/cgroup/unified bind (see the cgroupfs entry) takes the first group",
     },
     Known {
         variant: "ns-no-mount*",
         section: "*",
-        lines: &["*"],
+        lines: &["exit=", "log level=error", "can't open '$B/bundle-0/rootfs/parity-probe'"],
         on: On::Any,
-        why: "being fixed: issue 11 item 4 (a config without a mount namespace is refused)",
+        why: "new: without a mount namespace both fail on this host, runc with `no such file or \
+              directory` (exit 1), skiff's shell cannot open the probe by its host path (exit 2)",
     },
     Known {
         variant: "ns-none",
         section: "*",
-        lines: &["*"],
+        lines: &["exit=", "log level=", "can't open '$B/bundle-0/rootfs/parity-probe'"],
         on: On::Any,
-        why: "being fixed: issue 11 item 4",
+        why: "new: as ns-no-mount (runc also warns about the namespaces it cannot join)",
     },
     Known {
-        variant: "ns-no-mount",
+        variant: "ns-no*",
         section: "host:mounts",
         lines: &["^runc:  * on $B/bundle-0/rootfs "],
         on: On::Any,
@@ -296,33 +233,10 @@ const KNOWN: &[Known] = &[
     },
     Known {
         variant: "*",
-        section: "hooks:*.cwd",
-        lines: &["*"],
-        on: On::Any,
-        why: "being fixed: issue 11 item 5 (runc runs hooks in the bundle directory, \
-              createContainer in the rootfs; skiff in the caller's cwd)",
-    },
-    Known {
-        variant: "*",
-        section: "hooks:*.env",
-        lines: &["PWD=", "^runc:  "],
-        on: On::Any,
-        why: "being fixed: issue 11 item 5 (hook cwd; a hook without env inherits runc's \
-              environment, skiff's gets PATH only)",
-    },
-    Known {
-        variant: "hooks-no-env",
-        section: "hooks:*.env",
-        lines: &["^skiff: PATH=/sbin:/usr/sbin:/bin:/usr/bin$", "^skiff: SHLVL=1$"],
-        on: On::Any,
-        why: "being fixed: issue 11 item 5",
-    },
-    Known {
-        variant: "*",
         section: "hooks:*.stdin",
         lines: &["*"],
         on: On::Any,
-        why: "being fixed: issue 11 item 5 (the state on a hook's stdin: skiff adds created, owner \
+        why: "new: item 5 left this (the state on a hook's stdin: skiff adds created, owner \
               and rootfs, says ociVersion 1.2.1 where runc says the spec's 1.0.2-dev, and poststart \
               sees status running where runc's sees created)",
     },
@@ -331,7 +245,7 @@ const KNOWN: &[Known] = &[
         section: "hooks:*.fds",
         lines: &["*"],
         on: On::Any,
-        why: "being fixed: issue 11 item 5 (a host hook's stdout and stderr: runc pipes, skiff \
+        why: "new: item 5 left this (a host hook's stdout and stderr: runc pipes, skiff \
               /dev/null and a memfd)",
     },
     Known {
@@ -339,87 +253,34 @@ const KNOWN: &[Known] = &[
         section: "hooks:order",
         lines: &["*"],
         on: On::Any,
-        why: "being fixed: issue 11 item 5 (after a failing prestart/createRuntime hook runc still \
-              runs the poststop hooks; skiff does not)",
+        why: "new: the order of the hooks' records differs from runc's in every hooks variant \
+              (not analysed yet; after a failing poststart runc runs no more hooks)",
     },
     Known {
         variant: "hooks-post*-fails",
         section: "*",
         lines: &["*"],
         on: On::Any,
-        why: "being fixed: issue 11 item 5 (runc 1.1.5 fails `run` when a poststart hook fails \
-              and ignores a failing poststop hook; skiff does the reverse; runtime-spec 1.2 says \
-              warn and go on for both)",
+        why: "deliberate (runtime-spec 1.2: warn and go on): runc 1.1.5 fails `run` when a \
+              poststart hook fails and logs a failing poststop hook as an error; skiff warns",
     },
     Known {
-        variant: "*caller-ignores",
-        section: "*",
-        lines: &["SigIgn:"],
-        on: On::Any,
-        why: "being fixed: issue 11 item 7",
-    },
-    Known {
-        variant: "exec-missing",
-        section: "exit",
-        lines: &["exec exit="],
-        on: On::Any,
-        why: "being fixed: issue 11 item 8 (a failing exec exits 255 in runc, 1 in skiff)",
-    },
-    Known {
-        variant: "*-relative",
+        variant: "mnt-dest-relative",
         section: "*",
         lines: &["*"],
         on: On::Any,
-        why: "being fixed: issue 11 item 10 (relative maskedPaths/readonlyPaths) — and new for \
-              mnt-dest-relative: runc warns and mounts a relative destination under /, skiff refuses",
+        why: "new: runc warns and mounts a relative destination under /; skiff refuses it",
+    },
+    Known {
+        variant: "mnt-over-proc-sub",
+        section: "stderr",
+        lines: &["^skiff: log level=error mentions=[]$", "^runc:  log level=error mentions="],
+        on: On::Any,
+        why: "deliberate: skiff refuses a mount over a child of /proc by runc 1.2+'s \
+              checkProcMount rules (only proc itself and the lxcfs files may be mounted there); \
+              runc 1.1.5 lets a tmpfs through and fails creating the mount point",
     },
     // ---- new: found by this test ----------------------------------------------------------
-    Known {
-        variant: "caps-unknown",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "new: runc warns `ignoring unknown or unavailable capabilities: [CAP_FOO]` and runs; \
-              skiff refuses the config",
-    },
-    Known {
-        variant: "cwd-missing-*",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "new: runc creates a missing process.cwd (even in a read-only rootfs, before the \
-              remount); skiff fails `process.cwd …: No such file or directory`",
-    },
-    Known {
-        variant: "env-empty",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "new: without PATH in process.env runc cannot find `sh` (executable file not found \
-              in $PATH); skiff adds PATH=/usr/local/sbin:… to the process's environment",
-    },
-    Known {
-        variant: "env-no-path",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "new: as env-empty: skiff injects a PATH runc does not",
-    },
-    Known {
-        variant: "sysctl-slash-form",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "new: runc accepts a sysctl key written with slashes (net/ipv4/ip_forward); skiff \
-              calls it not namespaced",
-    },
-    Known {
-        variant: "userns-mappings-without-ns",
-        section: "*",
-        lines: &["*"],
-        on: On::Any,
-        why: "new: runc ignores uid/gid mappings without a user namespace; skiff refuses them",
-    },
     Known {
         variant: "dev-redefine-null",
         section: "*",
@@ -427,23 +288,6 @@ const KNOWN: &[Known] = &[
         on: On::Any,
         why: "runc bug: redefining /dev/null in linux.devices (mode 0600) makes runc fail \
               `error reopening /dev/null inside container: operation not permitted`; skiff runs",
-    },
-    Known {
-        variant: "dev-fuse-not-allowed",
-        section: "*",
-        lines: &["devices.list", "/dev/fuse "],
-        on: On::Any,
-        why: "new: skiff adds a device-cgroup allow rule (rwm) for every linux.devices entry; runc \
-              allows only what linux.resources.devices (and its defaults) allow, so the node \
-              exists but cannot be opened",
-    },
-    Known {
-        variant: "dev-block",
-        section: "*",
-        lines: &["devices.list", "/dev/loopx "],
-        on: On::Any,
-        why: "new: as dev-fuse-not-allowed: skiff's rwm rule for the device overrides the config's \
-              read-only rule",
     },
     Known {
         variant: "mnt-tmpcopyup",
@@ -461,22 +305,6 @@ const KNOWN: &[Known] = &[
               nodev, noexec (runc keeps them)",
     },
     Known {
-        variant: "mnt-no-dev",
-        section: "probe:mountinfo",
-        lines: &["/dev/null "],
-        on: On::Any,
-        why: "new: without a /dev mount, the masking bind of the rootfs's /dev/null over files \
-              (/proc/keys, ...) is read-only in runc, read-write in skiff",
-    },
-    Known {
-        variant: "mnt-tmpfs-flags",
-        section: "probe:mountinfo",
-        lines: &["/scratch "],
-        on: On::Any,
-        why: "new: a tmpfs with `ro`: runc mounts the superblock rw and the mount ro; skiff \
-              mounts the superblock ro",
-    },
-    Known {
         variant: "*",
         section: "*:devices",
         lines: &["/dev/mqueue directory 0:0 1777 0:65534", "/dev/mqueue directory 0:0 1777 65534:65534"],
@@ -486,28 +314,12 @@ const KNOWN: &[Known] = &[
               outside the user namespace",
     },
     Known {
-        variant: "ns-*",
+        variant: "*ns*",
         section: "probe:mountinfo",
         lines: &["/sys/fs/cgroup/systemd in "],
         on: On::V1,
         why: "new (cosmetic): with a cgroup namespace runc mounts the named systemd hierarchy \
               with source `systemd`, skiff with `cgroup`",
-    },
-    Known {
-        variant: "caps-missing",
-        section: "probe:status",
-        lines: &["Cap"],
-        on: On::Any,
-        why: "new: without process.capabilities runc gives the process no capabilities at all; \
-              skiff gives it the runtime's whole bounding set (all of CapBnd/CapPrm/CapEff)",
-    },
-    Known {
-        variant: "*",
-        section: "*:status",
-        lines: &["Seccomp_filters:"],
-        on: On::Any,
-        why: "new: skiff loads the Docker default profile as two stacked seccomp filters \
-              (/proc/self/status Seccomp_filters: 2), runc as one",
     },
     // ---- cgroup v2 (the VM) -------------------------------------------------------------------
     Known {
@@ -2719,6 +2531,10 @@ fn skiff_matches_runc_across_the_config_matrix() -> Result<()> {
     let mut failures = Vec::new();
     let mut unexplained = Vec::new();
     let mut used = vec![false; KNOWN.len()];
+    // PARITY_EXPLAIN=1: what each entry explains (to narrow the table).
+    let explain = std::env::var_os("PARITY_EXPLAIN").is_some();
+    let mut explains: Vec<BTreeMap<(String, String), Vec<String>>> =
+        vec![BTreeMap::new(); KNOWN.len()];
     let mut explained = 0;
     let mut pairs = Vec::new();
     for res in results {
@@ -2751,6 +2567,12 @@ fn skiff_matches_runc_across_the_config_matrix() -> Result<()> {
                 {
                     used[i] = true;
                     hit = true;
+                    if explain {
+                        explains[i]
+                            .entry((d.section.clone(), d.line.clone()))
+                            .or_default()
+                            .push(d.variant.clone());
+                    }
                 }
             }
             if hit {
@@ -2758,6 +2580,15 @@ fn skiff_matches_runc_across_the_config_matrix() -> Result<()> {
             } else {
                 unexplained.push(d);
             }
+        }
+    }
+    for (k, lines) in KNOWN.iter().zip(&explains).filter(|_| explain) {
+        eprintln!(
+            "parity: KNOWN {} [{}] {:?} explains:",
+            k.variant, k.section, k.lines
+        );
+        for ((section, line), names) in lines {
+            eprintln!("    [{section}] {line}    in: {}", names.join(", "));
         }
     }
     eprintln!(

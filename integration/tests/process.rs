@@ -44,6 +44,69 @@ fn args_env_and_cwd_reach_the_process() -> Result<()> {
 }
 
 #[test]
+fn a_missing_cwd_is_created_even_in_a_read_only_rootfs() -> Result<()> {
+    // runc creates process.cwd (root-owned, 0755) after pivot_root, before the rootfs becomes
+    // read-only; the process as a non-root user still starts there.
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| {
+        c["root"]["readonly"] = json!(true);
+        c["process"]["cwd"] = json!("/does/not/exist");
+        c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    })?;
+    b.sh("pwd; stat -c '%a %u:%g' .")?;
+    let out = h.run_ok(&b)?;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["/does/not/exist", "755 0:0"], "{out}");
+    Ok(())
+}
+
+#[test]
+fn no_path_is_added_to_an_environment_without_one() -> Result<()> {
+    // As runc: the process gets exactly process.env (no PATH), and a bare program name is then
+    // not found (the error clients map to exit 127).
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| c["process"]["env"] = json!(["A=1"]))?;
+    b.args(&["/usr/bin/env"])?;
+    let out = h.run_ok(&b)?;
+    assert!(!out.lines().any(|l| l.starts_with("PATH=")), "{out}");
+    assert!(out.lines().any(|l| l == "A=1"), "{out}");
+
+    b.args(&["env"])?;
+    let id = h.id("nopath");
+    let out = h.run(&id, &b, &[])?;
+    assert!(!out.success(), "{out}");
+    assert!(out.stderr.contains("executable file not found"), "{out}");
+    Ok(())
+}
+
+#[test]
+fn an_unknown_capability_name_is_ignored_with_a_warning() -> Result<()> {
+    // As runc: a warning naming it, and the process runs with the known ones.
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| {
+        for set in ["bounding", "effective", "permitted"] {
+            c["process"]["capabilities"][set] = json!(["CAP_KILL", "CAP_FOO"]);
+        }
+    })?;
+    b.args(&["grep", "^CapEff", "/proc/self/status"])?;
+    let id = h.id("unknowncap");
+    let out = h.run(&id, &b, &[])?;
+    assert!(out.success(), "{out}");
+    assert_eq!(out.stdout.trim(), "CapEff:\t0000000000000020", "{out}");
+    assert!(
+        out.stderr.contains("level=warning")
+            && out
+                .stderr
+                .contains("ignoring unknown or unavailable capabilities: [CAP_FOO]"),
+        "{out}"
+    );
+    Ok(())
+}
+
+#[test]
 fn env_is_exactly_the_configured_environment() -> Result<()> {
     let h = Harness::new()?;
     let mut b = h.bundle()?;

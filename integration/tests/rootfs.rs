@@ -103,6 +103,73 @@ fn linux_devices_entries_are_created() -> Result<()> {
 }
 
 #[test]
+fn a_linux_devices_entry_is_usable_only_as_far_as_the_device_rules_allow() -> Result<()> {
+    // As in runc, a node of linux.devices gets no device-cgroup rule of its own: the spec's
+    // resources.devices (deny all, then /dev/fuse read-only) and runc's defaults decide.
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| {
+        c["linux"]["devices"] = json!([
+            {"path": "/dev/skifffuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o666},
+            {"path": "/dev/skiffloopctl", "type": "c", "major": 10, "minor": 237, "fileMode": 0o666}
+        ]);
+        c["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "r"}
+        ]);
+    })?;
+    b.sh("test -c /dev/skiffloopctl && echo loopctl-node; \
+         (: < /dev/skiffloopctl) 2>/dev/null && echo loopctl-open || echo loopctl-denied; \
+         (: < /dev/skifffuse) && echo fuse-read; \
+         (: > /dev/skifffuse) 2>/dev/null && echo fuse-write || echo fuse-write-denied")?;
+    let out = h.run_ok(&b)?;
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "loopctl-node",
+            "loopctl-denied",
+            "fuse-read",
+            "fuse-write-denied"
+        ],
+        "{out}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_read_only_tmpfs_is_a_read_only_mount_of_a_writable_superblock() -> Result<()> {
+    // As runc: the tmpfs is mounted read-write (so a mount below it can get its mount point)
+    // and only the mount is made read-only at the end.
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    let src = h.path("ro-tmpfs-src");
+    fs::create_dir_all(&src)?;
+    b.edit(|c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.push(
+            json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["ro", "nosuid"]}),
+        );
+        mounts.push(json!({"destination": "/scratch/sub", "type": "bind",
+                           "source": src.to_str().unwrap(), "options": ["rbind"]}));
+    })?;
+    b.sh("grep ' /scratch ' /proc/self/mountinfo; touch /scratch/f 2>/dev/null || echo ro-ok")?;
+    let out = h.run_ok(&b)?;
+    let line = out.lines().next().unwrap_or_default();
+    let (mount, sb) = line.split_once(" - ").unwrap_or_default();
+    let mount_opts = mount.split_whitespace().nth(5).unwrap_or_default();
+    let sb_opts = sb.split_whitespace().nth(2).unwrap_or_default();
+    assert!(
+        mount_opts.starts_with("ro,") && mount_opts.contains("nosuid"),
+        "{out}"
+    );
+    assert!(sb_opts.starts_with("rw"), "{out}");
+    assert_eq!(out.lines().nth(1), Some("ro-ok"), "{out}");
+    Ok(())
+}
+
+#[test]
 fn masked_paths_read_empty() -> Result<()> {
     let h = Harness::new()?;
     let mut b = h.bundle()?;

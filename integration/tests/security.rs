@@ -165,6 +165,41 @@ fn exec_cwd_through_a_leaked_descriptor_never_reaches_the_host() -> Result<()> {
     Ok(())
 }
 
+// --- capabilities --------------------------------------------------------------------------------
+
+/// The `Cap*:` lines of `/proc/self/status` that are not all zero.
+fn nonzero_caps(status: &str) -> Vec<&str> {
+    status
+        .lines()
+        .filter(|l| l.starts_with("Cap") && !l.ends_with(":\t0000000000000000"))
+        .collect()
+}
+
+#[test]
+fn a_config_without_capabilities_gives_the_process_none() -> Result<()> {
+    // runc gives such a process no capabilities at all (not even a bounding set), never the
+    // runtime's own; so must skiff, for the init and for an exec.
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    b.edit(|c| {
+        c["process"].as_object_mut().unwrap().remove("capabilities");
+    })?;
+    b.args(&["grep", "^Cap", "/proc/self/status"])?;
+    let out = h.run_ok(&b)?;
+    assert_eq!(nonzero_caps(&out), Vec::<&str>::new(), "init:\n{out}");
+
+    b.args(&["sleep", "600"])?;
+    let id = h.create_and_start("nocaps", &b)?;
+    let out = h.exec_in(&id, &[], &["grep", "^Cap", "/proc/self/status"])?;
+    assert!(out.success(), "{out}");
+    assert_eq!(
+        nonzero_caps(&out.stdout),
+        Vec::<&str>::new(),
+        "exec:\n{out}"
+    );
+    Ok(())
+}
+
 // --- CVE-2019-5736: the runtime's binary --------------------------------------------------------
 
 #[test]

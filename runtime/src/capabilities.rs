@@ -15,8 +15,7 @@ pub enum CapError {
     },
 }
 
-/// The sets a process gets; `None` for a set leaves it as inherited (runc
-/// does the same when the spec has no `capabilities` at all).
+/// The sets a process gets; `None` for a set leaves it as inherited.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CapSets {
     pub bounding: Option<CapsHashSet>,
@@ -36,11 +35,23 @@ fn convert(set: &Option<oci_spec::runtime::Capabilities>) -> CapsHashSet {
 }
 
 impl CapSets {
-    /// Translates the spec's sets. With no `capabilities` object nothing is
-    /// changed; a missing set inside it means the empty set.
+    /// Every set empty.
+    pub fn none() -> Self {
+        CapSets {
+            bounding: Some(CapsHashSet::new()),
+            effective: Some(CapsHashSet::new()),
+            inheritable: Some(CapsHashSet::new()),
+            permitted: Some(CapsHashSet::new()),
+            ambient: Some(CapsHashSet::new()),
+        }
+    }
+
+    /// Translates the spec's sets. A missing set means the empty set, and
+    /// so does a missing `capabilities` object: runc then gives the process
+    /// no capabilities at all (not even a bounding set), never the runtime's.
     pub fn from_oci(c: Option<&oci_spec::runtime::LinuxCapabilities>) -> Self {
         let Some(c) = c else {
-            return CapSets::default();
+            return CapSets::none();
         };
         CapSets {
             bounding: Some(convert(c.bounding())),
@@ -164,6 +175,8 @@ mod tests {
             .unwrap()
             .contains(&Capability::CAP_KILL));
         assert_eq!(s.ambient, Some(CapsHashSet::new()));
-        assert_eq!(CapSets::from_oci(None), CapSets::default());
+        // No capabilities object: no capabilities, as in runc.
+        assert_eq!(CapSets::from_oci(None), CapSets::none());
+        assert!(CapSets::from_oci(None).bounding.unwrap().is_empty());
     }
 }

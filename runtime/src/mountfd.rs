@@ -21,6 +21,7 @@ const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
 const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
 const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 /// `MOUNT_ATTR_RDONLY` of `mount_setattr(2)` and `fsmount(2)`.
@@ -112,20 +113,26 @@ pub fn set_attrs(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> io::Result<
 }
 
 /// A new, detached mount of filesystem `fstype` configured with `options`
-/// (key, value) and mounted with `attrs`.
+/// (key, value; an empty value sets `key` as a flag, such as `ro`) and
+/// mounted with `attrs`.
 pub fn new_fs(fstype: &CStr, options: &[(&CStr, &CStr)], attrs: u64) -> io::Result<OwnedFd> {
     // SAFETY: valid C string.
     let r = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
     let ctx = fd_result(r)?;
     for (key, value) in options {
-        // SAFETY: valid fd and C strings.
+        let (cmd, value) = if value.is_empty() {
+            (FSCONFIG_SET_FLAG, std::ptr::null())
+        } else {
+            (FSCONFIG_SET_STRING, value.as_ptr())
+        };
+        // SAFETY: valid fd and C strings (no value for a flag).
         let r = unsafe {
             libc::syscall(
                 libc::SYS_fsconfig,
                 ctx.as_raw_fd(),
-                FSCONFIG_SET_STRING,
+                cmd,
                 key.as_ptr(),
-                value.as_ptr(),
+                value,
                 0,
             )
         };

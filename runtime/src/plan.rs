@@ -238,8 +238,6 @@ pub struct HookPlan {
     pub poststop: Vec<Hook>,
 }
 
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
 /// Builds the plan for container `id` from a validated spec.
 pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Result<Plan, PlanError> {
     let root = spec
@@ -407,28 +405,13 @@ fn net_devices(
     Ok(out)
 }
 
-/// The resources for the cgroup: validated, with an `rwm` device rule for
-/// every device node the container gets.
+/// The resources for the cgroup: validated, with runc's default device
+/// allowlist.
 fn cgroup_resources(
     linux: &oci_spec::runtime::Linux,
 ) -> Result<oci_spec::runtime::LinuxResources, PlanError> {
-    use crate::cgroups::resources::{self, DevKind, ResourceError};
-    let nodes: Vec<(DevKind, u32, u32)> = devices(linux)?
-        .iter()
-        .filter_map(|d| {
-            let kind = match d.kind {
-                libc::S_IFCHR => DevKind::Char,
-                libc::S_IFBLK => DevKind::Block,
-                _ => return None,
-            };
-            Some((
-                kind,
-                u32::try_from(d.major).ok()?,
-                u32::try_from(d.minor).ok()?,
-            ))
-        })
-        .collect();
-    resources::for_create(linux.resources().as_ref(), &nodes).map_err(|e| match e {
+    use crate::cgroups::resources::{self, ResourceError};
+    resources::for_create(linux.resources().as_ref()).map_err(|e| match e {
         ResourceError::Invalid { field, reason } => PlanError::Invalid { field, reason },
         ResourceError::Unsupported { field, reason, .. } => PlanError::Unsupported {
             field,
@@ -473,8 +456,16 @@ fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NamespacePlan, PlanErr
             })
             .collect()
     };
-    plan.uid_mappings = map(linux.uid_mappings());
-    plan.gid_mappings = map(linux.gid_mappings());
+    // As runc, mappings without a user namespace (new or joined) are ignored.
+    let has_userns = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::User);
+    if has_userns {
+        plan.uid_mappings = map(linux.uid_mappings());
+        plan.gid_mappings = map(linux.gid_mappings());
+    }
     if plan.new_user && (plan.uid_mappings.is_empty() || plan.gid_mappings.is_empty()) {
         return Err(invalid(
             "linux.uidMappings",
@@ -863,10 +854,9 @@ pub fn process_from_oci(
             format!("{:?} is not an absolute path", p.cwd()),
         ));
     }
-    let mut env = p.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.push(DEFAULT_PATH.to_string());
-    }
+    // Exactly the spec's environment: as in runc, no PATH is added (a bare
+    // program name then is not found).
+    let env = p.env().clone().unwrap_or_default();
     let mut rlimits = Vec::new();
     for (i, r) in p.rlimits().iter().flatten().enumerate() {
         if r.soft() > r.hard() {
@@ -1085,7 +1075,15 @@ fn sysctl_plan(
     keys.sort();
     for (key, value) in keys {
         let field = format!("linux.sysctl[{key:?}]");
-        let kind = sysctl_namespace(key).ok_or_else(|| {
+        // As runc, a key may be written with slashes (net/ipv4/ip_forward):
+        // then the slashes separate the components, and a dot is part of a
+        // name (net/ipv4/conf/eth0.100/forwarding).
+        let (dotted, rel) = if key.contains('/') {
+            (key.replace('/', "."), key.clone())
+        } else {
+            (key.clone(), key.replace('.', "/"))
+        };
+        let kind = sysctl_namespace(&dotted).ok_or_else(|| {
             invalid(
                 &field,
                 "not a namespaced sysctl: it would change the host for everyone",
@@ -1100,10 +1098,12 @@ fn sysctl_plan(
                 ),
             ));
         }
-        if key.contains('/') || key.split('.').any(|c| c.is_empty()) {
+        if rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
             return Err(invalid(&field, "invalid key"));
         }
-        let rel = key.replace('.', "/");
         out.push((Path::new("/proc/sys").join(rel), value.clone()));
     }
     Ok(out)
@@ -1488,7 +1488,7 @@ mod tests {
                 hard: 200
             }]
         );
-        assert!(p.process.env.iter().any(|e| e.starts_with("PATH=")));
+        assert!(!p.process.env.iter().any(|e| e.starts_with("PATH=")));
         let mut v = base();
         v["process"]["rlimits"] =
             serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 300, "hard": 200}]);
@@ -1496,6 +1496,17 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("process.rlimits[0]"));
+    }
+
+    #[test]
+    fn id_mappings_without_a_user_namespace_are_ignored() {
+        let mut v = base();
+        let m = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        v["linux"]["uidMappings"] = m.clone();
+        v["linux"]["gidMappings"] = m;
+        let p = plan(v).unwrap();
+        assert!(!p.namespaces.new_user);
+        assert!(p.namespaces.uid_mappings.is_empty() && p.namespaces.gid_mappings.is_empty());
     }
 
     #[test]
@@ -1508,6 +1519,23 @@ mod tests {
             p.sysctl,
             vec![(PathBuf::from("/proc/sys/net/ipv4/ip_forward"), "1".into())]
         );
+        // The slash form, as runc accepts it; a dot there is part of a name.
+        v["linux"]["sysctl"] = serde_json::json!({"net/ipv4/conf/eth0.100/forwarding": "1", "net/ipv4/ip_forward": "1"});
+        assert_eq!(
+            plan(v.clone()).unwrap().sysctl,
+            vec![
+                (
+                    PathBuf::from("/proc/sys/net/ipv4/conf/eth0.100/forwarding"),
+                    "1".into()
+                ),
+                (PathBuf::from("/proc/sys/net/ipv4/ip_forward"), "1".into())
+            ]
+        );
+        v["linux"]["sysctl"] = serde_json::json!({"net/ipv4/../../vm/swappiness": "1"});
+        assert!(plan(v.clone())
+            .unwrap_err()
+            .to_string()
+            .contains("invalid key"));
         v["linux"]["sysctl"] = serde_json::json!({"kernel.shm_rmid_forced": "1"});
         assert!(plan(v.clone())
             .unwrap_err()

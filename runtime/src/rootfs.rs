@@ -360,11 +360,18 @@ fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), Root
                 .source
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(fstype.as_str()));
+            // A read-only tmpfs (or /dev) is mounted read-write and made
+            // read-only by `finalize`, as runc does: its superblock stays rw.
+            let flags = if delayed_readonly(op) {
+                op.flags & !libc::MS_RDONLY
+            } else {
+                op.flags
+            };
             sys::mount(
                 Some(&source),
                 &sys::fd_path(dst.as_fd_borrowed()),
                 Some(fstype),
-                op.flags,
+                flags,
                 Some(&op.data),
             )
             .map_err(mount_err(
@@ -748,6 +755,18 @@ pub fn finalize(plan: &Plan) -> Result<(), RootfsError> {
             }
         })?;
     let root = root.as_fd_borrowed();
+    // As runc's finalizeRootfs, before the paths below: the delayed
+    // read-only mounts, then the read-only root (so a mask's bind of the
+    // rootfs's own /dev/null is read-only too, as in runc).
+    for op in plan.mounts.iter().filter(|op| delayed_readonly(op)) {
+        let fd =
+            sys::open_path_in_root(root, &op.destination).map_err(dest_err(&op.destination))?;
+        remount_bind(fd.as_fd_borrowed(), op.flags, &op.destination)?;
+    }
+    if plan.rootfs_readonly {
+        mountfd::set_attrs(root, mountfd::MOUNT_ATTR_RDONLY, false)
+            .map_err(mount_err("remount read-only", Path::new("/")))?;
+    }
     for p in &plan.readonly_paths {
         readonly_path(root, p)?;
     }
@@ -757,13 +776,17 @@ pub fn finalize(plan: &Plan) -> Result<(), RootfsError> {
             mask_path(root, null.as_fd_borrowed(), p, plan.mount_label.as_deref())?;
         }
     }
-    if plan.rootfs_readonly {
-        let fd = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0)
-            .map_err(dest_err(Path::new("/")))?;
-        mountfd::set_attrs(fd.as_fd_borrowed(), mountfd::MOUNT_ATTR_RDONLY, false)
-            .map_err(mount_err("remount read-only", Path::new("/")))?;
-    }
     Ok(())
+}
+
+/// A read-only filesystem mount that runc mounts read-write and remounts
+/// read-only (the mount, not the superblock) once the rootfs is set up: a
+/// tmpfs, or any filesystem on /dev (the device nodes are made in it).
+fn delayed_readonly(op: &MountOp) -> bool {
+    let MountKind::Fs { fstype } = &op.kind else {
+        return false;
+    };
+    op.flags & libc::MS_RDONLY != 0 && (fstype == "tmpfs" || op.destination == Path::new("/dev"))
 }
 
 fn open_optional(root: BorrowedFd<'_>, p: &Path) -> Result<Option<OwnedFd>, RootfsError> {
@@ -831,13 +854,15 @@ fn mask_path(
         source,
     })?;
     // The mask is made and attached by descriptor, never through the
-    // container's /proc (CVE-2025-52881); a directory's tmpfs carries
-    // linux.mountLabel (as runc's maskPath).
+    // container's /proc (CVE-2025-52881). A directory gets what runc's
+    // mount("tmpfs", p, "tmpfs", MS_RDONLY) gives: a read-only superblock
+    // (no size option) on a read-only mount, carrying linux.mountLabel (as
+    // runc's maskPath).
     let tree = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
         let context = label
             .map(|l| sys::cstr(l).map_err(mount_err("mask", p)))
             .transpose()?;
-        let mut options = vec![(c"size", c"0k")];
+        let mut options = vec![(c"source", c"tmpfs"), (c"ro", c"")];
         if let Some(c) = &context {
             options.push((c"context", c.as_c_str()));
         }

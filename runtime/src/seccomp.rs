@@ -11,9 +11,12 @@
 //! | base | every rule whose action differs from the default | allow | the default action |
 //! | one per other action A (not allow) | the rules with action A | A | allow |
 //!
-//! A filter that may refuse `seccomp(2)` itself (an allow-list without it)
-//! is loaded after the others, so loading needs no more than runc's one
-//! filter does.
+//! The filters are then chained into one program (runc loads one filter):
+//! the action groups by the kernel's precedence, each jumping to the next
+//! where it would allow, and the base filter last. Only a profile too long
+//! for one program stays stacked; then a filter that may refuse
+//! `seccomp(2)` itself (an allow-list without it) is loaded after the
+//! others, so loading needs no more than runc's one filter does.
 //!
 //! A call matching a rule with action A gets `min(allow, A) = A`; a call
 //! matching no rule gets the default from the base filter and `allow`
@@ -221,17 +224,33 @@ pub fn compile(s: &LinuxSeccomp) -> Result<SeccompPlan, SeccompError> {
     // it: a filter that may refuse seccomp(2) itself goes last, so that an
     // allow-list without seccomp needs nothing the runtime alone uses.
     let nr_seccomp: i64 = libc::SYS_seccomp;
-    let mut staged: Vec<(bool, BpfProgram)> = Vec::new();
-    if default != SeccompAction::Allow {
-        let allows = base.get(&nr_seccomp).is_some_and(|chain| chain.is_empty());
-        staged.push((!allows, build(base, default, SeccompAction::Allow)?));
-    }
+    // (precedence, refuses seccomp(2), program): the action groups, then
+    // the base filter (which comes last when chained).
+    let mut staged: Vec<(i32, bool, BpfProgram)> = Vec::new();
     for (_, (act, rules)) in groups {
         let refuses = rules.contains_key(&nr_seccomp);
-        staged.push((refuses, build(rules, SeccompAction::Allow, act)?));
+        let rank = precedence(&act);
+        staged.push((rank, refuses, build(rules, SeccompAction::Allow, act)?));
     }
-    staged.sort_by_key(|(refuses, _)| *refuses);
-    let filters = staged.into_iter().map(|(_, f)| f).collect();
+    staged.sort_by_key(|(rank, _, _)| *rank);
+    if default != SeccompAction::Allow {
+        let allows = base.get(&nr_seccomp).is_some_and(|chain| chain.is_empty());
+        staged.push((
+            i32::MAX,
+            !allows,
+            build(base, default, SeccompAction::Allow)?,
+        ));
+    }
+    let programs: Vec<&BpfProgram> = staged.iter().map(|(_, _, f)| f).collect();
+    let filters = match chain(&programs) {
+        // One filter, as runc loads.
+        Some(one) => vec![one],
+        // Too long for one: stacked filters.
+        None => {
+            staged.sort_by_key(|(_, refuses, _)| *refuses);
+            staged.into_iter().map(|(_, _, f)| f).collect()
+        }
+    };
     let mut flags = 0;
     for f in s.flags().iter().flatten() {
         flags |= match f {
@@ -244,6 +263,46 @@ pub fn compile(s: &LinuxSeccomp) -> Result<SeccompPlan, SeccompError> {
         };
     }
     Ok(SeccompPlan { filters, flags })
+}
+
+/// The kernel's precedence of an action (lower wins when filters disagree):
+/// its action bits as a signed number, as `seccomp_run_filters` compares.
+fn precedence(act: &SeccompAction) -> i32 {
+    (u32::from(act.clone()) & 0xffff_0000) as i32
+}
+
+const BPF_RET_K: u16 = 0x06;
+const BPF_JMP_JA: u16 = 0x05;
+const RET_ALLOW: u32 = 0x7fff_0000;
+/// BPF_MAXINSNS: the longest program the kernel loads.
+const MAX_INSNS: usize = 4096;
+
+/// Joins filters into one program with the stacked filters' result: each
+/// but the last returns its action on a match and otherwise (where it would
+/// return allow) jumps to the next one. The filters come ordered by
+/// precedence, so the first match is the result the kernel would keep.
+/// `None` when the program would be too long.
+fn chain(programs: &[&BpfProgram]) -> Option<BpfProgram> {
+    let total: usize = programs.iter().map(|p| p.len()).sum();
+    if programs.is_empty() || total > MAX_INSNS {
+        return None;
+    }
+    let mut out = BpfProgram::with_capacity(total);
+    let last = programs.len() - 1;
+    for (n, prog) in programs.iter().enumerate() {
+        for (i, insn) in prog.iter().enumerate() {
+            let mut insn = insn.clone();
+            if n != last && insn.code == BPF_RET_K && insn.k == RET_ALLOW {
+                // To the first instruction of the next program.
+                insn.code = BPF_JMP_JA;
+                insn.jt = 0;
+                insn.jf = 0;
+                insn.k = u32::try_from(prog.len() - i - 1).ok()?;
+            }
+            out.push(insn);
+        }
+    }
+    Some(out)
 }
 
 /// Loads the filters into the calling process (after no_new_privs, or
@@ -290,11 +349,11 @@ mod tests {
     }
 
     #[test]
-    fn a_filter_refusing_seccomp_is_loaded_last() {
+    fn mixed_actions_are_one_chained_filter() {
         let returns = |f: &BpfProgram, k: u32| f.iter().any(|i| i.code == 0x06 && i.k == k);
         let errno = |e: u32| 0x0005_0000 | e;
-        // An allow-list without seccomp(2): its base filter (EPERM by
-        // default) must come after the ENOSYS filter for clone3.
+        // As Docker's default profile: an allow-list plus ENOSYS for clone3,
+        // one filter as in runc.
         let p = compile(&profile(serde_json::json!({
             "defaultAction": "SCMP_ACT_ERRNO",
             "syscalls": [
@@ -303,19 +362,27 @@ mod tests {
             ]
         })))
         .unwrap();
-        assert_eq!(p.filters.len(), 2);
-        assert!(returns(&p.filters[1], errno(1)) && !returns(&p.filters[0], errno(1)));
-        // With seccomp allowed, but refused by a rule of its own action,
-        // that rule's filter goes last.
-        let p = compile(&profile(serde_json::json!({
-            "defaultAction": "SCMP_ACT_ERRNO",
-            "syscalls": [
-                {"names": ["seccomp"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38},
-                {"names": ["read"], "action": "SCMP_ACT_ALLOW"}
-            ]
-        })))
-        .unwrap();
-        assert!(returns(&p.filters[1], errno(38)) && !returns(&p.filters[0], errno(38)));
+        assert_eq!(p.filters.len(), 1);
+        assert!(returns(&p.filters[0], errno(1)) && returns(&p.filters[0], errno(38)));
+        assert!(returns(&p.filters[0], RET_ALLOW));
+    }
+
+    #[test]
+    fn chaining_jumps_to_the_next_program_and_keeps_the_last_allow() {
+        let ret = |k| seccompiler::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k,
+        };
+        let a: BpfProgram = vec![ret(0x0005_0026), ret(RET_ALLOW)];
+        let b: BpfProgram = vec![ret(RET_ALLOW)];
+        let one = chain(&[&a, &b]).unwrap();
+        assert_eq!(one.len(), 3);
+        assert_eq!((one[1].code, one[1].k), (BPF_JMP_JA, 0));
+        assert_eq!((one[2].code, one[2].k), (0x06, RET_ALLOW));
+        let long: BpfProgram = vec![ret(RET_ALLOW); MAX_INSNS];
+        assert!(chain(&[&long, &b]).is_none());
     }
 
     #[test]
@@ -330,8 +397,8 @@ mod tests {
             ]
         })))
         .unwrap();
-        // Default allow: no base filter; one filter per errno value.
-        assert_eq!(p.filters.len(), 2);
+        // Default allow: no base filter; the errno groups chained.
+        assert_eq!(p.filters.len(), 1);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Loading `config.json` and validating it up front, before anything is
 //! created, with errors that name the field and the reason.
 
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::Spec;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
@@ -30,13 +30,57 @@ fn invalid(field: impl Into<String>, reason: impl Into<String>) -> SpecError {
 
 /// Reads and validates `<bundle>/config.json`.
 pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
+    load_with_unknown_caps(bundle).map(|(spec, _)| spec)
+}
+
+/// As [`load`], also returning the capability names of
+/// `process.capabilities` that were dropped as unknown (runc warns
+/// "ignoring unknown or unavailable capabilities" and runs without them).
+pub fn load_with_unknown_caps(bundle: &Path) -> Result<(Spec, Vec<String>), SpecError> {
     let data = read_regular(&bundle.join("config.json")).map_err(|source| SpecError::Read {
         bundle: bundle.to_path_buf(),
         source,
     })?;
+    let (data, unknown) = drop_unknown_caps(&data);
     let spec = parse(&data)?;
     validate(&spec)?;
-    Ok(spec)
+    Ok((spec, unknown))
+}
+
+/// Removes the names in `process.capabilities.*` that are not capabilities,
+/// returning the text to parse and the names removed. Text that is not a
+/// JSON object is returned as it is (the parser then says why).
+fn drop_unknown_caps(data: &[u8]) -> (std::borrow::Cow<'_, [u8]>, Vec<String>) {
+    use serde_json::Value;
+    let mut unknown = Vec::new();
+    let Ok(mut doc) = serde_json::from_slice::<Value>(data) else {
+        return (data.into(), unknown);
+    };
+    let Some(sets) = doc
+        .pointer_mut("/process/capabilities")
+        .and_then(Value::as_object_mut)
+    else {
+        return (data.into(), unknown);
+    };
+    for list in sets.values_mut().filter_map(Value::as_array_mut) {
+        list.retain(|name| {
+            let known = !name.is_string()
+                || serde_json::from_value::<oci_spec::runtime::Capability>(name.clone()).is_ok();
+            if !known {
+                if let Some(n) = name.as_str().filter(|n| !unknown.iter().any(|u| u == n)) {
+                    unknown.push(n.to_string());
+                }
+            }
+            known
+        });
+    }
+    if unknown.is_empty() {
+        return (data.into(), unknown);
+    }
+    match serde_json::to_vec(&doc) {
+        Ok(v) => (v.into(), unknown),
+        Err(_) => (data.into(), Vec::new()),
+    }
 }
 
 /// Reads a file that must be a regular one: opened without blocking, so a
@@ -146,22 +190,6 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
                 }
             }
         }
-        let has_userns = linux
-            .namespaces()
-            .iter()
-            .flatten()
-            .any(|n| n.typ() == LinuxNamespaceType::User);
-        if !has_userns && (linux.uid_mappings().is_some() || linux.gid_mappings().is_some()) {
-            // runc refuses id mappings without a user namespace.
-            let has_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
-                || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
-            if has_maps {
-                return Err(invalid(
-                    "linux.uidMappings",
-                    "id mappings need a user namespace in linux.namespaces",
-                ));
-            }
-        }
         for (i, d) in linux.devices().iter().flatten().enumerate() {
             if !d.path().is_absolute() {
                 return Err(invalid(
@@ -247,6 +275,29 @@ pub fn validate_id(id: &str) -> Result<(), SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_capability_names_are_dropped_and_reported() {
+        let doc = serde_json::json!({"process": {"capabilities": {
+            "bounding": ["CAP_KILL", "CAP_FOO"], "effective": ["CAP_FOO", "CAP_BAR"],
+            "permitted": ["CAP_CHOWN"]}}});
+        let text = serde_json::to_vec(&doc).unwrap();
+        let (out, unknown) = drop_unknown_caps(&text);
+        assert_eq!(unknown, ["CAP_FOO", "CAP_BAR"]);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v["process"]["capabilities"]["bounding"],
+            serde_json::json!(["CAP_KILL"])
+        );
+        assert_eq!(
+            v["process"]["capabilities"]["effective"],
+            serde_json::json!([])
+        );
+        // Nothing unknown, or no JSON at all: the text is left alone.
+        let plain = br#"{"process": {"capabilities": {"bounding": ["CAP_KILL"]}}}"#;
+        assert_eq!(drop_unknown_caps(plain), (plain[..].into(), vec![]));
+        assert_eq!(drop_unknown_caps(b"{nope").1, Vec::<String>::new());
+    }
 
     fn base() -> serde_json::Value {
         serde_json::json!({

@@ -289,20 +289,16 @@ pub fn to_oci(r: &DeviceRule) -> LinuxDeviceCgroup {
 }
 
 /// The resources to apply at create: the spec's, with the device list
-/// completed by runc's default allowlist and an `rwm` rule for every device
-/// node the container gets (`created`: (kind, major, minor)).
-pub fn for_create(
-    spec: Option<&LinuxResources>,
-    created: &[(DevKind, u32, u32)],
-) -> Result<LinuxResources, ResourceError> {
+/// completed by runc's default allowlist. A `linux.devices` node gets no
+/// rule of its own: as in runc, only `linux.resources.devices` (and the
+/// defaults) decide whether it can be opened (Docker and containerd pass a
+/// rule for every device they add).
+pub fn for_create(spec: Option<&LinuxResources>) -> Result<LinuxResources, ResourceError> {
     let mut res = spec.cloned().unwrap_or_default();
     validate(&res)?;
     let mut list = res.devices().clone().unwrap_or_default();
     for r in default_allowed() {
         list.push(to_oci(&r));
-    }
-    for (kind, major, minor) in created {
-        list.push(to_oci(&rule(*kind, Some(*major), Some(*minor), ACC_ALL)));
     }
     res.set_devices(Some(list));
     Ok(res)
@@ -1586,9 +1582,9 @@ mod tests {
     }
 
     #[test]
-    fn create_appends_the_default_allowlist_and_created_devices() {
+    fn create_appends_the_default_allowlist_only() {
         let spec = res(serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]}));
-        let r = for_create(Some(&spec), &[(DevKind::Char, 10, 229)]).unwrap();
+        let r = for_create(Some(&spec)).unwrap();
         let rules: Vec<String> = device_rules(&r)
             .unwrap()
             .iter()
@@ -1608,17 +1604,12 @@ mod tests {
                 "allow c 1:9 rwm",
                 "allow c 136:* rwm",
                 "allow c 5:2 rwm",
-                "allow c 10:229 rwm",
             ]
         );
         // Without a spec there is still a device list (deny by default).
-        let r = for_create(None, &[]).unwrap();
+        let r = for_create(None).unwrap();
         assert_eq!(device_rules(&r).unwrap().len(), 10);
-        assert!(for_create(
-            Some(&res(serde_json::json!({"memory": {"limit": -9}}))),
-            &[]
-        )
-        .is_err());
+        assert!(for_create(Some(&res(serde_json::json!({"memory": {"limit": -9}})))).is_err());
     }
 
     #[test]

@@ -34,7 +34,13 @@ pub(crate) fn create(
     spec::validate_id(&a.id)?;
     let bundle = std::fs::canonicalize(&a.bundle)
         .map_err(io_err(format!("bundle {}", a.bundle.display())))?;
-    let spec = spec::load(&bundle)?;
+    let (spec, unknown_caps) = spec::load_with_unknown_caps(&bundle)?;
+    if !unknown_caps.is_empty() {
+        log.warn(&format!(
+            "ignoring unknown or unavailable capabilities: [{}]",
+            unknown_caps.join(" ")
+        ));
+    }
     let terminal = spec
         .process()
         .as_ref()

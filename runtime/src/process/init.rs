@@ -223,6 +223,9 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
     hooks::run_all(&stage, &plan.hooks.create_container, state.as_bytes())?;
     rootfs::pivot(plan, &root)?;
     drop(root);
+    // A missing cwd is created as runc does: after pivot_root, before the
+    // read-only remounts of `finalize` (so even in a read-only rootfs).
+    create_cwd(&plan.process.cwd)?;
     // sysctls are written into the container's namespaces, before
     // /proc/sys becomes read-only, through a verified procfs handle: never a
     // path of the container's /proc (CVE-2025-52881).
@@ -397,6 +400,19 @@ fn become_ns_root(plan: &Plan) -> Result<(), InitError> {
     Ok(())
 }
 
+/// Creates `cwd` and its missing parents (root-owned, 0755), inside the
+/// container's root.
+fn create_cwd(cwd: &Path) -> Result<(), InitError> {
+    let err = |source| InitError::Cwd {
+        path: cwd.to_path_buf(),
+        source,
+    };
+    let root = sys::open(Path::new("/"), libc::O_PATH | libc::O_DIRECTORY, 0).map_err(err)?;
+    sys::mkdir_all_in_root(root.as_fd_borrowed(), cwd, 0o755)
+        .map(drop)
+        .map_err(err)
+}
+
 fn enter_cwd(cwd: &Path) -> Result<(), InitError> {
     let err = |source| InitError::Cwd {
         path: cwd.to_path_buf(),
@@ -507,11 +523,12 @@ fn find_executable(name: &str, env: &[String]) -> Result<PathBuf, InitError> {
     if name.contains('/') {
         return Ok(PathBuf::from(name));
     }
+    // No PATH: nothing to search, as Go's exec.LookPath in runc.
     let path = env
         .iter()
         .rev()
         .find_map(|e| e.strip_prefix("PATH="))
-        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+        .unwrap_or("");
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let p = Path::new(dir).join(name);
         let Ok(c) = sys::cstr(&p) else { continue };
@@ -646,6 +663,11 @@ mod tests {
         );
         assert!(matches!(
             find_executable("no-such-program", &env),
+            Err(InitError::NotFound(_))
+        ));
+        // Without PATH a bare name is not searched for.
+        assert!(matches!(
+            find_executable("sh", &[]),
             Err(InitError::NotFound(_))
         ));
     }
