@@ -365,8 +365,13 @@ phase_runtime_kill() {
                     R kill "$id" KILL; wait_status "$id" stopped || lost "$id"
                     kill9 "$id" "$d" delete "$id" ;;
             esac
-            # Recovery: a forced delete (if anything is left) and the id again.
-            if [[ -n $(status "$id") ]]; then R delete --force "$id" || fail "$id: delete --force after kill -9"; fi
+            # Recovery as a caller does it: a forced delete (which may find
+            # nothing), then the id again.
+            if [[ -n $(status "$id") ]]; then
+                R delete --force "$id" || fail "$id: delete --force after kill -9"
+            else
+                R delete --force "$id" || true
+            fi
             if R create --bundle "$work/b/$id" "$id" && R delete --force "$id"; then
                 ok=$((ok + 1))
             else
