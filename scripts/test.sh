@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the project needs and run every test: formatting, lints, the
-# build, unit tests, the root-only integration tests and, when present, the
+# build, unit tests, the root-only integration tests, the reduced soak
+# campaign (scripts/soak.sh --quick) and, when present, the
 # cgroup v2 VM tests. Every step runs (a failed build skips the tests that
 # need it); a summary closes the output and the exit code is non-zero if any
 # step failed.
@@ -73,12 +74,16 @@ if passed build; then
     step unit cargo test --workspace --exclude skiff-integration --no-fail-fast
     if ((EUID == 0)); then
         step integration cargo test -p skiff-integration --no-fail-fast -- --test-threads=2 "${filters[@]}"
+        # The reduced soak and fault campaign, skiff beside runc (README, Tests).
+        step soak bash scripts/soak.sh --quick
     else
         skip integration "needs root"
+        skip soak "needs root"
     fi
 else
     skip unit "the build failed"
     skip integration "the build failed"
+    skip soak "the build failed"
 fi
 
 if [[ -x scripts/vm-test.sh ]]; then
