@@ -26,11 +26,21 @@
 #   SKIFF_TEST_FILTER  test name filters (as for cargo test), when no FILTER
 #                      argument is given
 #   SKIFF_VM_TIMEOUT   seconds before the VM is killed (default 1200)
-#   SKIFF_VM_MEMORY    guest memory in MiB (default 2048)
+#   PARITY_*           passed to the tests in the guest (integration/tests/parity.rs's
+#                      knobs: PARITY_FILTER, PARITY_ALL, PARITY_JOBS, PARITY_VERBOSE, ...)
+#   SKIFF_VM_MEMORY    guest memory in MiB (default 4096: the guest has no
+#                      swap; the whole suite once stalled for 20 minutes in
+#                      cri.rs with 2048, a run of cri.rs alone did not)
 #   SKIFF_VM_CPUS      guest CPUs (default: this machine's, at most 4)
 #   SKIFF_VM_KEEP      keep the work directory (initramfs, console log)
 #   SKIFF_VM_VERBOSE   systemd guest: also print the slowest units of the
 #                      boot and systemd's status messages
+#   SKIFF_VM_CGROUP    v2 (default) or hybrid: the systemd guest on a hybrid
+#                      cgroup tree (v1 controllers, systemd's cgroup2 at
+#                      /sys/fs/cgroup/unified), for the systemd driver on v1
+#   SKIFF_REQUIRE_LSM  apparmor, selinux or both (comma-separated): lsm.rs's
+#                      tests of those fail instead of skipping when the guest
+#                      does not run them
 #   SKIFF_VM_APPEND    more kernel command line, after the script's own (the
 #                      last security= wins): "selinux=1 security=selinux
 #                      enforcing=0" boots SELinux in permissive mode instead
@@ -343,14 +353,24 @@ run_tests() {
     echo 'export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
     echo 'export TMPDIR=/tmp HOME=/root RUST_BACKTRACE=0'
     echo "export SKIFF_IT_TIMEOUT=${SKIFF_IT_TIMEOUT:-120} SKIFF_BIN=$(printf '%q' "$skiff_bin")"
+    echo "export SKIFF_REQUIRE_LSM=$(printf '%q' "${SKIFF_REQUIRE_LSM:-}")"
+    # parity.rs's knobs (PARITY_FILTER, PARITY_ALL, PARITY_JOBS, ...), as set here.
+    local v
+    for v in "${!PARITY_@}"; do
+        printf 'export %s=%q\n' "$v" "${!v}"
+    done
     echo "cd $(printf '%q' "$repo")"
     echo 'rc=0'
+    # What each test binary leaves behind: the guest has no swap, and a
+    # guest short of memory stalls for minutes rather than failing.
+    echo 'left() { echo "vm: after $1: $(awk '"'"'/^MemAvailable/ {print int($2/1024)}'"'"' /proc/meminfo) MiB available, $(ls /proc | grep -c "^[0-9]") processes, /tmp $(du -sm /tmp 2>/dev/null | cut -f1) MiB"; }'
     for b in "${bins[@]}"; do
         name=${b%%=*} exe=${b#*=}
         printf 'echo; echo "==> vm: %s"\n' "$name"
         printf "%q --test-threads=2 --color=never" "$exe"
         for f in "${filters[@]}"; do printf ' %q' "$f"; done
         printf ' || rc=1\n'
+        printf 'left %q\n' "$name"
     done
 }
 
@@ -384,11 +404,15 @@ else
         # systemd enables the controllers it knows (Delegate=yes asks for all
         # of them up to the root); those it does not (hugetlb, rdma, misc)
         # are switched on here, and systemd leaves them alone.
+        echo 'if [ -f /sys/fs/cgroup/cgroup.controllers ]; then'
         echo 'for c in $(cat /sys/fs/cgroup/cgroup.controllers); do'
         echo '    echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || echo "vm: cannot enable $c"'
         echo 'done'
         echo 'echo "vm: cgroup2 controllers at the root: $(cat /sys/fs/cgroup/cgroup.subtree_control)"'
         echo 'echo "vm: the tests run in $(cut -d: -f3 /proc/self/cgroup) with $(cat /sys/fs/cgroup$(cut -d: -f3 /proc/self/cgroup)/cgroup.controllers)"'
+        echo 'else'
+        echo 'echo "vm: hybrid cgroups: $(ls /sys/fs/cgroup | tr "\n" " ")"'
+        echo 'fi'
         echo 'echo "vm: D-Bus system bus: $(systemctl is-active dbus.service)"'
         echo 'echo "vm: AppArmor enabled: $(cat /sys/module/apparmor/parameters/enabled 2>&1)"'
         printf 'c2=%q\n' "$containerd2"
@@ -530,12 +554,22 @@ chmod 755 "$initrd_dir/init" "$initrd_dir/tests.sh"
 cpus=${SKIFF_VM_CPUS:-$(nproc)}
 ((cpus > 4)) && cpus=4
 console=$work/console.log
-append="console=ttyS0 loglevel=3 panic=-1 cgroup_no_v1=all"
+append="console=ttyS0 loglevel=3 panic=-1"
+case ${SKIFF_VM_CGROUP:-v2} in
+v2) append+=" cgroup_no_v1=all" ;;
+hybrid) [[ $init_mode == systemd ]] || die "SKIFF_VM_CGROUP=hybrid needs SKIFF_VM_INIT=systemd" ;;
+*) die "SKIFF_VM_CGROUP must be v2 or hybrid, not \"$SKIFF_VM_CGROUP\"" ;;
+esac
 if [[ $init_mode == systemd ]]; then
     # cgroup v2 only, AppArmor on (as Debian's kernel does by default, said
     # explicitly), the guest's own target, and of systemd's status lines only
     # the failures unless asked for more.
-    append+=" systemd.unified_cgroup_hierarchy=1 apparmor=1 security=apparmor systemd.unit=skiff-vm.target"
+    if [[ ${SKIFF_VM_CGROUP:-v2} == hybrid ]]; then
+        append+=" systemd.unified_cgroup_hierarchy=0"
+    else
+        append+=" systemd.unified_cgroup_hierarchy=1"
+    fi
+    append+=" apparmor=1 security=apparmor systemd.unit=skiff-vm.target"
     if [[ -n ${SKIFF_VM_VERBOSE:-} ]]; then
         append+=" systemd.show_status=yes"
     else
@@ -545,11 +579,11 @@ fi
 if [[ -n ${SKIFF_VM_APPEND:-} ]]; then
     append+=" $SKIFF_VM_APPEND"
 fi
-log "booting $kernel with $init_mode (tcg, $cpus cpus, ${SKIFF_VM_MEMORY:-2048} MiB) for: ${bins[*]%%=*}"
+log "booting $kernel with $init_mode (tcg, $cpus cpus, ${SKIFF_VM_MEMORY:-4096} MiB) for: ${bins[*]%%=*}"
 start=$SECONDS
 set +e
 timeout --kill-after=10 "${SKIFF_VM_TIMEOUT:-1200}" \
-    "${qemu[@]}" -accel tcg,thread=multi -cpu max -smp "$cpus" -m "${SKIFF_VM_MEMORY:-2048}" \
+    "${qemu[@]}" -accel tcg,thread=multi -cpu max -smp "$cpus" -m "${SKIFF_VM_MEMORY:-4096}" \
     -kernel "$kernel" -initrd "$work/initrd.cpio" \
     -append "$append" \
     -virtfs local,path=/,mount_tag=hostroot,security_model=passthrough,readonly=on,multidevs=remap \

@@ -28,6 +28,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -300,6 +301,10 @@ pub struct StartOptions {
     pub own_netns: bool,
     /// Which containerd to run (and which `ctr` drives it).
     pub version: Version,
+    /// Give containerd, at this descriptor number and without close-on-exec, an open file
+    /// (`stray-fd` in the instance dir), as a careless caller leaks one: containerd hands it on to
+    /// the shims it starts, which must not pass it further.
+    pub stray_fd: Option<i32>,
 }
 
 /// `text` with `{dir}` replaced by `dir`.
@@ -476,11 +481,35 @@ disabled_plugins = [{disabled}]
                 std::os::unix::process::CommandExt::pre_exec(&mut cmd, enter_own_netns);
             }
         }
+        let stray = match self.opts.stray_fd {
+            Some(n) => Some((fs::File::create(self.dir.join("stray-fd"))?, n)),
+            None => None,
+        };
+        if let Some((file, n)) = &stray {
+            let (fd, n) = (file.as_raw_fd(), *n);
+            // SAFETY: the closure only calls dup2 (async-signal-safe); dup2 leaves the copy
+            // without close-on-exec.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                    let r = if fd == n {
+                        libc::fcntl(n, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(fd, n)
+                    };
+                    if r < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Generous: under emulation (the VM) on a loaded machine containerd 2.x
+        // takes tens of seconds to load its plugins; the wait ends as soon as it answers.
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if self.socket().exists() {
                 if let Ok(out) = self.ctr(&["version"]) {

@@ -61,6 +61,10 @@ pub const RUNC_SHIM_SKIFF_HANDLER: &str = "runc-shim-skiff";
 pub const BROKEN_HANDLER: &str = "skiff-broken";
 /// Our shim with `SystemdCgroup = true`: the systemd cgroup driver.
 pub const SKIFF_SYSTEMD_HANDLER: &str = "skiff-systemd";
+/// Our shim declared as containerd's runc shim type (`runtime_type = "io.containerd.runc.v2"`,
+/// `runtime_path` naming containerd-shim-skiff-v2): containerd 2.x runs pods with user namespaces
+/// only on a runtime of that type (with another it fails "failed to get runtime v2 options").
+pub const SKIFF_USERNS_HANDLER: &str = "skiff-userns";
 /// The sandbox image built and imported by [`CriNode::start`].
 pub const PAUSE_IMAGE: &str = "skiff.invalid/pause:it";
 /// The containerd namespace of CRI.
@@ -489,12 +493,22 @@ fn handler_tables(runtimes: &str) -> String {
             "io.containerd.skiff.v2",
             "ConfigPath = \"{dir}/skiff-systemd.toml\"".to_string(),
         ),
+        (
+            SKIFF_USERNS_HANDLER,
+            "io.containerd.runc.v2",
+            format!("BinaryName = \"{skiff}\"\nRoot = \"{{dir}}/skiff-userns-root\""),
+        ),
     ];
+    let shim = crate::containerd::shim_binary().display().to_string();
     handlers
         .iter()
         .map(|(name, runtime_type, options)| {
+            let path = match *name {
+                SKIFF_USERNS_HANDLER => format!("  runtime_path = \"{shim}\"\n"),
+                _ => String::new(),
+            };
             format!(
-                "[{runtimes}.{name}]\n  runtime_type = \"{runtime_type}\"\n\
+                "[{runtimes}.{name}]\n  runtime_type = \"{runtime_type}\"\n{path}\
                  [{runtimes}.{name}.options]\n  {}\n",
                 options.replace('\n', "\n  ")
             )
@@ -644,6 +658,7 @@ pub fn pod_namespaces() -> api::NamespaceOption {
         pid: api::NamespaceMode::Container as i32,
         ipc: api::NamespaceMode::Pod as i32,
         target_id: String::new(),
+        userns_options: None,
     }
 }
 
@@ -799,9 +814,11 @@ impl CriNode {
                 (PathBuf::from("/usr/sbin/runc"), "{dir}/runc-root".into()),
                 (skiff.clone(), "{dir}/runc-shim-skiff-root".into()),
                 (skiff.clone(), "{dir}/broken-root".into()),
-                (skiff, "{dir}/skiff-systemd-root".into()),
+                (skiff.clone(), "{dir}/skiff-systemd-root".into()),
+                (skiff, "{dir}/skiff-userns-root".into()),
             ],
             own_netns: true,
+            ..StartOptions::default()
         })?;
         containerd.import_busybox()?;
         containerd.import_image(&pause_image()?)?;
@@ -871,6 +888,7 @@ impl CriNode {
             RUNC_HANDLER => "runc-root",
             RUNC_SHIM_SKIFF_HANDLER => "runc-shim-skiff-root",
             SKIFF_SYSTEMD_HANDLER => "skiff-systemd-root",
+            SKIFF_USERNS_HANDLER => "skiff-userns-root",
             _ => "broken-root",
         };
         self.dir().join(base).join(K8S_NAMESPACE)

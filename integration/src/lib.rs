@@ -12,6 +12,7 @@
 //! - [`caps`]: capability names to the bit masks shown in `/proc/<pid>/status`.
 //! - [`procfs`]: `/proc` text printed in a container: status fields, fd listings, id maps.
 //! - [`ptrace`]: fault injection: a runtime command SIGKILLed on entry to its N-th system call.
+//! - [`userns`]: a user namespace held by a process of its own, for containers to join by path.
 //!
 //! The binary under test is `$SKIFF_BIN` when set, else the `skiff` cargo built beside the test binary (`target/x86_64-unknown-linux-gnu/debug/skiff`) (build it
 //! first; the harness never builds it). Pointing `SKIFF_BIN` at `/usr/sbin/runc` runs the same tests
@@ -36,7 +37,9 @@ pub mod harness;
 pub mod host;
 pub mod procfs;
 pub mod ptrace;
+pub mod seccomp_agent;
 pub mod spec;
+pub mod userns;
 
 pub use bundle::Bundle;
 pub use console::ConsoleSocket;

@@ -85,7 +85,9 @@ pub fn run_killed_at(mut cmd: Command, kill_at: Option<u64>) -> Result<Traced> {
     if !libc::WIFSTOPPED(status) {
         bail!("traced command did not stop at exec (status {status:#x})");
     }
-    let opts = libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL;
+    // TRACEEXEC: an execve of the tracee (the runtime re-executes itself once, sealed) is an
+    // event stop, not a SIGTRAP that would be delivered and kill it.
+    let opts = libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL | libc::PTRACE_O_TRACEEXEC;
     // SAFETY: ptrace on our stopped tracee.
     check(
         unsafe {
@@ -126,6 +128,9 @@ pub fn run_killed_at(mut cmd: Command, kill_at: Option<u64>) -> Result<Traced> {
                 code: 128 + libc::WTERMSIG(status),
                 syscalls: count,
             });
+        }
+        if status >> 16 == libc::PTRACE_EVENT_EXEC {
+            continue;
         }
         let sig = libc::WSTOPSIG(status);
         if sig != libc::SIGTRAP | 0x80 {

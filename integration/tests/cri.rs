@@ -15,8 +15,8 @@ use anyhow::{anyhow, Result};
 use skiff_integration::containerd::{Version, IMAGE};
 use skiff_integration::cri::api::{self, ContainerState, PodSandboxState};
 use skiff_integration::cri::{
-    container_config, kubelet_resources, CriNode, BROKEN_HANDLER, RUNC_HANDLER,
-    RUNC_SHIM_SKIFF_HANDLER, SKIFF_HANDLER,
+    container_config, kubelet_resources, pod_namespaces, CriNode, BROKEN_HANDLER, RUNC_HANDLER,
+    RUNC_SHIM_SKIFF_HANDLER, SKIFF_HANDLER, SKIFF_USERNS_HANDLER,
 };
 use skiff_integration::host::{cgroup_mode, check_in_cgroup, process_alive, CgroupMode};
 
@@ -621,4 +621,187 @@ fn a_localhost_apparmor_profile_confines_the_container_with_skiff() -> Result<()
 #[test]
 fn a_localhost_apparmor_profile_confines_the_container_with_runc() -> Result<()> {
     apparmor_localhost(RUNC_HANDLER)
+}
+
+/// A pod with its own user namespace on containerd 2.4, as kubelet asks for one with
+/// `hostUsers: false`: the sandbox's and the container's `userns_options` in mode POD with the
+/// pod's mappings, and a volume carrying the same mappings (kubelet's idmapped volumes). The
+/// sandbox makes the user namespace; the container joins it by path with namespaces of its own
+/// (skiff's first stage), and its volume is an idmapped mount. Through `SKIFF_USERNS_HANDLER`
+/// (our shim declared as a runc-type runtime, which is what containerd 2.4 accepts for such pods;
+/// runc 1.1.5 cannot run them).
+/// Whether `dir` is on a tmpfs of a kernel older than 6.3, which cannot idmap tmpfs.
+fn cannot_idmap_tmpfs(dir: &std::path::Path) -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut nums = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let version = (nums.next().unwrap_or(0), nums.next().unwrap_or(0));
+    let tmpfs = nix::sys::statfs::statfs(dir)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    tmpfs && version < (6, 3)
+}
+
+#[test]
+fn user_namespaced_pod_with_skiff_on_containerd_2() -> Result<()> {
+    const HOST: u32 = 5 * 65_536;
+    let Some(node) = node_on(Version::V2_4)? else {
+        return Ok(());
+    };
+    let cri = node.cri();
+    let mapping = vec![api::IdMapping {
+        host_id: HOST,
+        container_id: 0,
+        length: 65_536,
+    }];
+    let userns = api::UserNamespace {
+        mode: api::NamespaceMode::Pod as i32,
+        uids: mapping.clone(),
+        gids: mapping.clone(),
+    };
+    let uid = pod_uid("userns");
+    let parent = node.pod_cgroup("besteffort", &uid, 2)?;
+    let mut pod_cfg = node.pod_config("isolated", &uid, &parent);
+    if let Some(ctx) = pod_cfg
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        ctx.namespace_options = Some(api::NamespaceOption {
+            userns_options: Some(userns.clone()),
+            ..pod_namespaces()
+        });
+    }
+    fs::create_dir_all(node.pod_log_dir("isolated", &uid))?;
+    let pod = match cri.run_pod_sandbox(&pod_cfg, SKIFF_USERNS_HANDLER) {
+        Ok(pod) => pod,
+        Err(e) if cannot_idmap_tmpfs(node.dir()) && e.message().contains("uidmap/gidmap") => {
+            // containerd's uidmap/gidmap overlay needs its layers idmapped: tmpfs can be from
+            // Linux 6.3 on, so in the VM (6.1, containerd's root on the guest's /tmp) the kernel
+            // refuses it.
+            eprintln!(
+                "SKIPPED: this kernel cannot idmap tmpfs, where containerd's layers are: {e}"
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = cri.pod_sandbox_status(&pod)?;
+    let pause_pid = CriNode::info_pid(&status.info)?;
+    let uid_map = fs::read_to_string(format!("/proc/{pause_pid}/uid_map"))?;
+    assert_eq!(
+        uid_map.split_whitespace().collect::<Vec<_>>(),
+        ["0", &HOST.to_string(), "65536"],
+        "{uid_map}"
+    );
+
+    // A volume: a file of the host's root and one of uid 1000, as on disk.
+    let volume = node.dir().join(format!("volume-{uid}"));
+    fs::create_dir_all(&volume)?;
+    fs::write(volume.join("root-file"), "r")?;
+    fs::write(volume.join("user-file"), "u")?;
+    std::os::unix::fs::lchown(volume.join("user-file"), Some(1000), Some(1000))?;
+    let mut app_cfg = container_config(
+        "app",
+        IMAGE,
+        &["sleep", "3600"],
+        Some(kubelet_resources(100, 200, 64 * MIB, 900)),
+    );
+    if let Some(ctx) = app_cfg
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        ctx.namespace_options = Some(api::NamespaceOption {
+            userns_options: Some(userns),
+            ..pod_namespaces()
+        });
+    }
+    app_cfg.mounts = vec![api::Mount {
+        container_path: "/vol".into(),
+        host_path: volume.display().to_string(),
+        readonly: false,
+        uid_mappings: mapping.clone(),
+        gid_mappings: mapping,
+    }];
+    let app = cri.create_container(&pod, &app_cfg, &pod_cfg)?;
+    cri.start_container(&app)?;
+    let status = cri.container_status(&app)?;
+    let app_pid = CriNode::info_pid(&status.info)?;
+
+    // The pod's user namespace, joined; namespaces of the pod's and of its own.
+    assert_eq!(ns_of(app_pid, "user"), ns_of(pause_pid, "user"));
+    assert_ne!(
+        ns_of(app_pid, "user"),
+        ns_of(std::process::id() as i32, "user")
+    );
+    for kind in ["net", "ipc", "uts"] {
+        assert_eq!(ns_of(app_pid, kind), ns_of(pause_pid, kind), "{kind}");
+    }
+    assert_ne!(ns_of(app_pid, "pid"), ns_of(pause_pid, "pid"));
+    assert_ne!(ns_of(app_pid, "mnt"), ns_of(pause_pid, "mnt"));
+    let proc_status = fs::read_to_string(format!("/proc/{app_pid}/status"))?;
+    let uid_line = proc_status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap_or_default();
+    assert_eq!(
+        uid_line.split_whitespace().skip(1).collect::<Vec<_>>(),
+        [HOST.to_string().as_str(); 4],
+        "the host sees the mapped uid: {uid_line}"
+    );
+
+    // Kubelet's oom_score_adj, for the init and for what exec runs (the host's privileges are
+    // needed to set it for a process in a user namespace).
+    assert_eq!(
+        fs::read_to_string(format!("/proc/{app_pid}/oom_score_adj"))?.trim(),
+        "900"
+    );
+    let out = exec_out(&node, &app, &["cat", "/proc/self/oom_score_adj"])?;
+    assert_eq!(text(&out.stdout).trim(), "900", "{}", text(&out.stderr));
+
+    // Inside: root, and the volume's files owned through the idmapped mount (the host's root's
+    // file is the container's root's, not 65534).
+    let out = exec_out(
+        &node,
+        &app,
+        &[
+            "sh",
+            "-c",
+            "id -u; stat -c '%u:%g' /vol/root-file /vol/user-file",
+        ],
+    )?;
+    assert_eq!(
+        (text(&out.stdout).as_str(), out.exit_code),
+        ("0\n0:0\n1000:1000\n", 0),
+        "{}",
+        text(&out.stderr)
+    );
+    // What the container's root writes there is the host's root's on disk.
+    let out = exec_out(&node, &app, &["touch", "/vol/made-inside"])?;
+    assert_eq!(out.exit_code, 0, "{}", text(&out.stderr));
+    let meta = fs::metadata(volume.join("made-inside"))?;
+    assert_eq!(
+        (
+            std::os::unix::fs::MetadataExt::uid(&meta),
+            std::os::unix::fs::MetadataExt::gid(&meta)
+        ),
+        (0, 0)
+    );
+    let stats = cri.container_stats(&app)?;
+    assert_eq!(stats.attributes.clone().unwrap_or_default().id, app);
+
+    cri.stop_container(&app, 1)?;
+    node.wait_exited(&app, Duration::from_secs(10))?;
+    cri.remove_container(&app)?;
+    cri.stop_pod_sandbox(&pod)?;
+    cri.remove_pod_sandbox(&pod)?;
+    assert!(!process_alive(app_pid) && !process_alive(pause_pid));
+    let info = fs::read_to_string("/proc/self/mountinfo")?;
+    let shown = volume.display().to_string();
+    assert!(
+        !info.lines().any(|l| l.contains(&shown)),
+        "the volume is left mounted"
+    );
+    assert_pod_left_nothing(&node, SKIFF_USERNS_HANDLER, &pod, &parent)
 }

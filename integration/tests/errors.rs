@@ -76,14 +76,6 @@ fn unknown_namespace_type() -> Result<()> {
 }
 
 #[test]
-fn relative_mount_destination() -> Result<()> {
-    let h = Harness::new()?;
-    let mut b = h.bundle()?;
-    b.add_mount(json!({"destination": "relative/dir", "type": "tmpfs", "source": "tmpfs"}))?;
-    assert_rejected(&h, &b, &h.id("relmnt"), &["destination", "mount"])
-}
-
-#[test]
 fn missing_process() -> Result<()> {
     let h = Harness::new()?;
     let mut b = h.bundle()?;

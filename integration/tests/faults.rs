@@ -154,6 +154,60 @@ fn run_detached_killed_along_its_path_leaves_nothing() -> Result<()> {
     Ok(())
 }
 
+/// A create that joins a user namespace by path goes through a first stage (which joins it and
+/// clones the init with CLONE_PARENT): killed along that path too, it leaves nothing.
+#[test]
+fn create_joining_a_user_namespace_killed_along_its_path_leaves_nothing() -> Result<()> {
+    let h = Harness::new()?;
+    let (mut b, top) = nested_bundle(&h)?;
+    let holder = skiff_integration::userns::UsernsHolder::start(0, 65_536)?;
+    b.set_namespace("user", Some(&holder.path()))?;
+    let id = h.id("fault-userns");
+    let path = b.path_str();
+    let args = ["create", "--bundle", path.as_str(), id.as_str()];
+    sweep(
+        &h,
+        &id,
+        (&b, &top),
+        &|| Ok(()),
+        &args,
+        stride_from_env(1) * 3,
+    )?;
+    Ok(())
+}
+
+/// A create with an idmapped bind makes a user namespace for the mapping (a helper process) and a
+/// detached, idmapped tree: killed along that path, it leaves no helper and no mount.
+#[test]
+fn create_with_an_idmapped_mount_killed_along_its_path_leaves_nothing() -> Result<()> {
+    let h = Harness::new()?;
+    let (mut b, top) = nested_bundle(&h)?;
+    let src = h.dir("idmap-src")?;
+    let map = json!([{"containerID": 0, "hostID": 100_000, "size": 65_536}]);
+    b.add_mount(json!({
+        "destination": "/data", "type": "bind", "source": src.display().to_string(),
+        "options": ["rbind"], "uidMappings": map.clone(), "gidMappings": map,
+    }))?;
+    let id = h.id("fault-idmap");
+    let path = b.path_str();
+    let args = ["create", "--bundle", path.as_str(), id.as_str()];
+    let shown = src.display().to_string();
+    let no_mount = || -> Result<()> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+        ensure!(!info.contains(&shown), "{shown} is mounted on the host");
+        Ok(())
+    };
+    sweep(
+        &h,
+        &id,
+        (&b, &top),
+        &no_mount,
+        &args,
+        stride_from_env(1) * 3,
+    )?;
+    no_mount()
+}
+
 #[test]
 fn start_killed_along_its_path_leaves_nothing() -> Result<()> {
     let h = Harness::new()?;

@@ -254,12 +254,18 @@ const STAGES: [&str; 6] = [
 /// | poststop | a failing hook | runc 1.1.5 logs it, exits 0 and skips the remaining poststop hooks; runtime-spec 1.2: the remaining hooks run |
 /// | createContainer, startContainer | state `pid` | runc reports the pid inside the container's pid namespace (1); the spec asks for the host's view |
 /// | all | env order | std's `Command` passes a hook's environment sorted by name; runc keeps the listed order |
-/// | all | extra state fields | skiff's state also carries `rootfs`, `created`, `owner` (as `skiff state` does) and its own `ociVersion` |
+/// | all | state `ociVersion` | the runtime-spec version the runtime implements: runc 1.1.5 was built with 1.0.2-dev, skiff implements 1.2.1 (as runc 1.3) |
 const ACCEPTED: &[(&str, &str)] = &[
     ("poststart", "state.status"),
     ("poststart", "cwd"),
     ("createContainer", "state.pid"),
     ("startContainer", "state.pid"),
+    ("prestart", "state.ociVersion"),
+    ("createRuntime", "state.ociVersion"),
+    ("createContainer", "state.ociVersion"),
+    ("startContainer", "state.ociVersion"),
+    ("poststart", "state.ociVersion"),
+    ("poststop", "state.ociVersion"),
 ];
 
 fn out_dir_for(stage: &str, host: &str) -> String {
@@ -293,6 +299,8 @@ fn add_probe_hooks(b: &mut skiff_integration::Bundle, host_dir: &str) -> Result<
             stage,
             json!({"path": "/bin/sh", "args": ["sh", "-c", format!(
                 "cat > {d}/{stage}.state; readlink /proc/self/cwd > {d}/{stage}.cwd; \
+                 echo $(readlink /proc/$$/fd/0) $(readlink /proc/$$/fd/1) \
+                   $(readlink /proc/$$/fd/2) | sed 's/:[^ ]*//g' > {d}/{stage}.stdio; \
                  echo {stage} >> {d}/order")]}),
         )?;
     }
@@ -315,11 +323,11 @@ fn normalise_env(raw: &[u8], h: &Harness) -> Value {
     json!(vars)
 }
 
+/// Every member of a hook's state, the id, bundle and init pid named.
 fn normalise_state(state: &Value, id: &str, bundle: &str, pid: i32) -> Value {
     let mut out = serde_json::Map::new();
-    for key in ["id", "status", "pid", "bundle", "annotations"] {
-        let Some(v) = state.get(key) else { continue };
-        let v = match key {
+    for (key, v) in state.as_object().into_iter().flatten() {
+        let v = match key.as_str() {
             "id" if v == id => json!("ID"),
             "bundle" if v == bundle => json!("BUNDLE"),
             "pid" if v == pid => json!("PID"),
@@ -382,6 +390,9 @@ fn observe_hooks(bin: &str) -> Result<Seen> {
         if state.get("pid").is_none() {
             facts.insert(format!("{stage}.state.pid"), json!("absent"));
         }
+        // What the hook's stdin, stdout and stderr are (`pipe`, a path...).
+        let stdio = fs::read_to_string(out.join(format!("{stage}.stdio")))?;
+        facts.insert(format!("{stage}.stdio"), json!(stdio.trim()));
     }
     let order = fs::read_to_string(out.join("order"))?
         .lines()

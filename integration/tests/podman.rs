@@ -107,13 +107,17 @@ impl Podman {
         // Why each setting: cgroupfs (no systemd here), conmon where it is, skiff beside runc
         // and trusted to speak JSON (`runtime_supports_json`), files for events (no journald),
         // and limits this sandbox can grant (podman's default nofile and nproc are above the
-        // hard limits a runtime without CAP_SYS_RESOURCE can set).
+        // hard limits a runtime without CAP_SYS_RESOURCE can set). Locks in files under the
+        // tmpdir: the default is one shared-memory segment (/dev/shm/libpod_lock) for every
+        // rootful podman on the machine, and a podman with a fresh runroot takes it for a
+        // reboot and frees every lock in it, those of a setup running alongside too.
         let conf = format!(
             "[containers]\n\
              default_ulimits = [\"nofile=1024:1024\", \"nproc=4096:4096\"]\n\
              [engine]\n\
              cgroup_manager = \"cgroupfs\"\n\
              events_logger = \"file\"\n\
+             lock_type = \"file\"\n\
              conmon_path = [{conmon:?}]\n\
              runtime_supports_json = [\"crun\", \"runc\", \"skiff\"]\n\
              [engine.runtimes]\n\

@@ -459,3 +459,118 @@ fn signals_ignored_by_the_caller_are_reset_as_in_runc() -> Result<()> {
     assert_eq!((runc_init & !sig32, runc_exec & !sig32), ours);
     Ok(())
 }
+
+/// Runs `RUNTIME --root R args...` with `input` on its stdin (a pipe, then end of file) and its
+/// stdout and stderr in files, read as soon as it has exited. Returns (exit code, stdout,
+/// stderr).
+fn foreground(h: &Harness, args: &[&str], input: &[u8]) -> Result<(i32, Vec<u8>, String)> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let n = h.id("fgio");
+    let (out_path, err_path) = (h.path(&format!("{n}.out")), h.path(&format!("{n}.err")));
+    let mut child = Command::new(h.bin())
+        .arg("--root")
+        .arg(h.root())
+        .args(args)
+        .env(skiff_integration::harness::TAG_VAR, h.tag())
+        .stdin(Stdio::piped())
+        .stdout(fs::File::create(&out_path)?)
+        .stderr(fs::File::create(&err_path)?)
+        .spawn()?;
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let deadline = std::time::Instant::now() + h.timeout();
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill()?;
+            child.wait()?;
+            anyhow::bail!("{args:?} did not finish in {:?}", h.timeout());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let out = fs::read(&out_path)?;
+    let err = fs::read_to_string(&err_path)?;
+    feeder.join().unwrap();
+    Ok((status.code().unwrap_or(-1), out, err))
+}
+
+/// The process's script: what its fds 0-2 are, its stdin to its end of file echoed, a line on stderr, a large
+/// output (more than any pipe holds), a line written by a child after the process has exited
+/// (`late`: `exec` waits for it, as runc; in `run` the pid namespace takes the child with the
+/// init), and an exit status of its own.
+const STDIO_SCRIPT: &str = "for f in 0 1 2; do readlink /proc/$$/fd/$f | cut -d: -f1; done; \
+    echo \"stdin=$(cat)\"; echo to-stderr >&2; \
+    head -c 1000000 /dev/zero | tr '\\0' x; echo; \
+    (sleep 0.3; echo late) & exit 7";
+
+/// What a command gave: exit code, stdout lines (the large output measured), stderr lines.
+type Seen = (i32, Vec<String>, Vec<String>);
+
+/// What one runtime's foreground `run` and `exec` (without a terminal) gave.
+fn foreground_stdio(bin: &std::path::Path) -> Result<Vec<Seen>> {
+    let h = Harness::with_binary(bin.to_path_buf())?;
+    let mut b = h.bundle()?;
+    b.args(&["sh", "-c", STDIO_SCRIPT])?;
+    let summary = |(code, out, err): (i32, Vec<u8>, String)| {
+        let out = String::from_utf8_lossy(&out).into_owned();
+        let lines = out
+            .lines()
+            .map(|l| match l.len() {
+                n if n > 100 && l.bytes().all(|c| c == b'x') => format!("{n} x"),
+                _ => l.to_string(),
+            })
+            .collect();
+        let err = err
+            .lines()
+            .filter(|l| !l.contains("level=warning"))
+            .map(str::to_string)
+            .collect();
+        (code, lines, err)
+    };
+    let id = h.id("fgrun");
+    let run = summary(foreground(
+        &h,
+        &["run", "--bundle", &b.path_str(), &id],
+        b"hello\n",
+    )?);
+    let mut sleeper = h.bundle()?;
+    sleeper.args(&["sleep", "600"])?;
+    let id = h.create_and_start("fgexec", &sleeper)?;
+    let exec = summary(foreground(
+        &h,
+        &["exec", &id, "sh", "-c", STDIO_SCRIPT],
+        b"from exec\n",
+    )?);
+    h.delete_force(&id)?;
+    Ok(vec![run, exec])
+}
+
+/// runc's foreground `run` and `exec` without a terminal give the process pipes (never the
+/// caller's descriptors: here files) and copy them to and from their own stdio; they exit once
+/// the output has reached its end, with the process's exit status. skiff does the same.
+#[test]
+fn foreground_stdio_is_pipes_copied_to_the_end_as_in_runc() -> Result<()> {
+    let got = foreground_stdio(&skiff_integration::harness::runtime_binary())?;
+    let pipes = ["pipe", "pipe", "pipe"];
+    let (code, out, err) = &got[0];
+    assert_eq!(*code, 7, "run: {out:?} {err:?}");
+    assert_eq!(out[..3], pipes, "run: the process's fds 0-2");
+    assert_eq!(out[3..], ["stdin=hello", "1000000 x"], "run");
+    assert_eq!(*err, ["to-stderr"], "run");
+    let (code, out, err) = &got[1];
+    assert_eq!(*code, 7, "exec: {out:?} {err:?}");
+    assert_eq!(out[..3], pipes, "exec: the process's fds 0-2");
+    assert_eq!(out[3..], ["stdin=from exec", "1000000 x", "late"], "exec");
+    assert_eq!(*err, ["to-stderr"], "exec");
+    let runc = std::path::Path::new(skiff_integration::harness::RUNC);
+    if runc.is_file() {
+        assert_eq!(got, foreground_stdio(runc)?, "skiff, then runc");
+    }
+    Ok(())
+}

@@ -59,6 +59,19 @@ fn dev_has_the_default_devices_and_links() -> Result<()> {
         assert!(f[0].starts_with('l'), "/dev/{name} is not a link: {f:?}");
         assert_eq!(f.last().unwrap(), target, "/dev/{name}: {f:?}");
     }
+    // /dev/core as runc makes it: a link to /proc/kcore where the kernel has one (the VM's).
+    let core = listing
+        .lines()
+        .find(|l| l.contains(" core -> ") || l.ends_with(" core"));
+    if std::path::Path::new("/proc/kcore").exists() {
+        let core = core.unwrap_or_else(|| panic!("/dev/core missing:\n{listing}"));
+        assert!(
+            core.starts_with('l') && core.ends_with(" core -> /proc/kcore"),
+            "/dev/core: {core}"
+        );
+    } else {
+        assert_eq!(core, None, "/dev/core without /proc/kcore");
+    }
     // ptmx: a link into the devpts instance, or the devpts ptmx itself.
     let ptmx = entry("ptmx");
     assert!(
@@ -516,9 +529,11 @@ fn propagation_case(
 /// the mode to `/` of the new namespace, makes the mount holding the rootfs private if it is still
 /// shared, binds the rootfs and pivots into it; it does not apply the mode again afterwards. So a
 /// `slave` root keeps its master only when the rootfs was not a shared mount of its own, and an
-/// `unbindable` `/` makes the rootfs bind fail when the rootfs is a plain directory on `/`.
+/// `unbindable` `/` makes the rootfs bind fail when the rootfs is a plain directory on `/`. A
+/// non-recursive mode changes `/` alone: where the temp dir is a mount of its own (the VM's /tmp
+/// is a tmpfs), a plain rootfs directory there fares as a rootfs mount point does.
 const PROPAGATION_MODES: [(Option<&str>, &str, &str); 9] = [
-    // (mode, rootfs a plain directory, rootfs a mount point of its own)
+    // (mode, rootfs a plain directory on `/`, rootfs a mount point of its own or on one)
     (None, "master", "master"),
     (Some("rslave"), "master", "master"),
     (Some("slave"), "master", "private"),
@@ -544,8 +559,13 @@ fn rootfs_propagation_modes(rootfs_is_mount: bool) -> Result<()> {
     if let Some(r) = &mut runc {
         r.use_shared_host_mount_ns()?;
     }
+    let on_root = mount_point_holding(&std::env::temp_dir())? == std::path::Path::new("/");
     for (mode, plain, own) in PROPAGATION_MODES {
-        let want = if rootfs_is_mount { own } else { plain };
+        let want = if rootfs_is_mount || !on_root {
+            own
+        } else {
+            plain
+        };
         let got = propagation_case(&h, mode, rootfs_is_mount)?;
         let root = |seen: &Option<std::collections::BTreeMap<String, String>>| match seen {
             Some(m) => m.get("/").cloned().unwrap_or_default(),
@@ -578,6 +598,19 @@ fn rootfs_propagation_modes(rootfs_is_mount: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The mount point of the mount that holds `path` (the longest mount point above it).
+fn mount_point_holding(path: &std::path::Path) -> Result<std::path::PathBuf> {
+    let path = fs::canonicalize(path)?;
+    let text = fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(std::path::PathBuf::from)
+        .filter(|p| path.starts_with(p))
+        .max_by_key(|p| p.components().count())
+        .unwrap_or_else(|| "/".into()))
 }
 
 #[test]
@@ -713,5 +746,151 @@ fn relative_masked_and_readonly_paths_start_at_the_root() -> Result<()> {
         let oracle = relative_paths_case(&Harness::runc()?)?;
         assert_eq!(got, oracle, "skiff vs runc");
     }
+    Ok(())
+}
+
+/// runc accepts a relative `mounts[].destination` (deprecated): it warns, twice (its spec
+/// conversion and its configuration check), and mounts it under the container's `/`. So does
+/// skiff; compared with runc when it is installed.
+#[test]
+fn a_relative_mount_destination_is_mounted_under_the_root_with_warnings() -> Result<()> {
+    let case = |h: &Harness| -> Result<(String, usize)> {
+        let mut b = h.bundle()?;
+        b.add_mount(json!({"destination": "rel/x", "type": "tmpfs", "source": "tmpfs"}))?;
+        b.sh("awk '$5 ~ /rel/ { print $5, $6 }' /proc/self/mountinfo")?;
+        let out = h.run(&h.id("reldest"), &b, &[])?.ok()?;
+        let warnings = out
+            .stderr
+            .lines()
+            .filter(|l| l.contains("level=warning"))
+            .count();
+        Ok((out.stdout, warnings))
+    };
+    let h = Harness::new()?;
+    let got = case(&h)?;
+    assert_eq!(got, ("/rel/x rw,relatime\n".to_string(), 2));
+    let runc_bin = std::path::Path::new(skiff_integration::harness::RUNC);
+    if runc_bin.is_file() && h.bin() != runc_bin {
+        assert_eq!(got, case(&Harness::runc()?)?, "skiff vs runc");
+    }
+    Ok(())
+}
+
+/// A tree under `/data` in the rootfs with what `tmpcopyup` must carry over: owners, a file's
+/// set-id and sticky bits, directories (whose set-id bits and group/other write bits runc does not
+/// keep), relative and dangling symlinks with their own owners, a hard link.
+fn copyup_tree(rootfs: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::{lchown, symlink, PermissionsExt};
+    let d = rootfs.join("data");
+    let mode = |p: &std::path::Path, m: u32| fs::set_permissions(p, fs::Permissions::from_mode(m));
+    fs::create_dir_all(d.join("sub/deep"))?;
+    fs::write(d.join("file"), "content\n")?;
+    fs::hard_link(d.join("file"), d.join("hard"))?;
+    fs::write(d.join("sub/deep/suid"), "x")?;
+    fs::create_dir(d.join("sticky"))?;
+    symlink("../file", d.join("sub/link"))?;
+    symlink("/nonexistent", d.join("dangling"))?;
+    lchown(d.join("dangling"), Some(7), Some(8))?;
+    lchown(d.join("sub"), Some(1000), Some(1001))?;
+    mode(&d.join("sub/deep/suid"), 0o4755)?;
+    mode(&d.join("sub/deep"), 0o2711)?;
+    mode(&d.join("sub"), 0o750)?;
+    mode(&d.join("sticky"), 0o1777)?;
+    mode(&d, 0o1770)?;
+    Ok(())
+}
+
+/// The tree at `/data` as a container shows it, with the given options on a tmpfs there.
+fn copyup_case(h: &Harness, options: &[&str]) -> Result<String> {
+    let mut b = h.bundle()?;
+    copyup_tree(&b.rootfs())?;
+    b.add_mount(
+        json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs",
+                       "options": options}),
+    )?;
+    b.edit(|c| {
+        for set in ["bounding", "effective", "permitted"] {
+            let caps = c["process"]["capabilities"][set].as_array_mut().unwrap();
+            caps.push(json!("CAP_DAC_OVERRIDE"));
+            caps.push(json!("CAP_DAC_READ_SEARCH"));
+        }
+    })?;
+    b.sh(
+        "cd /data && find . | sort | while read f; do stat -c '%n %F %a %u:%g %h' \"$f\"; done; \
+          cat file; readlink sub/link; echo new > new && echo written; \
+          awk '$5 == \"/data\" { print $5, $6 }' /proc/self/mountinfo",
+    )?;
+    let out = h.run_ok(&b)?;
+    // The writes went to the tmpfs, not to the rootfs.
+    assert!(!b.rootfs().join("data/new").exists());
+    Ok(out)
+}
+
+/// `tmpcopyup` (runc's mount extension): the tmpfs over a directory starts with a copy of what
+/// the directory held, owners, modes and symlinks kept as runc keeps them, and the tmpfs's root
+/// takes the directory's mode. Compared with runc when it is installed.
+#[test]
+fn tmpcopyup_copies_the_covered_directory_as_runc() -> Result<()> {
+    let h = Harness::new()?;
+    let got = copyup_case(&h, &["tmpcopyup", "size=1m"])?;
+    assert_eq!(
+        got,
+        ". directory 1770 0:0 4\n\
+         ./dangling symbolic link 777 7:8 1\n\
+         ./file regular file 644 0:0 1\n\
+         ./hard regular file 644 0:0 1\n\
+         ./sticky directory 1755 0:0 2\n\
+         ./sub directory 750 1000:1001 3\n\
+         ./sub/deep directory 711 0:0 2\n\
+         ./sub/deep/suid regular file 4755 0:0 1\n\
+         ./sub/link symbolic link 777 0:0 1\n\
+         content\n../file\nwritten\n\
+         /data rw,relatime\n"
+    );
+    let runc_bin = std::path::Path::new(skiff_integration::harness::RUNC);
+    if runc_bin.is_file() && h.bin() != runc_bin {
+        assert_eq!(
+            got,
+            copyup_case(&Harness::runc()?, &["tmpcopyup", "size=1m"])?
+        );
+    }
+    // Without tmpcopyup the tmpfs is empty, its root still with the directory's mode (runc).
+    let got = copyup_case(&h, &["size=1m"])?;
+    assert!(
+        got.starts_with(". directory 1770 0:0 2\nwritten\n"),
+        "{got}"
+    );
+    // An explicit mode= wins, as in runc 1.2+ (runc 1.1.5 chmods it back to the directory's).
+    let got = copyup_case(&h, &["tmpcopyup", "mode=700"])?;
+    assert!(got.starts_with(". directory 700 0:0 4\n"), "{got}");
+    Ok(())
+}
+
+/// Device nodes and fifos are copied as nodes (runc 1.1.5 fails `lchown ...: no such file or
+/// directory` on them).
+#[test]
+fn tmpcopyup_copies_nodes_and_fifos() -> Result<()> {
+    let h = Harness::new()?;
+    let mut b = h.bundle()?;
+    let d = b.rootfs().join("data");
+    fs::create_dir_all(&d)?;
+    for (name, kind, dev) in [
+        ("null", libc::S_IFCHR, libc::makedev(1, 3)),
+        ("fifo", libc::S_IFIFO, 0),
+    ] {
+        let p = std::ffi::CString::new(d.join(name).into_os_string().into_encoded_bytes())?;
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mknod(p.as_ptr(), kind | 0o640, dev) }, 0);
+    }
+    b.add_mount(
+        json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs",
+                       "options": ["tmpcopyup"]}),
+    )?;
+    b.sh("cd /data && stat -c '%n %F %a %t:%T' * && echo x > null && echo null-writes")?;
+    let out = h.run_ok(&b)?;
+    assert_eq!(
+        out,
+        "fifo fifo 640 0:0\nnull character special file 640 1:3\nnull-writes\n"
+    );
     Ok(())
 }

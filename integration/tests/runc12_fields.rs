@@ -97,11 +97,19 @@ fn exec_cpu_affinity_pins_exec_not_the_init() -> Result<()> {
     assert_eq!(cpus_allowed(&out.stdout), "1", "final");
     // The runtime's side: `skiff exec` itself, relaying a running process.
     let running = h.spawn(
-        &skiff_integration::exec_args(&id, &[], &["sleep", "5"]),
+        &skiff_integration::exec_args(&id, &[], &["sleep", "600"]),
         skiff_integration::Opts::default(),
     )?;
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let parent = std::fs::read_to_string(format!("/proc/{}/status", running.pid()))?;
+    // Polled, not slept on: under emulation `skiff exec` takes a while to get that far.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut parent = String::new();
+    while std::time::Instant::now() < deadline {
+        parent = std::fs::read_to_string(format!("/proc/{}/status", running.pid()))?;
+        if cpus_allowed(&parent) == "0" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_eq!(cpus_allowed(&parent), "0", "initial");
     drop(running);
     // Given with --process too, and checked.

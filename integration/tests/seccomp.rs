@@ -400,35 +400,324 @@ fn conditions_on_the_same_argument_are_alternatives_as_in_runc() -> Result<()> {
     Ok(())
 }
 
-fn assert_notify_refused(h: &Harness, profile: Value) -> Result<()> {
+#[test]
+fn notify_is_refused_where_runc_refuses_it_and_leaves_nothing() -> Result<()> {
+    for (h, skiff) in [(Harness::runc()?, false), (Harness::new()?, true)] {
+        let who = h.bin().display().to_string();
+        let nobody = h.path("nobody-listens.sock").display().to_string();
+        let agent = skiff_integration::seccomp_agent::SeccompAgent::start(
+            &h.path("agent.sock"),
+            skiff_integration::seccomp_agent::Reply::Continue,
+        )?;
+        let listener = agent.path().display().to_string();
+        let notify = |names: &[&str]| json!([{"names": names, "action": "SCMP_ACT_NOTIFY"}]);
+        for (what, profile) in [
+            (
+                "no listenerPath",
+                json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": notify(&["mkdir"])}),
+            ),
+            (
+                "notify on write",
+                json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": listener,
+                       "syscalls": notify(&["mkdir", "write"])}),
+            ),
+            (
+                "notify as the default",
+                json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": listener}),
+            ),
+            (
+                "nobody listening",
+                json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": nobody,
+                       "syscalls": notify(&["mkdir"])}),
+            ),
+        ] {
+            let mut b = bundle_with(&h, Some(profile))?;
+            b.sh("echo must-not-run")?;
+            let id = h.id("notify");
+            let out = h.try_create(&id, &b, &[])?;
+            assert!(!out.success(), "{who}, {what}: {out}");
+            assert!(!h.stdout_of(&id)?.contains("must-not-run"), "{who}, {what}");
+            if skiff {
+                assert_eq!(out.exit_code(), 1, "{what}: {out}");
+                assert!(out.stderr.contains("seccomp"), "{what}: {out}");
+                h.check_no_trace(&id, &b)?;
+            } else {
+                h.delete_force(&id)?;
+            }
+        }
+        // None of them reached the agent.
+        assert!(agent.finish()?.is_empty(), "{who}");
+    }
+    Ok(())
+}
+
+/// How a test program makes its one `mkdir("/tmp/d", 0755)`.
+#[derive(Clone, Copy, Debug)]
+enum Abi {
+    /// `int $0x80` with i386 number 39.
+    I386,
+    /// `syscall` with the x32 number `0x40000000 | 83`.
+    X32,
+    /// `syscall` with the x86_64 number 83.
+    X86_64,
+}
+
+/// A static x86_64 ELF that makes one `mkdir("/tmp/d", 0755)` through `abi` and exits (through
+/// x86_64 `exit`) with the call's errno, or 0. Written byte by byte so that the test needs no
+/// 32-bit toolchain; it is loaded below 4 GiB, where an `int $0x80` pointer argument can point.
+fn mkdir_program(abi: Abi) -> Vec<u8> {
+    const BASE: u32 = 0x40_0000;
+    const HEADERS: u32 = 64 + 56;
+    const CODE_LEN: u32 = 64;
+    let path = BASE + HEADERS + CODE_LEN;
+    let le = |v: u32| v.to_le_bytes();
+    let mut code: Vec<u8> = Vec::new();
+    let (nr, gate, arg1, arg2): (u32, &[u8], u8, u8) = match abi {
+        // mov eax, nr; mov ebx, path; mov ecx, mode; int 0x80
+        Abi::I386 => (39, &[0xcd, 0x80], 0xbb, 0xb9),
+        // mov eax, nr; mov edi, path; mov esi, mode; syscall
+        Abi::X32 => (0x4000_0053, &[0x0f, 0x05], 0xbf, 0xbe),
+        Abi::X86_64 => (83, &[0x0f, 0x05], 0xbf, 0xbe),
+    };
+    code.push(0xb8);
+    code.extend(le(nr));
+    code.push(arg1);
+    code.extend(le(path));
+    code.push(arg2);
+    code.extend(le(0o755));
+    code.extend(gate);
+    // neg eax; mov edi, eax; mov eax, 60 (exit); syscall
+    code.extend([0xf7, 0xd8, 0x89, 0xc7, 0xb8, 60, 0, 0, 0, 0x0f, 0x05]);
+    code.resize(CODE_LEN as usize, 0x90);
+    code.extend(b"/tmp/d\0");
+    let total = u64::from(HEADERS) + code.len() as u64;
+    let mut elf: Vec<u8> = b"\x7fELF\x02\x01\x01".to_vec();
+    elf.resize(16, 0);
+    elf.extend(2u16.to_le_bytes()); // ET_EXEC
+    elf.extend(0x3eu16.to_le_bytes()); // EM_X86_64
+    elf.extend(1u32.to_le_bytes());
+    elf.extend(u64::from(BASE + HEADERS).to_le_bytes()); // entry
+    elf.extend(64u64.to_le_bytes()); // program headers
+    elf.extend(0u64.to_le_bytes()); // no section headers
+    elf.extend(0u32.to_le_bytes());
+    for half in [64u16, 56, 1, 0, 0, 0] {
+        elf.extend(half.to_le_bytes());
+    }
+    // PT_LOAD, R+X, the whole file at BASE.
+    elf.extend(1u32.to_le_bytes());
+    elf.extend(5u32.to_le_bytes());
+    elf.extend(0u64.to_le_bytes());
+    elf.extend(u64::from(BASE).to_le_bytes());
+    elf.extend(u64::from(BASE).to_le_bytes());
+    elf.extend(total.to_le_bytes());
+    elf.extend(total.to_le_bytes());
+    elf.extend(0x1000u64.to_le_bytes());
+    elf.extend(code);
+    elf
+}
+
+/// A bundle with the three programs as `/mk-<abi>` and `profile`, running `/mk-<abi>` and then
+/// reporting its exit code and whether `/tmp/d` exists.
+fn abi_bundle(h: &Harness, profile: Value, abi: Abi) -> Result<Bundle> {
+    use std::os::unix::fs::PermissionsExt;
     let mut b = bundle_with(h, Some(profile))?;
-    b.sh("echo must-not-run")?;
-    let id = h.id("notify");
-    let out = h.try_create(&id, &b, &[])?;
-    assert_eq!(out.exit_code(), 1, "{out}");
-    assert!(out.stderr.contains("seccomp"), "{out}");
-    assert!(!h.stdout_of(&id)?.contains("must-not-run"));
-    h.check_no_trace(&id, &b)?;
+    let prog = b.rootfs().join("mk");
+    std::fs::write(&prog, mkdir_program(abi))?;
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755))?;
+    b.sh("/mk; echo rc=$?; if test -d /tmp/d; then echo made; fi")?;
+    Ok(b)
+}
+
+fn mkdir_errno_profile(archs: &[&str]) -> Value {
+    let mut p = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 122}]
+    });
+    if !archs.is_empty() {
+        p["architectures"] = json!(archs);
+    }
+    p
+}
+
+#[test]
+fn i386_and_x32_calls_are_matched_against_the_listed_architectures_as_in_runc() -> Result<()> {
+    const ALL: &[&str] = &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"];
+    // (architectures, ABI, what the container prints): an ABI the profile lists gets the
+    // profile's rule for its own mkdir number; any other is killed with SIGSYS (128 + 31), as
+    // libseccomp's bad-arch action does under runc.
+    let cases: &[(&[&str], Abi, &str)] = &[
+        (ALL, Abi::I386, "rc=122\n"),
+        (ALL, Abi::X32, "rc=122\n"),
+        (ALL, Abi::X86_64, "rc=122\n"),
+        (&["SCMP_ARCH_X86_64"], Abi::I386, "rc=159\n"),
+        (&["SCMP_ARCH_X86_64"], Abi::X32, "rc=159\n"),
+        (&[], Abi::I386, "rc=159\n"),
+        (
+            &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+            Abi::I386,
+            "rc=122\n",
+        ),
+        (&["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"], Abi::X32, "rc=159\n"),
+    ];
+    for h in [Harness::runc()?, Harness::new()?] {
+        let who = h.bin().display().to_string();
+        for (archs, abi, want) in cases {
+            let b = abi_bundle(&h, mkdir_errno_profile(archs), *abi)?;
+            let out = h.run(&h.id("abi"), &b, &[])?;
+            assert!(out.success(), "{who} {archs:?} {abi:?}: {out}");
+            assert_eq!(out.stdout, *want, "{who} {archs:?} {abi:?}: {out}");
+        }
+    }
     Ok(())
 }
 
 #[test]
-fn notify_is_refused_and_leaves_nothing() -> Result<()> {
-    let h = Harness::new()?;
-    assert_notify_refused(
-        &h,
-        json!({
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
-        }),
-    )?;
-    let listener = h.path("seccomp-agent.sock").display().to_string();
-    assert_notify_refused(
-        &h,
-        json!({
-            "defaultAction": "SCMP_ACT_ALLOW",
-            "listenerPath": listener,
-            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]
-        }),
-    )
+fn docker_default_profile_allows_and_refuses_i386_calls_by_its_list() -> Result<()> {
+    for h in [Harness::runc()?, Harness::new()?] {
+        let who = h.bin().display().to_string();
+        // The allow-list has mkdir: allowed through int $0x80 too.
+        let b = abi_bundle(&h, default_profile(), Abi::I386)?;
+        let out = h.run(&h.id("docker32"), &b, &[])?;
+        assert_eq!(out.stdout, "rc=0\nmade\n", "{who}: {out}");
+        // Without mkdir in the list: the default action (EPERM), not a kill.
+        let mut p = default_profile();
+        for rule in p["syscalls"].as_array_mut().expect("syscalls") {
+            if let Some(names) = rule["names"].as_array_mut() {
+                names.retain(|n| n != "mkdir");
+            }
+        }
+        let b = abi_bundle(&h, p, Abi::I386)?;
+        let out = h.run(&h.id("docker32"), &b, &[])?;
+        assert_eq!(out.stdout, "rc=1\n", "{who}: {out}");
+    }
+    Ok(())
+}
+
+const ENOMEDIUM: i32 = 123;
+
+/// mkdir and mkdirat on every x86 ABI go to the agent at `listener`.
+fn notify_profile(listener: &std::path::Path) -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": listener,
+        "listenerMetadata": "skiff-test-metadata",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    })
+}
+
+/// The process state an agent got, checked against runtime-spec's `ContainerProcessState`.
+fn check_process_state(got: &Value, id: &str, b: &Bundle, status: &str) {
+    assert!(
+        got["ociVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("1.")),
+        "{got}"
+    );
+    assert_eq!(got["fds"], json!(["seccompFd"]), "{got}");
+    assert_eq!(got["metadata"], "skiff-test-metadata", "{got}");
+    assert!(got["pid"].as_i64().is_some_and(|p| p > 0), "{got}");
+    let state = &got["state"];
+    assert_eq!(state["id"], id, "{got}");
+    assert_eq!(state["status"], status, "{got}");
+    assert_eq!(state["bundle"], b.path_str(), "{got}");
+    assert!(state["ociVersion"].as_str().is_some(), "{got}");
+}
+
+#[test]
+fn notify_sends_the_listener_to_the_agent_which_answers_mkdir() -> Result<()> {
+    use skiff_integration::seccomp_agent::{Reply, SeccompAgent};
+    let mkdirs = [libc::SYS_mkdir as i32, libc::SYS_mkdirat as i32];
+    for h in [Harness::runc()?, Harness::new()?] {
+        let who = h.bin().display().to_string();
+        // The agent refuses: the container sees its errno.
+        let agent = SeccompAgent::start(&h.path("agent.sock"), Reply::Errno(ENOMEDIUM))?;
+        let mut b = bundle_with(&h, Some(notify_profile(agent.path())))?;
+        b.sh("mkdir /tmp/d; echo rc=$?; if test -e /tmp/d; then echo made; fi")?;
+        let id = h.id("notify");
+        let out = h.run(&id, &b, &[])?;
+        assert_eq!(out.stdout, "rc=1\n", "{who}: {out}");
+        assert!(out.stderr.contains("No medium found"), "{who}: {out}");
+        let got = agent.finish()?;
+        assert_eq!(got.len(), 1, "{who}: {got:?}");
+        check_process_state(&got[0].state, &id, &b, "creating");
+        assert_eq!(got[0].state["pid"], got[0].state["state"]["pid"], "{who}");
+        assert!(!got[0].calls.is_empty(), "{who}: {got:?}");
+        assert!(
+            got[0].calls.iter().all(|c| mkdirs.contains(c)),
+            "{who}: {got:?}"
+        );
+
+        // The agent lets the call through; without no_new_privileges too (the filter then goes in
+        // with CAP_SYS_ADMIN kept for it). The listener does not stay open in the container.
+        for nnp in [true, false] {
+            let agent = SeccompAgent::start(&h.path("agent.sock"), Reply::Continue)?;
+            let mut b = bundle_with(&h, Some(notify_profile(agent.path())))?;
+            b.edit(|c| c["process"]["noNewPrivileges"] = json!(nnp))?;
+            b.sh(
+                "mkdir /tmp/d; echo rc=$?; if test -e /tmp/d; then echo made; fi; \
+                  ls /proc/self/fd | tr '\\n' ' '",
+            )?;
+            let out = h.run(&h.id("notify"), &b, &[])?;
+            assert_eq!(out.stdout, "rc=0\nmade\n0 1 2 3 ", "{who} nnp {nnp}: {out}");
+            let got = agent.finish()?;
+            assert_eq!(got.len(), 1, "{who}: {got:?}");
+            assert!(!got[0].calls.is_empty(), "{who}: {got:?}");
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn notify_in_an_exec_process_sends_its_own_listener() -> Result<()> {
+    use skiff_integration::seccomp_agent::{Reply, SeccompAgent};
+    for h in [Harness::runc()?, Harness::new()?] {
+        let who = h.bin().display().to_string();
+        let agent = SeccompAgent::start(&h.path("agent.sock"), Reply::Errno(ENOMEDIUM))?;
+        let mut b = bundle_with(&h, Some(notify_profile(agent.path())))?;
+        b.args(&["sleep", "600"])?;
+        let id = h.create_and_start("notify", &b)?;
+        let out = h.exec_in(&id, &[], &["mkdir", "/tmp/e"])?;
+        assert_eq!(out.exit_code(), 1, "{who}: {out}");
+        assert!(out.stderr.contains("No medium found"), "{who}: {out}");
+        let init = h.pid(&id)?;
+        h.delete_force(&id)?;
+        let got = agent.finish()?;
+        assert_eq!(got.len(), 2, "{who}: {got:?}");
+        check_process_state(&got[0].state, &id, &b, "creating");
+        check_process_state(&got[1].state, &id, &b, "running");
+        // The exec'd process is the one filtered; the state is the container's.
+        assert_eq!(got[1].state["state"]["pid"], init, "{who}");
+        assert_ne!(got[1].state["pid"], init, "{who}");
+        assert!(got[0].calls.is_empty(), "{who}: {got:?}");
+        assert!(!got[1].calls.is_empty(), "{who}: {got:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn notify_on_the_calls_the_runtime_makes_under_the_filter_is_served_as_in_runc() -> Result<()> {
+    use skiff_integration::seccomp_agent::{Reply, SeccompAgent};
+    // runc writes the listener's number to its parent with write(2) (refused as a notify rule)
+    // and then reads; skiff does the same, so a profile notifying everything else it calls there
+    // (the agent not yet having the descriptor when they are made would hang the create) works.
+    for h in [Harness::runc()?, Harness::new()?] {
+        let who = h.bin().display().to_string();
+        let agent = SeccompAgent::start(&h.path("agent.sock"), Reply::Continue)?;
+        let mut profile = notify_profile(agent.path());
+        profile["syscalls"][0]["names"] = json!([
+            "mkdir", "sendto", "sendmsg", "recvfrom", "recvmsg", "read", "close", "poll", "ppoll"
+        ]);
+        let mut b = bundle_with(&h, Some(profile))?;
+        b.sh("mkdir /tmp/d && echo made")?;
+        let out = h.run(&h.id("notify"), &b, &[])?;
+        assert_eq!(out.stdout, "made\n", "{who}: {out}");
+        let got = agent.finish()?;
+        assert_eq!(got.len(), 1, "{who}: {got:?}");
+        assert!(
+            got[0].calls.contains(&(libc::SYS_mkdir as i32)),
+            "{who}: {got:?}"
+        );
+    }
+    Ok(())
 }

@@ -383,15 +383,15 @@ fn climbing(target: &Path) -> String {
 }
 
 /// Runs `b` (with and without a terminal) and checks that the host directory `dir` is untouched,
-/// whether the runtime ran the container or refused it; returns what the container printed when
-/// it ran.
+/// whether the runtime ran the container or refused it; returns what the container printed each
+/// time it ran, and each refusal's text.
 fn run_and_check_host(
     h: &Harness,
     b: &mut Bundle,
     dir: &Path,
     before: &[String],
-) -> Result<Vec<String>> {
-    let mut outputs = Vec::new();
+) -> Result<(Vec<String>, Vec<String>)> {
+    let (mut outputs, mut refusals) = (Vec::new(), Vec::new());
     for terminal in [false, true] {
         b.edit(|c| c["process"]["terminal"] = json!(terminal))?;
         let id = h.id("devlink");
@@ -424,9 +424,10 @@ fn run_and_check_host(
                 text.contains("destination /"),
                 "unclear refusal (terminal: {terminal}): {text}"
             );
+            refusals.push(format!("terminal: {terminal}: {text}"));
         }
     }
-    Ok(outputs)
+    Ok((outputs, refusals))
 }
 
 const DEV_PROBE: &str =
@@ -447,11 +448,10 @@ fn dev_as_an_absolute_symlink_to_a_host_dir_writes_nothing_there() -> Result<()>
     // The same directory also present inside the rootfs: the container then runs (as runc's
     // does), with its /dev made there and not on the host.
     fs::create_dir_all(b.rootfs().join(dir.strip_prefix("/")?))?;
-    let outputs = run_and_check_host(&h, &mut b, &dir, &before)?;
-    assert_eq!(
-        outputs.len(),
-        2,
-        "refused although /dev resolves inside the rootfs"
+    let (outputs, refusals) = run_and_check_host(&h, &mut b, &dir, &before)?;
+    assert!(
+        refusals.is_empty(),
+        "refused although /dev resolves inside the rootfs: {refusals:?}"
     );
     for out in outputs {
         assert!(out.contains("dev-complete"), "{out}");
@@ -470,11 +470,10 @@ fn dev_as_a_relative_symlink_climbing_to_a_host_dir_writes_nothing_there() -> Re
     b.sh(DEV_PROBE)?;
     run_and_check_host(&h, &mut b, &dir, &before)?;
     fs::create_dir_all(b.rootfs().join(dir.strip_prefix("/")?))?;
-    let outputs = run_and_check_host(&h, &mut b, &dir, &before)?;
-    assert_eq!(
-        outputs.len(),
-        2,
-        "refused although /dev resolves inside the rootfs"
+    let (outputs, refusals) = run_and_check_host(&h, &mut b, &dir, &before)?;
+    assert!(
+        refusals.is_empty(),
+        "refused although /dev resolves inside the rootfs: {refusals:?}"
     );
     for out in outputs {
         assert!(out.contains("dev-complete"), "{out}");
@@ -838,5 +837,126 @@ fn no_shim_descriptor_reaches_the_runtime_or_its_hooks() -> Result<()> {
             "the runtime ({stage}) holds the shim's sockets {leaked:?}:\n{listing}"
         );
     }
+    Ok(())
+}
+
+/// Runs a shell command line under `script(1)`, which gives it a terminal (for `ctr -t`).
+fn in_terminal(line: &str) -> Result<skiff_integration::Output> {
+    let mut cmd = Command::new("script");
+    cmd.args(["-qefc", line, "/dev/null"]);
+    skiff_integration::containerd::run_with_timeout(&mut cmd, std::time::Duration::from_secs(30))
+}
+
+/// Under the shim, the paths the tests above leave out: the hooks of `start` and `delete`
+/// (prestart, startContainer in the container, poststop), an exec'd process and an init with a
+/// terminal, and a `binary://` logger the shim starts itself. Each lists its descriptors: stdio
+/// only (the logger: stdio and the three pipes containerd's protocol gives it, fds 3 to 5), even
+/// when the shim inherited a stray descriptor from containerd's caller.
+#[test]
+fn no_shim_descriptor_reaches_late_hooks_terminals_or_a_logger() -> Result<()> {
+    use skiff_integration::containerd::{Containerd, StartOptions, IMAGE, SKIFF_RUNTIME};
+    let h = Harness::new()?;
+    // containerd, and so the shim, starts with a stray descriptor (fd 200) of its caller's.
+    let c = Containerd::start_with(StartOptions {
+        stray_fd: Some(200),
+        ..StartOptions::default()
+    })?;
+    c.import_busybox()?;
+    let mut b = h.bundle()?;
+    let out_dir = h.dir("shim-late-fds")?;
+    let rootfs = b.rootfs().display().to_string();
+    b.edit(|c| {
+        c["root"]["path"] = json!(rootfs);
+        c["root"]["readonly"] = json!(false);
+        c["linux"].as_object_mut().map(|l| l.remove("cgroupsPath"));
+    })?;
+    for stage in ["prestart", "startContainer", "poststop"] {
+        let file = if stage == "startContainer" {
+            format!("/hook-{stage}")
+        } else {
+            out_dir.join(format!("hook-{stage}")).display().to_string()
+        };
+        b.add_hook(
+            stage,
+            json!({"path": "/bin/sh", "args": ["sh", "-c", format!("{LIST_FDS} > {file}")]}),
+        )?;
+    }
+    b.args(&["sleep", "300"])?;
+    let config = b.path().join("config.json").display().to_string();
+    // The logger lists its own descriptors (`$$`: not those of an `ls` it forks) before it
+    // reports ready by closing fd 5.
+    let logger = out_dir.join("logger.sh");
+    let logger_fds = out_dir.join("logger-fds");
+    fs::write(
+        &logger,
+        format!(
+            "#!/bin/sh\nls -l /proc/self/fd > {}\nexec 5>&-\ncat <&3 >/dev/null &\ncat <&4 >/dev/null\nwait\n",
+            logger_fds.display()
+        ),
+    )?;
+    fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let uri = format!("binary://{}", logger.display());
+    let out = c.ctr(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        "--log-uri",
+        &uri,
+        "--config",
+        &config,
+        "shimlate",
+    ])?;
+    assert!(out.success(), "{out}\n{}", c.log_tail());
+    let ctr = format!(
+        "ctr --address {} --namespace {}",
+        c.socket().display(),
+        c.namespace()
+    );
+    let exec_tty = in_terminal(&format!(
+        "{ctr} task exec -t --exec-id t1 shimlate {LIST_FDS}"
+    ))?;
+    let run_tty = in_terminal(&format!(
+        "{ctr} run --rm -t --runtime {SKIFF_RUNTIME} {IMAGE} shimtty {LIST_FDS}"
+    ))?;
+    let _ = c.ctr(&["task", "kill", "-s", "SIGKILL", "shimlate"]);
+    c.wait_until(std::time::Duration::from_secs(10), || {
+        c.task_status("shimlate").ok().flatten().as_deref() == Some("STOPPED")
+    });
+    let _ = c.ctr(&["task", "delete", "shimlate"]);
+    let _ = c.ctr(&["container", "delete", "shimlate"]);
+
+    for (what, out) in [("exec -t", &exec_tty), ("run -t", &run_tty)] {
+        // The terminal turns \n into \r\n.
+        let listing = out.stdout.replace('\r', "");
+        assert!(out.success(), "{what}: {out}\n{}", c.log_tail());
+        assert_eq!(
+            fds_of(&listing)?,
+            [0, 1, 2],
+            "{what} through the shim:\n{listing}"
+        );
+    }
+    for stage in ["prestart", "startContainer", "poststop"] {
+        let file = if stage == "startContainer" {
+            b.rootfs().join(format!("hook-{stage}"))
+        } else {
+            out_dir.join(format!("hook-{stage}"))
+        };
+        let listing = fs::read_to_string(&file).with_context(|| format!("{stage} did not run"))?;
+        assert_eq!(
+            fds_of(&listing)?,
+            [0, 1, 2],
+            "{stage} hook under the shim:\n{listing}"
+        );
+    }
+    let listing = fs::read_to_string(&logger_fds).context("the logger did not run")?;
+    let extra: Vec<_> = fd_listing(&listing)?
+        .into_iter()
+        .filter(|(fd, _)| *fd > 5)
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "the logger got descriptors of the shim {extra:?}:\n{listing}"
+    );
     Ok(())
 }

@@ -455,6 +455,9 @@ fn killed_shim_is_cleaned_up_by_containerd() -> Result<()> {
         c.log_tail()
     );
     c.ctr_ok(&["container", "delete", "k9"])?;
+    // containerd drops the task from its list before its cleanup of the dead shim (`shim
+    // delete`, which removes the socket) has finished: waited for, then checked.
+    let _ = c.wait_until(Duration::from_secs(10), || !socket.exists());
     assert_no_leftovers(&c, "k9", Some(&socket))?;
     Ok(())
 }

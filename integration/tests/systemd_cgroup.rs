@@ -310,6 +310,253 @@ fn a_bad_systemd_cgroups_path_is_refused() -> Result<()> {
     Ok(())
 }
 
+/// runc's `org.systemd.property.<Name>` annotations set the scope's unit properties (GVariant
+/// text values; `...Sec` names as their `...USec` property in microseconds), for skiff as for
+/// runc 1.1.5 on the same bundle.
+#[test]
+fn systemd_property_annotations_set_the_units_properties_as_in_runc() -> Result<()> {
+    if !have_systemd("systemd_property_annotations_set_the_units_properties_as_in_runc") {
+        return Ok(());
+    }
+    let mut seen = Vec::new();
+    for h in [Harness::new()?, Harness::runc()?] {
+        let id = h.id("sdann");
+        let mut b = bundle(&h, &format!("system.slice:it:{id}"))?;
+        b.edit(|c| {
+            c["annotations"] = json!({
+                "org.systemd.property.CollectMode": "'inactive-or-failed'",
+                "org.systemd.property.TimeoutStopSec": "uint64 17",
+                "org.systemd.property.RuntimeMaxSec": "3600.5",
+                "org.systemd.property.TasksMax": "uint64 55",
+                "org.systemd.property.Wants": "['skiffit-wanted.service']",
+            });
+        })?;
+        h.cmd(&["--systemd-cgroup", "create", "--bundle", &b.path_str(), &id])?
+            .ok()?;
+        let unit = format!("it-{id}.scope");
+        let p = show(
+            &unit,
+            &[
+                "CollectMode",
+                "TimeoutStopUSec",
+                "RuntimeMaxUSec",
+                "TasksMax",
+                "Wants",
+            ],
+        )?;
+        h.cmd(&["--systemd-cgroup", "delete", "--force", &id])?
+            .ok()?;
+        if listed(&unit)? {
+            bail!("{}: {unit} listed after delete", h.bin().display());
+        }
+        seen.push(p);
+    }
+    let skiff = &seen[0];
+    assert_eq!(
+        skiff.get("CollectMode").map(String::as_str),
+        Some("inactive-or-failed")
+    );
+    assert_eq!(
+        skiff.get("TimeoutStopUSec").map(String::as_str),
+        Some("17s")
+    );
+    assert_eq!(
+        skiff.get("RuntimeMaxUSec").map(String::as_str),
+        Some("1h 500ms")
+    );
+    // As in runc, the resources (pids.limit 99) win over an annotation naming the same property.
+    assert_eq!(skiff.get("TasksMax").map(String::as_str), Some("99"));
+    assert_eq!(skiff, &seen[1], "unit properties: skiff, then runc");
+    Ok(())
+}
+
+/// A bad `org.systemd.property.` annotation is refused with the systemd driver, naming the
+/// annotation, before systemd is asked (so this runs everywhere), and leaves nothing; as runc.
+/// Without the driver such annotations mean nothing and are not looked at (as in runc).
+#[test]
+fn bad_systemd_property_annotations_are_refused_as_runc_does() -> Result<()> {
+    for (key, value) in [
+        ("org.systemd.property.Mem_Max", "1"),
+        ("org.systemd.property.TasksMax", "uint64 x"),
+        ("org.systemd.property.TimeoutStopSec", "'ten'"),
+        ("org.systemd.property.Wants", "[]"),
+    ] {
+        for h in [Harness::new()?, Harness::runc()?] {
+            let id = h.id("sdannbad");
+            let mut b = h.bundle()?;
+            b.edit(|c| {
+                c["linux"]["cgroupsPath"] = json!(format!("system.slice:it:{id}"));
+                c["annotations"] = json!({ key: value });
+            })?;
+            let out = h.cmd(&["--systemd-cgroup", "create", "--bundle", &b.path_str(), &id])?;
+            assert_eq!(
+                out.exit_code(),
+                1,
+                "{}: {key}={value}: {out:?}",
+                h.bin().display()
+            );
+            assert!(
+                out.stderr.contains(key),
+                "{}: {}",
+                h.bin().display(),
+                out.stderr
+            );
+            h.check_no_trace(&id, &b)?;
+        }
+    }
+    // Without --systemd-cgroup the same annotation is not an error.
+    let h = Harness::new()?;
+    let id = h.id("sdannoff");
+    let mut b = h.bundle()?;
+    b.args(&["true"])?;
+    b.edit(|c| c["annotations"] = json!({"org.systemd.property.Mem_Max": "1"}))?;
+    h.cmd(&["run", "--bundle", &b.path_str(), &id])?.ok()?;
+    h.delete_force(&id)?;
+    Ok(())
+}
+
+/// Whether systemd (pid 1) runs on a legacy or hybrid cgroup tree; says why not when it does not.
+fn have_systemd_v1(test: &str) -> bool {
+    if Path::new(PRIVATE).exists() && Path::new("/sys/fs/cgroup/memory").is_dir() {
+        return true;
+    }
+    eprintln!(
+        "{test}: skipped: needs systemd as pid 1 on cgroup v1 (no {PRIVATE} or no \
+         /sys/fs/cgroup/memory); SKIFF_VM_CGROUP=hybrid scripts/vm-test.sh runs it \
+         (SKIFF_VM_TESTS=systemd_cgroup)"
+    );
+    false
+}
+
+/// The systemd driver on a cgroup v1 (hybrid) host, as runc 1.1.5 does it: the scope is made
+/// with the v1 resource properties systemd knows (MemoryLimit, CPUShares, CPUQuotaPerSecUSec,
+/// TasksMax), the init is in the scope's directory of every hierarchy (systemd's and the ones
+/// the runtime makes: cpuset, freezer, devices...), the files hold the limits; exec joins it,
+/// pause freezes it, and delete leaves no unit and no directory. Compared with runc's scope for
+/// the same bundle.
+#[test]
+fn the_scope_on_cgroup_v1_matches_runcs() -> Result<()> {
+    if !have_systemd_v1("the_scope_on_cgroup_v1_matches_runcs") {
+        return Ok(());
+    }
+    let mut seen = Vec::new();
+    for h in [Harness::new()?, Harness::runc()?] {
+        let id = h.id("sdv1");
+        let slice = "skiffit-v1.slice";
+        let _stop = StopSlice(slice.into());
+        let mut b = h.bundle()?;
+        b.args(&["sleep", "600"])?;
+        b.edit(|c| {
+            c["linux"]["cgroupsPath"] = json!(format!("{slice}:it:{id}"));
+            c["linux"]["resources"] = json!({
+                "memory": {"limit": 104857600},
+                "cpu": {"shares": 512, "quota": 50000, "period": 100000, "cpus": "0"},
+                "pids": {"limit": 99}
+            });
+        })?;
+        let bin = h.bin().display().to_string();
+        h.cmd(&[
+            "--systemd-cgroup",
+            "run",
+            "-d",
+            "--bundle",
+            &b.path_str(),
+            &id,
+        ])?
+        .ok()?;
+        let unit = format!("it-{id}.scope");
+        let path = format!("/skiffit.slice/{slice}/{unit}");
+        let props = show(
+            &unit,
+            &[
+                "Slice",
+                "MemoryLimit",
+                "CPUShares",
+                "CPUQuotaPerSecUSec",
+                "TasksMax",
+                "ActiveState",
+                "ControlGroup",
+            ],
+        )?;
+        let mut props = props;
+        assert_eq!(
+            props.remove("ControlGroup").as_deref(),
+            Some(path.as_str()),
+            "{bin}"
+        );
+        let pid = h.pid(&id)?;
+        // Every hierarchy of the init is the scope's path.
+        let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
+        for line in cgroups.lines() {
+            let (_, rest) = line.split_once(':').context("cgroup line")?;
+            let (ctrls, p) = rest.split_once(':').context("cgroup line")?;
+            if ctrls.is_empty() || ctrls == "misc" || ctrls == "rdma" {
+                continue; // the unified hierarchy and what neither runtime joins
+            }
+            // runc 1.1.5 leaves its init in the slice's devices cgroup (systemd's device
+            // policy, from the DeviceAllow properties it sends, governs it); skiff's is in the
+            // scope's, where it writes the container's rules itself (README, systemd driver).
+            if ctrls == "devices" && bin.ends_with("runc") {
+                continue;
+            }
+            assert_eq!(p, path, "{bin}: {line}\n{cgroups}");
+        }
+        let v1 = |ctrl: &str, file: &str| {
+            read(
+                &Path::new("/sys/fs/cgroup")
+                    .join(ctrl)
+                    .join(path.trim_start_matches('/')),
+                file,
+            )
+        };
+        let files = vec![
+            format!(
+                "memory.limit_in_bytes={}",
+                v1("memory", "memory.limit_in_bytes")
+            ),
+            format!("cpu.shares={}", v1("cpu,cpuacct", "cpu.shares")),
+            format!("cpu.cfs_quota_us={}", v1("cpu,cpuacct", "cpu.cfs_quota_us")),
+            format!("pids.max={}", v1("pids", "pids.max")),
+            format!("cpuset.cpus={}", v1("cpuset", "cpuset.cpus")),
+        ];
+        // exec joins it; pause freezes it.
+        let out = h.cmd(&["exec", &id, "cat", "/proc/self/cgroup"])?.ok()?;
+        assert!(
+            out.stdout.contains(&format!("memory:{path}")),
+            "{bin}: {}",
+            out.stdout
+        );
+        h.cmd(&["pause", &id])?.ok()?;
+        assert_eq!(v1("freezer", "freezer.state"), "FROZEN", "{bin}");
+        h.cmd(&["resume", &id])?.ok()?;
+        h.cmd(&["--systemd-cgroup", "delete", "--force", &id])?
+            .ok()?;
+        if listed(&unit)? {
+            bail!("{bin}: {unit} listed after delete");
+        }
+        for ctrl in ["memory", "cpuset", "freezer", "devices", "pids"] {
+            let d = Path::new("/sys/fs/cgroup")
+                .join(ctrl)
+                .join(path.trim_start_matches('/'));
+            assert!(!d.exists(), "{bin}: {} left after delete", d.display());
+        }
+        seen.push((props, files));
+    }
+    let (props, files) = &seen[0];
+    assert_eq!(
+        props.get("MemoryLimit").map(String::as_str),
+        Some("104857600")
+    );
+    assert_eq!(props.get("CPUShares").map(String::as_str), Some("512"));
+    assert_eq!(props.get("TasksMax").map(String::as_str), Some("99"));
+    assert_eq!(files[0], "memory.limit_in_bytes=104857600");
+    assert_eq!(
+        seen[0], seen[1],
+        "unit properties and files: skiff, then runc"
+    );
+    Ok(())
+}
+
 /// Without systemd the driver says so instead of failing somewhere deeper.
 #[test]
 fn without_systemd_the_error_says_so() -> Result<()> {

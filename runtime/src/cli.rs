@@ -217,6 +217,18 @@ pub fn main() -> i32 {
         let _ = Cli::command().print_help();
         return 0;
     };
+    // Before anything that puts a process of ours in a container: run from
+    // a view of the binary that the container cannot write or execute
+    // (re-executes this command once).
+    if matches!(
+        cmd,
+        Command::Create(_) | Command::Run { .. } | Command::Exec(_)
+    ) {
+        if let Err(e) = crate::exeseal::ensure(&cli.root) {
+            log.error(&e.to_string());
+            return failure_status(cmd);
+        }
+    }
     match commands::dispatch(&cli, cmd, &mut log) {
         Ok(code) => code,
         Err(e) => {

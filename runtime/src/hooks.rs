@@ -12,10 +12,13 @@
 //! | poststart, poststop | the runtime's own | the caller's (`run`: the bundle) |
 //!
 //! `"env": []` is an empty environment; a listed `env` is exactly that.
+//!
+//! A hook's stdin, stdout and stderr are pipes, as runc's: the state JSON
+//! on stdin (then end of file), and what it writes is read while it runs
+//! and goes into the error when it fails. Every other descriptor is closed.
 
 use serde::{Deserialize, Serialize};
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -76,46 +79,6 @@ impl Hook {
             env: h.env().clone(),
             timeout: h.timeout().and_then(|t| u64::try_from(t).ok()),
         }
-    }
-}
-
-fn memfd(name: &std::ffi::CStr) -> std::io::Result<std::fs::File> {
-    // SAFETY: valid name; the result is checked.
-    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor.
-    Ok(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) }))
-}
-
-/// Waits for `pid` up to `timeout` through a pidfd; true when it exited.
-fn wait_exit(pid: u32, timeout: Option<Duration>) -> std::io::Result<bool> {
-    let Some(t) = timeout else { return Ok(true) };
-    // SAFETY: pidfd_open on our own child.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fresh descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = t.as_millis().min(i32::MAX as u128) as i32;
-    loop {
-        // SAFETY: one valid pollfd.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
-        return Ok(r > 0);
     }
 }
 
@@ -230,17 +193,150 @@ fn command(stage: &Stage, hook: &Hook) -> Command {
     cmd
 }
 
-fn read_memfd(f: std::fs::File) -> String {
-    let mut out = String::new();
-    let mut f = f;
-    let _ = f.rewind();
-    let _ = f.take(4096).read_to_string(&mut out);
-    out.trim().to_string()
+/// The most of a hook's stdout and of its stderr kept for an error message
+/// (the rest is read and dropped, so the hook never blocks on a full pipe).
+const OUTPUT_KEPT: usize = 16 << 10;
+
+/// The state on a hook's stdin: a pipe filled before the hook starts and
+/// closed, so the hook reads the state and then end of file, and the
+/// runtime never writes to a hook that may already be gone (no SIGPIPE,
+/// which would kill an init whose signals are reset). A state larger than
+/// the pipe can hold is grown into it first (`F_SETPIPE_SZ`).
+fn state_pipe(state: &[u8]) -> std::io::Result<OwnedFd> {
+    let (r, w) = crate::sys::pipe()?;
+    if state.len() > 64 << 10 {
+        // SAFETY: fcntl on our own pipe; a failure leaves the default size
+        // and shows as a short write below.
+        unsafe {
+            libc::fcntl(
+                w.as_raw_fd(),
+                libc::F_SETPIPE_SZ,
+                state.len() as libc::c_int,
+            )
+        };
+    }
+    crate::sys::set_nonblocking(std::os::fd::AsFd::as_fd(&w))?;
+    let n = crate::sys::write_some(w.as_raw_fd(), state)?;
+    if n < state.len() {
+        return Err(std::io::Error::other(format!(
+            "the state ({} bytes) does not fit in the hook's stdin pipe",
+            state.len()
+        )));
+    }
+    Ok(r)
 }
 
-/// Runs hook number `index` of `stage`, writing `state` to its stdin; an
-/// exit status other than 0, or the timeout passing, is an error carrying
-/// its output.
+/// A hook's stdout or stderr: the read end of its pipe and what was read.
+struct Output {
+    fd: Option<OwnedFd>,
+    kept: Vec<u8>,
+}
+
+impl Output {
+    fn new(fd: OwnedFd) -> std::io::Result<Self> {
+        crate::sys::set_nonblocking(std::os::fd::AsFd::as_fd(&fd))?;
+        Ok(Output {
+            fd: Some(fd),
+            kept: Vec::new(),
+        })
+    }
+
+    fn raw(&self) -> libc::c_int {
+        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+
+    /// Reads what is there; the pipe is closed at end of file (or error).
+    fn pump(&mut self) {
+        let mut buf = [0u8; 4096];
+        while let Some(fd) = &self.fd {
+            match crate::sys::read_some(fd.as_raw_fd(), &mut buf) {
+                Ok(None) => return,
+                Ok(Some(n)) if n > 0 => {
+                    let room = OUTPUT_KEPT.saturating_sub(self.kept.len());
+                    self.kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+                Ok(Some(_)) | Err(_) => self.fd = None,
+            }
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.kept).into_owned()
+    }
+}
+
+/// `pidfd_open(2)` of our child; None where the kernel or a seccomp filter
+/// (startContainer hooks run under the process's) refuses it.
+fn pidfd(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open on our own child; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a fresh descriptor when non-negative.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Reads the hook's stdout and stderr until it exits or `timeout` passes;
+/// true when it exited. The exit is seen on a pidfd, after which what the
+/// hook wrote is drained (a process it left behind holding the pipes does
+/// not keep us waiting). Without a pidfd, until both pipes reach end of
+/// file, as runc (Go's `Cmd.Wait`) does.
+fn collect(
+    pid: u32,
+    out: &mut Output,
+    err: &mut Output,
+    timeout: Option<Duration>,
+) -> std::io::Result<bool> {
+    let deadline = timeout.map(|t| std::time::Instant::now() + t);
+    let exit = pidfd(pid);
+    loop {
+        let ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Ok(false);
+                }
+                left.as_millis().min(i32::MAX as u128) as i32
+            }
+        };
+        let ev = libc::POLLIN;
+        let mut fds = [
+            libc::pollfd {
+                fd: out.raw(),
+                events: ev,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: err.raw(),
+                events: ev,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: exit.as_ref().map_or(-1, |f| f.as_raw_fd()),
+                events: ev,
+                revents: 0,
+            },
+        ];
+        if fds.iter().all(|f| f.fd < 0) {
+            return Ok(true);
+        }
+        crate::sys::poll(&mut fds, ms)?;
+        if fds[0].revents != 0 {
+            out.pump();
+        }
+        if fds[1].revents != 0 {
+            err.pump();
+        }
+        if fds[2].revents != 0 {
+            out.pump();
+            err.pump();
+            return Ok(true);
+        }
+    }
+}
+
+/// Runs hook number `index` of `stage`, with `state` on its stdin and its
+/// stdout and stderr on pipes (as runc); an exit status other than 0, or
+/// the timeout passing, is an error carrying what it wrote.
 pub fn run(stage: &Stage, index: usize, hook: &Hook, state: &[u8]) -> Result<(), HookError> {
     let spawn_err = |source| HookError::Spawn {
         stage: stage.name,
@@ -248,22 +344,31 @@ pub fn run(stage: &Stage, index: usize, hook: &Hook, state: &[u8]) -> Result<(),
         path: hook.path.clone(),
         source,
     };
-    let stdout = memfd(c"skiff-hook-stdout").map_err(spawn_err)?;
-    let stderr = memfd(c"skiff-hook-stderr").map_err(spawn_err)?;
+    let stdin = state_pipe(state).map_err(spawn_err)?;
+    let (out_r, out_w) = crate::sys::pipe().map_err(spawn_err)?;
+    let (err_r, err_w) = crate::sys::pipe().map_err(spawn_err)?;
+    let mut out = Output::new(out_r).map_err(spawn_err)?;
+    let mut err = Output::new(err_r).map_err(spawn_err)?;
     let mut cmd = command(stage, hook);
-    cmd.stdin(Stdio::piped())
-        .stdout(stdout.try_clone().map_err(spawn_err)?)
-        .stderr(stderr.try_clone().map_err(spawn_err)?);
+    cmd.stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w));
     // SAFETY: the closure only makes raw syscalls, which is all that is
     // allowed between fork and exec.
     unsafe { cmd.pre_exec(only_stdio) };
-    let mut child = cmd.spawn().map_err(spawn_err)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is not an error.
-        let _ = stdin.write_all(state);
-    }
+    let spawned = cmd.spawn();
+    // Our copies of the hook's ends go, so its exit ends the pipes.
+    drop(cmd);
+    let mut child = spawned.map_err(spawn_err)?;
     let timeout = hook.timeout.map(Duration::from_secs);
-    let exited = wait_exit(child.id(), timeout).map_err(spawn_err)?;
+    let exited = match collect(child.id(), &mut out, &mut err, timeout) {
+        Ok(e) => e,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(spawn_err(e));
+        }
+    };
     if !exited {
         let _ = child.kill();
         let _ = child.wait();
@@ -287,8 +392,8 @@ pub fn run(stage: &Stage, index: usize, hook: &Hook, state: &[u8]) -> Result<(),
             (None, Some(s)) => format!("killed by signal {s}"),
             _ => "failed".to_string(),
         },
-        stdout: read_memfd(stdout),
-        stderr: read_memfd(stderr),
+        stdout: out.text(),
+        stderr: err.text(),
     })
 }
 
@@ -349,6 +454,32 @@ mod tests {
         .unwrap_err();
         let s = e.to_string();
         assert!(s.contains("exit status 3") && s.contains("boom"), "{s}");
+    }
+
+    #[test]
+    fn output_on_pipes_a_big_state_and_a_lingering_child() {
+        let out = std::env::temp_dir().join(format!("skiff-hook-{}-big", std::process::id()));
+        // More than a pipe holds on each side; a child left holding the
+        // pipes does not keep the runtime waiting.
+        let h = sh(
+            &format!(
+                "wc -c > {}; head -c 200000 /dev/zero; (sleep 30 &); \
+                 echo $(readlink /proc/$$/fd/1) >&2; exit 4",
+                out.display()
+            ),
+            Some(20),
+        );
+        let state = vec![b'x'; 100_000];
+        let t = std::time::Instant::now();
+        let e = run(&Stage::new("prestart"), 0, &h, &state).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+        let HookError::Failed { status, stderr, .. } = e else {
+            panic!("{e}")
+        };
+        assert_eq!(status, "exit status 4");
+        assert!(stderr.starts_with("pipe:["), "{stderr}");
+        assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "100000");
+        std::fs::remove_file(out).unwrap();
     }
 
     #[test]

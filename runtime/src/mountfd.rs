@@ -11,6 +11,7 @@
 //! Every wrapper returns `std::io::Error` carrying errno; callers add the
 //! context.
 
+use crate::sys::MountAttr;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
@@ -26,15 +27,6 @@ const FSCONFIG_SET_STRING: libc::c_uint = 1;
 const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
 /// `MOUNT_ATTR_RDONLY` of `mount_setattr(2)` and `fsmount(2)`.
 pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
-/// `struct mount_attr` of `mount_setattr(2)`.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
 
 fn fd_result(r: libc::c_long) -> io::Result<OwnedFd> {
     if r < 0 {
@@ -88,28 +80,57 @@ pub fn bind(source: BorrowedFd<'_>, target: BorrowedFd<'_>, recursive: bool) -> 
 /// Sets `attrs` (`MOUNT_ATTR_*`) on the mount `fd` is on, leaving its other
 /// flags (including the ones the kernel locks in a user namespace) alone.
 pub fn set_attrs(fd: BorrowedFd<'_>, attrs: u64, recursive: bool) -> io::Result<()> {
-    let attr = MountAttr {
-        attr_set: attrs,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
-    if recursive {
-        flags |= AT_RECURSIVE;
-    }
-    // SAFETY: valid fd, empty path, and a mount_attr that outlives the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    unit_result(r)
+    setattr(
+        fd,
+        MountAttr {
+            attr_set: attrs,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        },
+        recursive,
+    )
+}
+
+/// `MOUNT_ATTR_IDMAP` of `mount_setattr(2)`.
+pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// Idmaps the detached mount `fd` (and its submounts when `recursive`)
+/// with the id mapping of the user namespace `userns`.
+pub fn set_idmap(fd: BorrowedFd<'_>, userns: BorrowedFd<'_>, recursive: bool) -> io::Result<()> {
+    setattr(
+        fd,
+        MountAttr {
+            attr_set: MOUNT_ATTR_IDMAP,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: userns.as_raw_fd() as u64,
+        },
+        recursive,
+    )
+}
+
+/// Sets the propagation type (`MS_PRIVATE`, `MS_SLAVE`, ...) of the mount
+/// `fd` is on, and of its submounts when `recursive`.
+pub fn set_propagation(
+    fd: BorrowedFd<'_>,
+    propagation: libc::c_ulong,
+    recursive: bool,
+) -> io::Result<()> {
+    setattr(
+        fd,
+        MountAttr {
+            attr_set: 0,
+            attr_clr: 0,
+            propagation,
+            userns_fd: 0,
+        },
+        recursive,
+    )
+}
+
+fn setattr(fd: BorrowedFd<'_>, attr: MountAttr, recursive: bool) -> io::Result<()> {
+    crate::sys::mount_setattr_with(fd, &attr, recursive)
 }
 
 /// A new, detached mount of filesystem `fstype` configured with `options`

@@ -95,6 +95,11 @@ pub struct NamespacePlan {
     /// put it in its cgroup, so the namespace's root is the container's
     /// cgroup.
     pub unshare_cgroup: bool,
+    /// With a new user namespace, a new IPC namespace is unshared by the
+    /// init once it is the user namespace's root (as runc's nsexec does):
+    /// the namespace's mqueue superblock, made with it, is then owned by
+    /// the container's root rather than by an unmapped host uid.
+    pub unshare_ipc: bool,
     /// Namespaces joined by path. A pid namespace is joined by the parent
     /// before the clone (it only affects children); the rest by the init.
     pub joins: Vec<(NsKind, PathBuf)>,
@@ -148,6 +153,22 @@ pub struct MountOp {
     /// on the mount and every mount below it; bind mounts only, as in runc
     /// (which accepts and ignores them on other mounts).
     pub rec_attr: Option<RecAttr>,
+    /// `tmpcopyup`: a tmpfs gets a copy of what the directory it covers
+    /// holds (runc's extension; ignored on other filesystems, as in runc).
+    pub copy_up: bool,
+    /// An idmapped bind mount (made by the runtime, see `premount`).
+    pub idmap: Option<Idmap>,
+}
+
+/// The id mapping of an idmapped bind mount: `mounts[].uidMappings` and
+/// `gidMappings` (OCI 1.1), or runc 1.2's `idmap`/`ridmap` options, which
+/// without mappings of their own take the container's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idmap {
+    pub uid: Vec<IdMap>,
+    pub gid: Vec<IdMap>,
+    /// `ridmap`: the submounts of a recursive bind are idmapped too.
+    pub recursive: bool,
 }
 
 /// The `MOUNT_ATTR_*` bits `mount_setattr(2)` sets and clears.
@@ -256,6 +277,7 @@ pub fn build(id: &str, bundle: &Path, spec: &Spec, opts: LaunchOptions) -> Resul
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         mounts.push(label_mount(mount_op(i, m)?, mount_label.as_deref()));
     }
+    container_idmaps(&mut mounts, &namespaces)?;
     let setup_dev = !mounts
         .iter()
         .any(|m| m.destination == Path::new("/dev") && matches!(m.kind, MountKind::Bind { .. }));
@@ -430,6 +452,7 @@ fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NamespacePlan, PlanErr
         }
         match ns.typ() {
             LinuxNamespaceType::Cgroup => plan.unshare_cgroup = true,
+            LinuxNamespaceType::Ipc => plan.unshare_ipc = true,
             // Offsets must be written before any process enters a time
             // namespace: the init unshares it and enters at execve.
             LinuxNamespaceType::Time => plan.unshare_time = true,
@@ -442,6 +465,12 @@ fn namespaces(linux: &oci_spec::runtime::Linux) -> Result<NamespacePlan, PlanErr
         if ns.typ() == LinuxNamespaceType::Pid {
             plan.private_pid = true;
         }
+    }
+    // A new IPC namespace comes with the clone unless there is a new user
+    // namespace to create it in (see `unshare_ipc`).
+    if !plan.new_user && plan.unshare_ipc {
+        plan.unshare_ipc = false;
+        plan.clone_flags |= libc::CLONE_NEWIPC as u64;
     }
     // Joined namespaces are entered user namespace first, then the rest in
     // a fixed order, so permissions come from the right owner.
@@ -681,7 +710,7 @@ fn check_rec_attr(i: usize, attr: &RecAttr, options: &[String]) -> Result<(), Pl
 
 /// Options runc accepts that change nothing for a kernel mount here.
 fn ignored_option(opt: &str) -> bool {
-    matches!(opt, "tmpcopyup" | "private-bind" | "norbind")
+    matches!(opt, "private-bind" | "norbind")
 }
 
 pub(crate) fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp, PlanError> {
@@ -692,9 +721,14 @@ pub(crate) fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp
     let mut bind = fstype == "bind";
     let mut recursive = false;
     let mut rec_attr = None;
+    let mut copy_up = false;
+    let mut idmap_option = None;
     for opt in m.options().iter().flatten() {
         match opt.as_str() {
             "bind" => bind = true,
+            "tmpcopyup" => copy_up = true,
+            "idmap" => idmap_option = Some(false),
+            "ridmap" => idmap_option = Some(true),
             "rbind" => {
                 bind = true;
                 recursive = true;
@@ -712,6 +746,7 @@ pub(crate) fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp
             }
         }
     }
+    let copy_up = copy_up && !bind && fstype == "tmpfs";
     let kind = if bind {
         if m.source().is_none() {
             return Err(invalid(
@@ -733,6 +768,7 @@ pub(crate) fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp
     } else {
         MountKind::Fs { fstype }
     };
+    let idmap = mount_idmap(i, m, bind, idmap_option)?;
     Ok(MountOp {
         kind,
         source: m.source().clone(),
@@ -741,10 +777,93 @@ pub(crate) fn mount_op(i: usize, m: &oci_spec::runtime::Mount) -> Result<MountOp
         propagation,
         data: data.join(","),
         rec_attr: rec_attr.filter(|_| bind),
+        copy_up,
+        idmap,
     })
 }
 
-/// The devices every container gets (as runc and the OCI spec list them).
+/// `mounts[i]`'s id mapping, checked: bind mounts only, uid and gid
+/// mappings together, none empty or of size 0. With `idmap`/`ridmap` and
+/// no mappings both lists stay empty: the container's are filled in by
+/// [`container_idmaps`].
+fn mount_idmap(
+    i: usize,
+    m: &oci_spec::runtime::Mount,
+    bind: bool,
+    option: Option<bool>,
+) -> Result<Option<Idmap>, PlanError> {
+    let (uid, gid) = (m.uid_mappings(), m.gid_mappings());
+    if uid.is_none() && gid.is_none() && option.is_none() {
+        return Ok(None);
+    }
+    let field = match (uid, gid) {
+        (None, None) => format!("mounts[{i}].options"),
+        (None, Some(_)) => format!("mounts[{i}].gidMappings"),
+        _ => format!("mounts[{i}].uidMappings"),
+    };
+    if !bind {
+        return Err(invalid(
+            field,
+            "only bind mounts can be idmapped (runc refuses it too)",
+        ));
+    }
+    if uid.is_some() != gid.is_some() {
+        return Err(invalid(
+            field,
+            "uidMappings and gidMappings must be given together",
+        ));
+    }
+    let mut lists = Vec::new();
+    for (name, list) in [("uidMappings", uid), ("gidMappings", gid)] {
+        let list = list.as_deref().unwrap_or_default();
+        if uid.is_some() && list.is_empty() {
+            return Err(invalid(format!("mounts[{i}].{name}"), "is empty"));
+        }
+        let mut out = Vec::new();
+        for (j, e) in list.iter().enumerate() {
+            if e.size() == 0 {
+                return Err(invalid(format!("mounts[{i}].{name}[{j}].size"), "is 0"));
+            }
+            out.push(IdMap {
+                container: e.container_id(),
+                host: e.host_id(),
+                size: e.size(),
+            });
+        }
+        lists.push(out);
+    }
+    let gid = lists.pop().unwrap_or_default();
+    let uid = lists.pop().unwrap_or_default();
+    Ok(Some(Idmap {
+        uid,
+        gid,
+        recursive: option == Some(true),
+    }))
+}
+
+/// `idmap`/`ridmap` without mappings of their own take the container's
+/// (`linux.uidMappings`/`gidMappings`), as in runc 1.2.
+fn container_idmaps(mounts: &mut [MountOp], ns: &NamespacePlan) -> Result<(), PlanError> {
+    for (i, op) in mounts.iter_mut().enumerate() {
+        let Some(idmap) = op.idmap.as_mut().filter(|m| m.uid.is_empty()) else {
+            continue;
+        };
+        if ns.uid_mappings.is_empty() || ns.gid_mappings.is_empty() {
+            return Err(invalid(
+                format!("mounts[{i}].options"),
+                "idmap without uidMappings and gidMappings takes the container's, and \
+                 linux.uidMappings/gidMappings are not set",
+            ));
+        }
+        idmap.uid = ns.uid_mappings.clone();
+        idmap.gid = ns.gid_mappings.clone();
+    }
+    Ok(())
+}
+
+/// The devices every container gets (as runc and the OCI spec list them),
+/// in runc's order: in a user namespace each is a bind mount, and the
+/// container's mountinfo lists them in this order.
 pub fn default_devices() -> Vec<Device> {
     let d = |path: &str, major, minor| Device {
         path: PathBuf::from(path),
@@ -757,11 +876,11 @@ pub fn default_devices() -> Vec<Device> {
     };
     vec![
         d("/dev/null", 1, 3),
-        d("/dev/zero", 1, 5),
-        d("/dev/full", 1, 7),
         d("/dev/random", 1, 8),
-        d("/dev/urandom", 1, 9),
+        d("/dev/full", 1, 7),
         d("/dev/tty", 5, 0),
+        d("/dev/zero", 1, 5),
+        d("/dev/urandom", 1, 9),
     ]
 }
 
@@ -1068,7 +1187,9 @@ fn sysctl_plan(
     ns: &NamespacePlan,
 ) -> Result<Vec<(PathBuf, String)>, PlanError> {
     let has = |k: NsKind| {
-        ns.clone_flags & k.clone_flag() as u64 != 0 || ns.joins.iter().any(|(j, _)| *j == k)
+        ns.clone_flags & k.clone_flag() as u64 != 0
+            || (k == NsKind::Ipc && ns.unshare_ipc)
+            || ns.joins.iter().any(|(j, _)| *j == k)
     };
     let mut out: Vec<(PathBuf, String)> = Vec::new();
     let mut keys: Vec<_> = linux.sysctl().iter().flatten().collect();
@@ -1157,6 +1278,71 @@ mod tests {
     }
 
     #[test]
+    fn mount_mappings_become_an_idmap_and_bad_ones_name_the_field() {
+        let map = serde_json::json!([{"containerID": 0, "hostID": 1000, "size": 10}]);
+        let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut v = base();
+            edit(&mut v["mounts"][2]);
+            plan(v)
+        };
+        let p = with(&|m| {
+            m["uidMappings"] = map.clone();
+            m["gidMappings"] = map.clone();
+            m["options"] = serde_json::json!(["rbind", "ridmap"]);
+        })
+        .unwrap();
+        let want = vec![IdMap {
+            container: 0,
+            host: 1000,
+            size: 10,
+        }];
+        let idmap = p.mounts[2].idmap.clone().unwrap();
+        assert_eq!(
+            (idmap.uid, idmap.gid, idmap.recursive),
+            (want.clone(), want.clone(), true)
+        );
+        // `idmap` alone takes the container's mappings.
+        let mut v = base();
+        v["mounts"][2]["options"] = serde_json::json!(["rbind", "idmap"]);
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "user"}]);
+        v["linux"]["uidMappings"] = map.clone();
+        v["linux"]["gidMappings"] = map.clone();
+        let idmap = plan(v).unwrap().mounts[2].idmap.clone().unwrap();
+        assert_eq!((idmap.uid, idmap.recursive), (want, false));
+        let err = |edit: &dyn Fn(&mut serde_json::Value)| with(edit).unwrap_err().to_string();
+        let e = err(&|m| m["options"] = serde_json::json!(["rbind", "idmap"]));
+        assert!(e.contains("mounts[2].options"), "{e}");
+        let e = err(&|m| m["uidMappings"] = map.clone());
+        assert!(
+            e.contains("mounts[2].uidMappings") && e.contains("together"),
+            "{e}"
+        );
+        let e = err(&|m| m["gidMappings"] = map.clone());
+        assert!(e.contains("mounts[2].gidMappings"), "{e}");
+        let e = err(&|m| {
+            m["uidMappings"] = serde_json::json!([]);
+            m["gidMappings"] = map.clone();
+        });
+        assert!(
+            e.contains("mounts[2].uidMappings") && e.contains("empty"),
+            "{e}"
+        );
+        let e = err(&|m| {
+            m["uidMappings"] = map.clone();
+            m["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 1, "size": 0}]);
+        });
+        assert!(e.contains("mounts[2].gidMappings[0].size"), "{e}");
+        let mut v = base();
+        v["mounts"][1]["uidMappings"] = map.clone();
+        v["mounts"][1]["gidMappings"] = map.clone();
+        let e = plan(v).unwrap_err().to_string();
+        assert!(
+            e.contains("mounts[1].uidMappings") && e.contains("bind"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn rootfs_relative_to_bundle() {
         let p = plan(base()).unwrap();
         assert_eq!(p.rootfs, PathBuf::from("/b/rootfs"));
@@ -1210,6 +1396,33 @@ mod tests {
     }
 
     #[test]
+    fn a_new_ipc_namespace_is_unshared_in_a_new_user_namespace() {
+        let mut v = base();
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "ipc"}, {"type": "mount"}]);
+        let ns = plan(v.clone()).unwrap().namespaces;
+        assert!(!ns.unshare_ipc);
+        assert_eq!(
+            ns.clone_flags,
+            (libc::CLONE_NEWIPC | libc::CLONE_NEWNS) as u64
+        );
+        // The user namespace named after the IPC one, as in runc's default spec.
+        v["linux"]["namespaces"] =
+            serde_json::json!([{"type": "ipc"}, {"type": "mount"}, {"type": "user"}]);
+        let m = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        v["linux"]["uidMappings"] = m.clone();
+        v["linux"]["gidMappings"] = m;
+        v["linux"]["sysctl"] = serde_json::json!({"kernel.msgmax": "4096"});
+        let p = plan(v).unwrap();
+        assert!(p.namespaces.unshare_ipc);
+        assert_eq!(
+            p.namespaces.clone_flags,
+            (libc::CLONE_NEWUSER | libc::CLONE_NEWNS) as u64
+        );
+        // Its sysctls still count as the container's own.
+        assert_eq!(p.sysctl.len(), 1);
+    }
+
+    #[test]
     fn user_namespace_needs_mappings() {
         let mut v = base();
         v["linux"]["namespaces"] = serde_json::json!([{"type": "user"}, {"type": "mount"}]);
@@ -1251,6 +1464,25 @@ mod tests {
         );
         v["linux"]["timeOffsets"] = serde_json::json!({"realtime": {"secs": 1}});
         assert!(plan(v).unwrap_err().to_string().contains("realtime"));
+    }
+
+    #[test]
+    fn tmpcopyup_is_a_tmpfs_option_and_never_data() {
+        let op = |typ: &str, options: &[&str]| {
+            let m: oci_spec::runtime::Mount = serde_json::from_value(serde_json::json!({
+                "destination": "/etc", "type": typ, "source": "/s", "options": options
+            }))
+            .unwrap();
+            mount_op(0, &m).unwrap()
+        };
+        let t = op("tmpfs", &["tmpcopyup", "size=1m"]);
+        assert!(t.copy_up);
+        assert_eq!(t.data, "size=1m");
+        // runc ignores it elsewhere.
+        assert!(!op("tmpfs", &["size=1m"]).copy_up);
+        assert!(!op("proc", &["tmpcopyup"]).copy_up);
+        assert!(!op("tmpfs", &["rbind", "tmpcopyup"]).copy_up);
+        assert_eq!(op("proc", &["tmpcopyup"]).data, "");
     }
 
     #[test]
@@ -1449,12 +1681,19 @@ mod tests {
             {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "uid": 5}
         ]);
         let p = plan(v).unwrap();
+        // runc's order, a spec device replacing a default one at the end.
+        let paths: Vec<_> = p.devices.iter().map(|d| d.path.to_str().unwrap()).collect();
         assert_eq!(
-            p.devices
-                .iter()
-                .filter(|d| d.path == Path::new("/dev/null"))
-                .count(),
-            1
+            paths,
+            [
+                "/dev/random",
+                "/dev/full",
+                "/dev/tty",
+                "/dev/zero",
+                "/dev/urandom",
+                "/dev/null",
+                "/dev/fuse"
+            ]
         );
         let fuse = p
             .devices

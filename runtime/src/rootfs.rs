@@ -64,6 +64,12 @@ pub enum RootfsError {
     },
     #[error("{path} is not the null device: refusing to use it for masking")]
     NotNullDevice { path: PathBuf },
+    #[error("mounts: tmpcopyup of {dest}: copying {path}: {source}")]
+    CopyUp {
+        dest: PathBuf,
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn mount_err(what: impl Into<String>, target: &Path) -> impl FnOnce(std::io::Error) -> RootfsError {
@@ -100,10 +106,14 @@ fn preserved_flags(fd: BorrowedFd<'_>) -> libc::c_ulong {
 /// Steps before pivot_root, in the new mount namespace: returns an `O_PATH`
 /// descriptor of the rootfs mount. `cgroup_ready` is called once, before
 /// the first `cgroup` mount or at the end: it waits until the init is in
-/// its cgroup (the parent places it while these mounts are being made).
+/// its cgroup (the parent places it while these mounts are being made) and
+/// returns the text of `/proc/self/cgroup` as it was then, before any
+/// cgroup namespace (whose root it would show as `/`): the `cgroup` mounts
+/// that bind the container's cgroup directories find them by it.
 pub fn prepare<E: From<RootfsError>>(
     plan: &Plan,
-    cgroup_ready: &mut dyn FnMut() -> Result<(), E>,
+    trees: &crate::premount::Trees,
+    cgroup_ready: &mut dyn FnMut() -> Result<String, E>,
 ) -> Result<OwnedFd, E> {
     let rootfs = &plan.rootfs;
     if plan.rootfs_on_host {
@@ -125,15 +135,20 @@ pub fn prepare<E: From<RootfsError>>(
             source,
         }
     })?;
-    let mut waited = false;
-    for op in &plan.mounts {
-        if op.kind == MountKind::Cgroup && !waited {
-            cgroup_ready()?;
-            waited = true;
+    let mut own_cgroups: Option<String> = None;
+    for (i, op) in plan.mounts.iter().enumerate() {
+        if op.kind == MountKind::Cgroup && own_cgroups.is_none() {
+            own_cgroups = Some(cgroup_ready()?);
         }
-        mount_one(plan, root.as_fd_borrowed(), op)?;
+        mount_one(
+            plan,
+            root.as_fd_borrowed(),
+            op,
+            own_cgroups.as_deref(),
+            trees.get(i),
+        )?;
     }
-    if !waited {
+    if own_cgroups.is_none() {
         cgroup_ready()?;
     }
     if plan.setup_dev {
@@ -312,24 +327,36 @@ fn check_proc_mount(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(
     })
 }
 
-fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), RootfsError> {
+/// Mounts `op`. `own_cgroups`: the init's `/proc/self/cgroup` before any
+/// cgroup namespace (see [`prepare`]); given from the first `cgroup` mount
+/// on. `tree`: the detached bind the runtime made for it (see `premount`),
+/// attached instead of binding the source.
+fn mount_one(
+    plan: &Plan,
+    root: BorrowedFd<'_>,
+    op: &MountOp,
+    own_cgroups: Option<&str>,
+    tree: Option<BorrowedFd<'_>>,
+) -> Result<(), RootfsError> {
     let dest = &op.destination;
     check_proc_mount(plan, root, op)?;
     match &op.kind {
         MountKind::Bind { recursive } => {
-            let src = op.source.clone().unwrap_or_default();
-            let src = if src.is_absolute() {
-                src
-            } else {
-                plan.bundle.join(src)
-            };
+            let src = crate::premount::source_path(plan, op);
             let src_err = |source| RootfsError::Source {
                 path: src.clone(),
                 dest: dest.clone(),
                 source,
             };
-            let src_fd = sys::open(&src, libc::O_PATH, 0).map_err(src_err)?;
-            let st = sys::fstat(src_fd.as_fd_borrowed()).map_err(src_err)?;
+            let opened;
+            let src_fd = match tree {
+                Some(t) => t,
+                None => {
+                    opened = sys::open(&src, libc::O_PATH, 0).map_err(src_err)?;
+                    opened.as_fd_borrowed()
+                }
+            };
+            let st = sys::fstat(src_fd).map_err(src_err)?;
             let dst = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
                 sys::mkdir_all_in_root(root, dest, 0o755)
             } else {
@@ -340,13 +367,16 @@ fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), Root
             if *recursive {
                 flags |= libc::MS_REC;
             }
-            sys::mount(
-                Some(&sys::fd_path(src_fd.as_fd_borrowed())),
-                &sys::fd_path(dst.as_fd_borrowed()),
-                None,
-                flags,
-                None,
-            )
+            match tree {
+                Some(t) => mountfd::move_onto(t, dst.as_fd_borrowed()),
+                None => sys::mount(
+                    Some(&sys::fd_path(src_fd)),
+                    &sys::fd_path(dst.as_fd_borrowed()),
+                    None,
+                    flags,
+                    None,
+                ),
+            }
             .map_err(mount_err(src.display().to_string(), dest))?;
             let extra = op.flags & !libc::MS_REC;
             if extra != 0 {
@@ -355,7 +385,26 @@ fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), Root
             }
         }
         MountKind::Fs { fstype } => {
+            // The mode of the directory a tmpfs covers, if it exists (see
+            // `finish_tmpfs`).
+            let covered = match fstype == "tmpfs" {
+                true => sys::open_path_in_root(root, dest)
+                    .and_then(|fd| sys::fstat(fd.as_fd_borrowed()))
+                    .ok()
+                    .filter(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                    .map(|st| st.st_mode & 0o7777),
+                false => None,
+            };
             let dst = sys::mkdir_all_in_root(root, dest, 0o755).map_err(dest_err(dest))?;
+            // tmpcopyup: the directory opened before the tmpfs covers it;
+            // its entries stay reachable through this descriptor.
+            let lower = match op.copy_up {
+                true => Some(
+                    sys::reopen(dst.as_fd_borrowed(), libc::O_RDONLY | libc::O_DIRECTORY)
+                        .map_err(dest_err(dest))?,
+                ),
+                false => None,
+            };
             let source = op
                 .source
                 .clone()
@@ -382,6 +431,9 @@ fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), Root
                 },
                 dest,
             ))?;
+            if fstype == "tmpfs" {
+                finish_tmpfs(root, op, lower, covered)?;
+            }
             // mqueue's superblock exists before the mount: labelled on its
             // root instead of by `context=` (as runc does).
             if let (Some(label), "mqueue") = (&plan.mount_label, fstype.as_str()) {
@@ -389,7 +441,7 @@ fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), Root
                 crate::lsm::label_file(fd.as_fd_borrowed(), label, dest)?;
             }
         }
-        MountKind::Cgroup => mount_cgroups(plan, root, op)?,
+        MountKind::Cgroup => mount_cgroups(plan, root, op, own_cgroups.unwrap_or_default())?,
     }
     if !op.propagation.is_empty() {
         let fd = sys::open_path_in_root(root, dest).map_err(dest_err(dest))?;
@@ -404,6 +456,43 @@ fn mount_one(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), Root
         let fd = sys::open_path_in_root(root, dest).map_err(dest_err(dest))?;
         sys::mount_setattr(fd.as_fd_borrowed(), attr.set, attr.clear)
             .map_err(mount_err("recursive attributes", dest))?;
+    }
+    Ok(())
+}
+
+/// What runc does once a tmpfs is mounted: with `tmpcopyup`, the tree of
+/// the directory it covers (`lower`) is copied in ([`crate::copyup`]); over
+/// an existing directory, the tmpfs's root takes that directory's mode
+/// (`covered`), as runc 1.1 chmods it, unless the options set a `mode=`
+/// (which runc 1.2+, passing the old mode first, lets win; 1.1.5 overrode it).
+fn finish_tmpfs(
+    root: BorrowedFd<'_>,
+    op: &MountOp,
+    lower: Option<OwnedFd>,
+    covered: Option<libc::mode_t>,
+) -> Result<(), RootfsError> {
+    let dest = &op.destination;
+    let own_mode = op.data.split(',').any(|o| o.starts_with("mode="));
+    let mode = covered.filter(|_| !own_mode);
+    if lower.is_none() && mode.is_none() {
+        return Ok(());
+    }
+    let top = sys::open_path_in_root(root, dest)
+        .and_then(|fd| sys::reopen(fd.as_fd_borrowed(), libc::O_RDONLY | libc::O_DIRECTORY))
+        .map_err(dest_err(dest))?;
+    if let Some(lower) = lower {
+        crate::copyup::copy_tree(lower.as_fd_borrowed(), top.as_fd_borrowed()).map_err(|e| {
+            RootfsError::CopyUp {
+                dest: dest.clone(),
+                path: e.path,
+                source: e.source,
+            }
+        })?;
+    }
+    if let Some(mode) = mode {
+        // SAFETY: valid descriptor.
+        sys::check(unsafe { libc::fchmod(top.as_raw_fd(), mode) })
+            .map_err(mount_err("chmod tmpfs root", dest))?;
     }
     Ok(())
 }
@@ -425,137 +514,162 @@ fn remount_bind(fd: BorrowedFd<'_>, flags: libc::c_ulong, shown: &Path) -> Resul
     }
 }
 
-/// A `cgroup` mount: the container's view of the host's hierarchies. With a
-/// cgroup namespace each hierarchy is mounted afresh (the namespace makes
-/// its root the container's cgroup); without one, the container's cgroup
-/// directories are bind-mounted.
-fn mount_cgroups(plan: &Plan, root: BorrowedFd<'_>, op: &MountOp) -> Result<(), RootfsError> {
+/// A `cgroup` mount: the container's view of the host's hierarchies, made
+/// as runc makes it. `own` is the init's `/proc/self/cgroup` from before
+/// its cgroup namespace.
+///
+/// On cgroup v2 (runc's `mountCgroupV2`) a fresh cgroup2 is mounted with
+/// the mount's own source, flags and data: with a cgroup namespace its root
+/// is the container's cgroup; without one it is the hierarchy's root (the
+/// container sees the host's tree, as under runc). Where the kernel refuses
+/// that (EPERM: a user namespace that does not own the cgroup namespace;
+/// EBUSY), the mount falls back to a bind, remounted with the mount's flags:
+/// of the container's cgroup directory with a cgroup namespace, else of the
+/// whole hierarchy. On v1, see [`mount_cgroups_v1`].
+fn mount_cgroups(
+    plan: &Plan,
+    root: BorrowedFd<'_>,
+    op: &MountOp,
+    own: &str,
+) -> Result<(), RootfsError> {
     let dest = &op.destination;
-    let flags = op.flags & !libc::MS_RDONLY;
-    let ro = op.flags & libc::MS_RDONLY;
-    let fresh = plan.namespaces.unshare_cgroup;
     let hier = cgroups::detect().map_err(|e| RootfsError::Mount {
         what: "cgroup".into(),
         target: dest.clone(),
         source: std::io::Error::other(e.to_string()),
     })?;
-    let own = sys::read_text("/proc/self/cgroup").unwrap_or_default();
     let host_dir = |mnt: &Path, ctrl: Option<&str>| {
-        let p = cgroups::own_cgroup(&own, ctrl).unwrap_or_else(|| "/".into());
+        let p = cgroups::own_cgroup(own, ctrl).unwrap_or_else(|| "/".into());
         mnt.join(p.strip_prefix("/").unwrap_or(&p))
     };
     match hier {
         cgroups::Hierarchy::Unified(mnt) => {
             let dst = sys::mkdir_all_in_root(root, dest, 0o755).map_err(dest_err(dest))?;
             let target = sys::fd_path(dst.as_fd_borrowed());
-            if fresh {
-                sys::mount(
-                    Some(Path::new("cgroup2")),
-                    &target,
-                    Some("cgroup2"),
-                    flags | ro,
-                    None,
-                )
-            } else {
-                sys::mount(
-                    Some(&host_dir(&mnt, None)),
-                    &target,
-                    None,
-                    libc::MS_BIND | libc::MS_REC,
-                    None,
-                )
-            }
-            .map_err(mount_err("cgroup2", dest))?;
-            if !fresh && ro != 0 {
-                let fd = sys::open_path_in_root(root, dest).map_err(dest_err(dest))?;
-                remount_bind(fd.as_fd_borrowed(), flags | ro, dest)?;
+            let fresh = sys::mount(
+                op.source.as_deref(),
+                &target,
+                Some("cgroup2"),
+                op.flags,
+                Some(&op.data),
+            );
+            match fresh {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EBUSY)) => {
+                    let src = match plan.namespaces.unshare_cgroup {
+                        true => host_dir(&mnt, None),
+                        false => mnt,
+                    };
+                    sys::mount(Some(&src), &target, None, libc::MS_BIND, None)
+                        .map_err(mount_err("cgroup2 (bind)", dest))?;
+                    if op.flags & !(libc::MS_REC | libc::MS_BIND | libc::MS_REMOUNT) != 0 {
+                        let fd = sys::open_path_in_root(root, dest).map_err(dest_err(dest))?;
+                        remount_bind(fd.as_fd_borrowed(), op.flags, dest)?;
+                    }
+                }
+                r => r.map_err(mount_err("cgroup2", dest))?,
             }
         }
-        cgroups::Hierarchy::Legacy {
-            controllers,
-            unified,
-        } => {
-            let dst = sys::mkdir_all_in_root(root, dest, 0o755).map_err(dest_err(dest))?;
+        // The v1 hierarchies only, as runc (1.1 to 1.4) mounts them: a hybrid
+        // host's cgroup2 `unified` mount is not shown in the container.
+        cgroups::Hierarchy::Legacy { controllers, .. } => {
+            mount_cgroups_v1(plan, root, op, &controllers, &host_dir)?
+        }
+    }
+    Ok(())
+}
+
+/// runc's `mountCgroupV1`: a tmpfs on the destination, always read-write
+/// with nosuid, nodev and noexec (whatever the cgroup mount's own options:
+/// runc 1.1 to 1.4 never make it read-only), then per v1 hierarchy either a
+/// fresh mount (with a cgroup namespace: nosuid, nodev, noexec, and `ro` if
+/// the cgroup mount has it; the named systemd hierarchy with source
+/// `systemd`) or a bind of the container's cgroup directory remounted with
+/// the cgroup mount's own flags, and a link per controller of a co-mounted
+/// hierarchy (`cpu` -> `cpu,cpuacct`).
+fn mount_cgroups_v1(
+    plan: &Plan,
+    root: BorrowedFd<'_>,
+    op: &MountOp,
+    controllers: &[(PathBuf, Vec<String>)],
+    host_dir: &dyn Fn(&Path, Option<&str>) -> PathBuf,
+) -> Result<(), RootfsError> {
+    const DEFAULT: libc::c_ulong = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    let dest = &op.destination;
+    let fresh = plan.namespaces.unshare_cgroup;
+    let dst = sys::mkdir_all_in_root(root, dest, 0o755).map_err(dest_err(dest))?;
+    sys::mount(
+        Some(Path::new("tmpfs")),
+        &sys::fd_path(dst.as_fd_borrowed()),
+        Some("tmpfs"),
+        DEFAULT,
+        Some(&crate::lsm::mount_data(
+            "mode=755",
+            plan.mount_label.as_deref(),
+        )),
+    )
+    .map_err(mount_err("tmpfs", dest))?;
+    // The tmpfs is fresh and ours: each hierarchy's directory is made and
+    // opened relative to it (nothing there can be a symlink) instead of
+    // being resolved from the root again.
+    let top = sys::open_path_in_root(root, dest).map_err(dest_err(dest))?;
+    let mut merged = Vec::new();
+    for (mnt, ctrls) in controllers {
+        let Some(name) = mnt.file_name() else {
+            continue;
+        };
+        let sub = dest.join(name);
+        let d =
+            sys::mkdir_at(top.as_fd_borrowed(), Path::new(name), 0o755).map_err(dest_err(&sub))?;
+        let target = sys::fd_path(d.as_fd_borrowed());
+        if fresh {
+            let data = ctrls.join(",");
+            let data = if data.starts_with("name=") {
+                format!("none,{data}")
+            } else {
+                data
+            };
+            let source = if name == "systemd" {
+                "systemd"
+            } else {
+                "cgroup"
+            };
             sys::mount(
-                Some(Path::new("tmpfs")),
-                &sys::fd_path(dst.as_fd_borrowed()),
-                Some("tmpfs"),
-                flags,
-                Some(&crate::lsm::mount_data(
-                    "mode=755",
-                    plan.mount_label.as_deref(),
-                )),
+                Some(Path::new(source)),
+                &target,
+                Some("cgroup"),
+                DEFAULT | (op.flags & libc::MS_RDONLY),
+                Some(&data),
             )
-            .map_err(mount_err("tmpfs", dest))?;
-            // The tmpfs is fresh and ours: each hierarchy's directory is made
-            // and opened relative to it (nothing there can be a symlink)
-            // instead of being resolved from the root again.
-            let top = sys::open_path_in_root(root, dest).map_err(dest_err(dest))?;
-            let mut subs: Vec<(PathBuf, Option<String>, PathBuf)> = controllers
-                .iter()
-                .map(|(mnt, ctrls)| {
-                    let first = ctrls.first().map(String::as_str);
-                    (mnt.clone(), Some(ctrls.join(",")), host_dir(mnt, first))
-                })
-                .collect();
-            if let Some(u) = unified {
-                let hd = host_dir(&u, None);
-                subs.push((u, None, hd));
+            .map_err(mount_err("cgroup", &sub))?;
+        } else {
+            let hdir = host_dir(mnt, ctrls.first().map(String::as_str));
+            sys::mount(
+                Some(&hdir),
+                &target,
+                None,
+                libc::MS_BIND | libc::MS_REC,
+                None,
+            )
+            .map_err(mount_err("cgroup", &sub))?;
+            let fd = sys::open_path_in_root(root, &sub).map_err(dest_err(&sub))?;
+            // A bind keeps the host mount's flags: the cgroup mount's own
+            // (nosuid, nodev, noexec, ro, ...) are applied by a remount.
+            if op.flags != 0 {
+                remount_bind(fd.as_fd_borrowed(), op.flags, &sub)?;
             }
-            for (mnt, ctrls, hdir) in subs {
-                let Some(name) = mnt.file_name() else {
-                    continue;
-                };
-                let sub = dest.join(name);
-                let d = sys::mkdir_at(top.as_fd_borrowed(), Path::new(name), 0o755)
-                    .map_err(dest_err(&sub))?;
-                let target = sys::fd_path(d.as_fd_borrowed());
-                let r = match (&ctrls, fresh) {
-                    (Some(c), true) => {
-                        let data = if c.starts_with("name=") {
-                            format!("none,{c}")
-                        } else {
-                            c.clone()
-                        };
-                        sys::mount(
-                            Some(Path::new("cgroup")),
-                            &target,
-                            Some("cgroup"),
-                            flags | ro,
-                            Some(&data),
-                        )
-                    }
-                    (None, true) => sys::mount(
-                        Some(Path::new("cgroup2")),
-                        &target,
-                        Some("cgroup2"),
-                        flags | ro,
-                        None,
-                    ),
-                    (_, false) => sys::mount(
-                        Some(&hdir),
-                        &target,
-                        None,
-                        libc::MS_BIND | libc::MS_REC,
-                        None,
-                    ),
-                };
-                r.map_err(mount_err("cgroup", &sub))?;
-                if !fresh && ro != 0 {
-                    let fd = sys::open_path_in_root(root, &sub).map_err(dest_err(&sub))?;
-                    remount_bind(fd.as_fd_borrowed(), flags | ro, &sub)?;
-                }
+            for p in &op.propagation {
+                sys::mount(None, &sys::fd_path(fd.as_fd_borrowed()), None, *p, None)
+                    .map_err(mount_err("propagation", &sub))?;
             }
-            if ro != 0 {
-                sys::mount(
-                    None,
-                    &sys::fd_path(top.as_fd_borrowed()),
-                    None,
-                    libc::MS_REMOUNT | flags | ro,
-                    Some("mode=755"),
-                )
-                .map_err(mount_err("remount tmpfs", dest))?;
-            }
+        }
+        let name = name.to_string_lossy();
+        if name.contains(',') {
+            merged.push(name.into_owned());
+        }
+    }
+    for m in &merged {
+        for ctrl in m.split(',') {
+            symlinkat(m, top.as_fd_borrowed(), ctrl).map_err(dest_err(&dest.join(ctrl)))?;
         }
     }
     Ok(())
@@ -603,6 +717,17 @@ fn setup_dev(root: BorrowedFd<'_>, devices: &[Device], in_userns: bool) -> Resul
         symlinkat(target, dev.as_fd_borrowed(), name).map_err(|source| RootfsError::Device {
             path: Path::new("/dev").join(name),
             source,
+        })?;
+    }
+    // As runc: /dev/core where the kernel has /proc/kcore (CONFIG_PROC_KCORE),
+    // an existing /dev/core left as it is (as every link here). /proc is
+    // still the host's here, before pivot_root.
+    if Path::new("/proc/kcore").exists() {
+        symlinkat("/proc/kcore", dev.as_fd_borrowed(), "core").map_err(|source| {
+            RootfsError::Device {
+                path: PathBuf::from("/dev/core"),
+                source,
+            }
         })?;
     }
     Ok(())

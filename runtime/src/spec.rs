@@ -164,14 +164,8 @@ pub fn validate(spec: &Spec) -> Result<(), SpecError> {
             }
         }
     }
-    for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        if !m.destination().is_absolute() {
-            return Err(invalid(
-                format!("mounts[{i}].destination"),
-                format!("{:?} is not an absolute path", m.destination()),
-            ));
-        }
-    }
+    // A relative mounts[].destination is not refused: runc warns (see
+    // `relative_mount_destinations`) and mounts it under the container's `/`.
     if let Some(linux) = spec.linux() {
         let mut seen = HashSet::new();
         for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
@@ -243,6 +237,29 @@ fn hook_lists(spec: &Spec) -> Vec<(&'static str, &[oci_spec::runtime::Hook])> {
         out.push(("poststop", l));
     }
     out
+}
+
+/// Whether `linux.resources.memory` sets `kernel` or `kernelTCP`, which
+/// are ignored (as runc 1.1+ ignores them, warning at `create`).
+pub fn sets_kernel_memory(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .is_some_and(|m| m.kernel().is_some() || m.kernel_tcp().is_some())
+}
+
+/// The mounts whose destination is relative, by index: runc accepts them
+/// with a warning (deprecated) and mounts them under the container's `/`,
+/// and so does skiff (`create` warns).
+pub fn relative_mount_destinations(spec: &Spec) -> Vec<(usize, PathBuf)> {
+    spec.mounts()
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, m)| !m.destination().is_absolute())
+        .map(|(i, m)| (i, m.destination().clone()))
+        .collect()
 }
 
 /// Checks a container id as runc does: letters, digits, `_ + - .`, not `.`
@@ -335,11 +352,14 @@ mod tests {
     }
 
     #[test]
-    fn relative_mount_destination() {
+    fn relative_mount_destination_is_accepted_and_named() {
         let mut v = base();
         v["mounts"][0]["destination"] = "proc".into();
-        let e = check(v).unwrap_err().to_string();
-        assert!(e.contains("mounts[0].destination"), "{e}");
+        let spec = check(v).unwrap();
+        assert_eq!(
+            relative_mount_destinations(&spec),
+            vec![(0, PathBuf::from("proc"))]
+        );
     }
 
     #[test]

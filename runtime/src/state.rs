@@ -171,6 +171,26 @@ pub struct OciState<'a> {
     pub annotations: &'a BTreeMap<String, String>,
 }
 
+/// The state a hook reads on its stdin: the runtime-spec's `state` and
+/// nothing more, as runc's (`specs.State`): no pid once stopped, no
+/// annotations when there are none.
+#[derive(Debug, Serialize)]
+pub struct HookState<'a> {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: &'a str,
+    pub id: &'a str,
+    pub status: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub pid: i32,
+    pub bundle: &'a Path,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: &'a BTreeMap<String, String>,
+}
+
+fn is_zero(pid: &i32) -> bool {
+    *pid == 0
+}
+
 impl Record {
     /// The manager of the container's cgroup, as create recorded it.
     pub fn cgroup(&self) -> crate::cgroups::Manager {
@@ -179,6 +199,24 @@ impl Record {
             &self.cgroup_dirs,
             &self.cgroup_controllers,
         )
+    }
+
+    /// The state JSON a hook gets with the given status.
+    pub fn hook_state(&self, status: Status) -> Vec<u8> {
+        let state = HookState {
+            oci_version: OCI_VERSION,
+            id: &self.id,
+            status: status.as_str(),
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
+            bundle: &self.bundle,
+            annotations: &self.annotations,
+        };
+        // Strings, a number and a map of strings: serializing cannot fail.
+        serde_json::to_vec(&state).unwrap_or_default()
     }
 
     /// The OCI state for this record with the given status.
@@ -751,6 +789,42 @@ mod tests {
         assert!(v.get("annotations").is_none());
         let v = serde_json::to_value(r.oci_state(Status::Stopped)).unwrap();
         assert_eq!(v["pid"], 0);
+    }
+
+    #[test]
+    fn hook_state_is_the_specs_state_only() {
+        let mut r = Record {
+            id: "c".into(),
+            stage: Stage::Created,
+            pid: 42,
+            init_start_time: 1,
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            created: "x".into(),
+            owner: String::new(),
+            annotations: BTreeMap::new(),
+            cgroup_dirs: vec![],
+            cgroup_mode: String::new(),
+            cgroup_controllers: vec![],
+            cgroup_parents: vec![],
+            private_pid: true,
+            host_rootfs_mount: None,
+            poststart: vec![],
+            poststop: vec![],
+        };
+        let v: serde_json::Value = serde_json::from_slice(&r.hook_state(Status::Creating)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"ociVersion": OCI_VERSION, "id": "c", "status": "creating",
+                               "pid": 42, "bundle": "/b"})
+        );
+        r.annotations.insert("k".into(), "v".into());
+        let v: serde_json::Value = serde_json::from_slice(&r.hook_state(Status::Stopped)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"ociVersion": OCI_VERSION, "id": "c", "status": "stopped",
+                               "bundle": "/b", "annotations": {"k": "v"}})
+        );
     }
 
     #[test]

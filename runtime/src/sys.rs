@@ -17,7 +17,8 @@ pub fn cstr(s: impl AsRef<OsStr>) -> io::Result<CString> {
     CString::new(s.as_ref().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+/// A libc return value: negative is the thread's errno.
+pub(crate) fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -67,9 +68,15 @@ pub enum Forked {
 /// to the legacy `clone` syscall where `clone3` is missing. The caller must
 /// be single-threaded (the runtime is).
 pub fn clone_fork(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<Forked> {
+    // With CLONE_PARENT the child's exit signal is the caller's (SIGCHLD to
+    // its parent), and clone3 refuses one of its own.
+    let exit_signal = match flags & libc::CLONE_PARENT as u64 {
+        0 => libc::SIGCHLD as u64,
+        _ => 0,
+    };
     let mut args = CloneArgs {
         flags,
-        exit_signal: libc::SIGCHLD as u64,
+        exit_signal,
         ..CloneArgs::default()
     };
     if let Some(fd) = cgroup {
@@ -128,20 +135,38 @@ pub fn openat2(
         0
     };
     how.resolve = resolve;
-    // SAFETY: valid pointers for the duration of the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            dir.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    let fd = check_long(fd)? as RawFd;
-    // SAFETY: the kernel returned a fresh descriptor we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    // With RESOLVE_IN_ROOT or RESOLVE_BENEATH the kernel answers EAGAIN when a
+    // rename or a mount anywhere on the system raced a `..` step of the walk
+    // (openat2(2)); on a node starting containers that is routine, and the
+    // answer is to walk again. The bound only stops a livelock.
+    let scoped = resolve & (libc::RESOLVE_IN_ROOT | libc::RESOLVE_BENEATH) != 0;
+    let mut tries = 0;
+    loop {
+        // SAFETY: valid pointers for the duration of the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        match check_long(fd) {
+            // SAFETY: the kernel returned a fresh descriptor we now own.
+            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
+            Err(e)
+                if scoped && e.raw_os_error() == Some(libc::EAGAIN) && tries < OPENAT2_RETRIES =>
+            {
+                tries += 1
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
+
+/// How many times an openat2 walk that raced a rename or a mount is retried.
+const OPENAT2_RETRIES: u32 = 1024;
 
 /// Resolve flags used for every path inside a container's rootfs: symlinks
 /// are followed but can never leave the root, and magic links in /proc are
@@ -347,11 +372,12 @@ pub fn mount_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
 
 /// `struct mount_attr` of `mount_setattr(2)` (size `MOUNT_ATTR_SIZE_VER0`).
 #[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+#[derive(Default)]
+pub struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
 }
 
 /// `mount_setattr(2)` on the mount `fd` is the root of, and with
@@ -361,9 +387,18 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, set: u64, clear: u64) -> io::Result<()>
     let attr = MountAttr {
         attr_set: set,
         attr_clr: clear,
-        propagation: 0,
-        userns_fd: 0,
+        ..MountAttr::default()
     };
+    mount_setattr_with(fd, &attr, true)
+}
+
+/// `mount_setattr(2)` with the whole `attr` on the mount `fd` is the root of
+/// (and with `AT_RECURSIVE` when `recursive`, every mount below it).
+pub fn mount_setattr_with(fd: BorrowedFd<'_>, attr: &MountAttr, recursive: bool) -> io::Result<()> {
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
+    }
     // SAFETY: valid fd, empty C string and a pointer to a struct of the
     // size passed.
     check_long(unsafe {
@@ -371,8 +406,8 @@ pub fn mount_setattr(fd: BorrowedFd<'_>, set: u64, clear: u64) -> io::Result<()>
             libc::SYS_mount_setattr,
             fd.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &attr as *const MountAttr,
+            flags,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     })
@@ -472,6 +507,24 @@ pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// `fstatfs(2)`'s filesystem type (`f_type`, a `*_SUPER_MAGIC`) of `fd`.
+pub fn fstatfs_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
+    // SAFETY: zeroed statfs is valid; the kernel fills it.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid fd and pointer.
+    check(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) })?;
+    Ok(st.f_type as i64)
+}
+
+/// `openat(2)` of `name` (relative) in the directory `dir`.
+pub fn openat(dir: BorrowedFd<'_>, name: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c = cstr(name)?;
+    // SAFETY: valid fd and C string.
+    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
+    // SAFETY: a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// `fstatfs(2)`'s mount flags (`ST_*`) of the filesystem holding `fd`.
 pub fn mount_flags(fd: BorrowedFd<'_>) -> io::Result<libc::c_ulong> {
     // SAFETY: zeroed statvfs is valid; the kernel fills it.
@@ -496,6 +549,74 @@ pub fn write_all(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<()> {
         data = &data[n as usize..];
     }
     Ok(())
+}
+
+/// A pipe, both ends close-on-exec: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe2 fills the two-element array on success.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: two fresh descriptors we own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Makes `fd`'s open file description non-blocking (only for descriptions
+/// the runtime made itself: the flag is shared with every holder).
+pub fn set_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: fcntl on a valid descriptor.
+    let flags = check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: as above.
+    check(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })
+        .map(|_| ())
+}
+
+/// One `read(2)`: Ok(None) when it would block, Ok(Some(0)) at end of file.
+pub fn read_some(fd: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    loop {
+        // SAFETY: valid buffer of buf.len() bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(Some(n as usize));
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(None),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// One `write(2)`: Ok(0) when it would block.
+pub fn write_some(fd: RawFd, data: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: valid buffer of data.len() bytes.
+        let n = unsafe { libc::write(fd, data.as_ptr().cast(), data.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        match e.kind() {
+            io::ErrorKind::Interrupted => continue,
+            io::ErrorKind::WouldBlock => return Ok(0),
+            _ => return Err(e),
+        }
+    }
+}
+
+/// `poll(2)` retried on EINTR; returns how many descriptors are ready.
+pub fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
+    loop {
+        // SAFETY: a valid array of fds.len() pollfds.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+        if r >= 0 {
+            return Ok(r as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// Marks every descriptor from `first` up close-on-exec, so nothing the
@@ -525,6 +646,25 @@ pub fn cloexec_from(first: RawFd) -> io::Result<()> {
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     Ok(())
+}
+
+/// A copy of descriptor `fd` of process `pid`, close-on-exec
+/// (`pidfd_getfd(2)`, as runc fetches the init's seccomp listener).
+pub fn pidfd_getfd(pid: libc::pid_t, fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall; the result is a new descriptor we own.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor, ours alone.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: plain syscall.
+    let copy = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+    if copy < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor, ours alone.
+    Ok(unsafe { OwnedFd::from_raw_fd(copy as RawFd) })
 }
 
 /// Sends `fd` over the Unix socket `sock` with SCM_RIGHTS, with `name` as
@@ -601,5 +741,52 @@ mod tests {
         let e = mkdir_all_in_root(root.as_fd_borrowed(), Path::new("/inside/file/x"), 0o755);
         assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::ENOTDIR));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// openat2 with RESOLVE_IN_ROOT fails with EAGAIN when any rename or mount anywhere on the
+    /// system races a `..` step of the walk (a loaded node starting containers does both all the
+    /// time); the resolution is retried, so a path climbing with `..` never fails because of
+    /// something unrelated happening elsewhere.
+    #[test]
+    fn openat2_in_root_survives_concurrent_renames() {
+        let dir = std::env::temp_dir().join(format!("skiff-sys-race-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("a/b/c")).unwrap();
+        std::fs::create_dir_all(dir.join("churn")).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let (stop, d) = (stop.clone(), dir.join("churn"));
+            std::thread::spawn(move || {
+                let (x, y) = (d.join("x"), d.join("y"));
+                std::fs::write(&x, "").unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::fs::rename(&x, &y).unwrap();
+                    std::fs::rename(&y, &x).unwrap();
+                }
+            })
+        };
+        let root = open(&dir, libc::O_PATH | libc::O_DIRECTORY, 0).unwrap();
+        let climb = format!("a/b/c/{}a/b", "../".repeat(16));
+        let mut failures = 0;
+        for _ in 0..20_000 {
+            if openat2(
+                root.as_fd_borrowed(),
+                Path::new(&climb),
+                libc::O_PATH,
+                0,
+                IN_ROOT,
+            )
+            .is_err()
+            {
+                failures += 1;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        churn.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            failures, 0,
+            "openat2 failed {failures} times under concurrent renames"
+        );
     }
 }

@@ -62,8 +62,18 @@ pub fn set_oom_score_adj(value: Option<i32>) -> Result<(), UserError> {
     let Some(v) = value else { return Ok(()) };
     let err = |source| UserError::OomScoreAdj { value: v, source };
     let proc = crate::procfs::Procfs::open().map_err(err)?;
-    proc.write(std::path::Path::new("self/oom_score_adj"), &v.to_string())
-        .map_err(err)
+    let rel = std::path::Path::new("self/oom_score_adj");
+    // In a user namespace the file is the host root's (our memory map is
+    // the runtime's): the parent wrote the value for us, which reads back.
+    if let Ok(fd) = proc.open_file(rel, libc::O_RDONLY) {
+        let mut buf = [0u8; 16];
+        if let Ok(Some(n)) = crate::sys::read_some(std::os::fd::AsRawFd::as_raw_fd(&fd), &mut buf) {
+            if std::str::from_utf8(&buf[..n]).is_ok_and(|t| t.trim() == v.to_string()) {
+                return Ok(());
+            }
+        }
+    }
+    proc.write(rel, &v.to_string()).map_err(err)
 }
 
 fn id_err(call: &'static str, value: impl ToString) -> impl FnOnce(std::io::Error) -> UserError {

@@ -38,6 +38,7 @@ macro_rules! log_line {
 
 mod cgroup;
 mod events;
+mod idmap;
 mod info;
 mod io;
 mod ioloop;
@@ -396,13 +397,11 @@ fn announce(bundle: &Path, address: &str, answer: &str, pid: Option<u32>) -> Res
 fn serve(args: &Args) -> Result<(), MainError> {
     // SAFETY: fd 3 is the listening socket `start` handed down, owned by nothing else here.
     let listener = unsafe { UnixListener::from_raw_fd(3) };
-    // Before anything can start a process: runtime commands, and the hooks and loggers they
-    // start, must not inherit the listening socket.
-    nix::fcntl::fcntl(
-        &listener,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )
-    .map_err(|e| MainError::Spawn(e.into()))?;
+    // Before anything can start a process: no child (runtime command, logger, publish binary)
+    // may inherit the listening socket, nor whatever containerd's caller left open without
+    // close-on-exec and containerd handed on to us; a child that needs one of ours gets it
+    // dup2'd to a number of its own.
+    runtime::cloexec_from(3).map_err(MainError::Spawn)?;
     // While this is the only thread: one malloc arena, SIGCHLD blocked everywhere (the
     // I/O loop takes it from a signalfd).
     memory::single_arena();

@@ -38,6 +38,12 @@ pub enum MountError {
     },
     #[error("mounting {fstype} on {target}: a path or option holds a NUL byte")]
     Nul { fstype: String, target: PathBuf },
+    #[error("mounting {fstype} on {target} with uidmap/gidmap: {source}")]
+    Idmap {
+        fstype: String,
+        target: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Split mount(8)-style options into flags and the data string for the filesystem.
@@ -179,7 +185,31 @@ pub fn mount_rootfs(
         source,
     })?;
     for (i, m) in mounts.iter().enumerate() {
-        let (flags, data) = parse_options(&m.options);
+        // A user-namespaced pod's layers (containerd 2.x): idmapped copies, kept until the
+        // overlay holds them.
+        let (options, uidmap, gidmap) = crate::idmap::take_idmap_options(&m.options);
+        let (flags, data) = parse_options(&options);
+        let (data, _mapped) = match (uidmap, gidmap) {
+            (None, None) => (data, None),
+            (uid, gid) => {
+                let idmap_err = |source| MountError::Idmap {
+                    fstype: m.type_.clone(),
+                    target: target.clone(),
+                    source,
+                };
+                if m.type_ != "overlay" {
+                    let why = "only overlay layers are idmapped here";
+                    return Err(idmap_err(std::io::Error::other(why)));
+                }
+                let text = |v: Option<String>| crate::idmap::map_text(&v.unwrap_or_default());
+                let (uid, gid) = (text(uid).map_err(idmap_err)?, text(gid).map_err(idmap_err)?);
+                let userns = crate::idmap::user_namespace(reaper, &uid, &gid).map_err(idmap_err)?;
+                let dir = bundle.join(format!(".idmapped-layers-{i}"));
+                let (data, mapped) =
+                    crate::idmap::map_lowerdirs(&data, &dir, &userns).map_err(idmap_err)?;
+                (data, Some(mapped))
+            }
+        };
         let err = |errno| MountError::Mount {
             fstype: m.type_.clone(),
             source_path: m.source.clone(),

@@ -111,11 +111,16 @@ pub struct Running {
 /// In the runtime's child, between fork and exec: every descriptor above stdio becomes
 /// close-on-exec.
 fn only_stdio() -> std::io::Result<()> {
+    cloexec_from(3)
+}
+
+/// Makes every descriptor from `first` on close-on-exec (async-signal-safe: raw syscalls only).
+pub fn cloexec_from(first: libc::c_uint) -> std::io::Result<()> {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags.
     let r = unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            3 as libc::c_uint,
+            first,
             libc::c_uint::MAX,
             libc::CLOSE_RANGE_CLOEXEC,
         )
@@ -124,7 +129,7 @@ fn only_stdio() -> std::io::Result<()> {
         return Ok(());
     }
     // Kernels before 5.11: flag each possible descriptor (EBADF for unused ones is expected).
-    for fd in 3..4096 {
+    for fd in first as libc::c_int..4096 {
         // SAFETY: fcntl on an integer descriptor is a plain syscall.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }

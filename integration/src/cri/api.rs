@@ -122,6 +122,46 @@ pub struct NamespaceOption {
     pub ipc: i32,
     #[prost(string, tag = "4")]
     pub target_id: String,
+    /// The pod's user namespace (kubelet's `hostUsers: false`: mode POD with mappings).
+    #[prost(message, optional, tag = "5")]
+    pub userns_options: Option<UserNamespace>,
+}
+
+/// `IDMapping`: host ids `host_id..host_id+length` are `container_id..` inside.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct IdMapping {
+    #[prost(uint32, tag = "1")]
+    pub host_id: u32,
+    #[prost(uint32, tag = "2")]
+    pub container_id: u32,
+    #[prost(uint32, tag = "3")]
+    pub length: u32,
+}
+
+/// `UserNamespace`: NODE (the host's) or POD (one for the pod, with these mappings).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UserNamespace {
+    #[prost(enumeration = "NamespaceMode", tag = "1")]
+    pub mode: i32,
+    #[prost(message, repeated, tag = "2")]
+    pub uids: Vec<IdMapping>,
+    #[prost(message, repeated, tag = "3")]
+    pub gids: Vec<IdMapping>,
+}
+
+/// `Mount`: a host path (a volume) in the container, idmapped when the mappings are set.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Mount {
+    #[prost(string, tag = "1")]
+    pub container_path: String,
+    #[prost(string, tag = "2")]
+    pub host_path: String,
+    #[prost(bool, tag = "3")]
+    pub readonly: bool,
+    #[prost(message, repeated, tag = "6")]
+    pub uid_mappings: Vec<IdMapping>,
+    #[prost(message, repeated, tag = "7")]
+    pub gid_mappings: Vec<IdMapping>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -328,6 +368,8 @@ pub struct ContainerConfig {
     pub working_dir: String,
     #[prost(message, repeated, tag = "6")]
     pub envs: Vec<KeyValue>,
+    #[prost(message, repeated, tag = "7")]
+    pub mounts: Vec<Mount>,
     #[prost(map = "string, string", tag = "9")]
     pub labels: HashMap<String, String>,
     #[prost(map = "string, string", tag = "10")]

@@ -18,6 +18,8 @@
 //! | header fields | `a(yv)`: 1 path `o`, 2 interface `s`, 3 member `s`, 4 error name `s`, 5 reply serial `u`, 6 destination `s`, 8 signature `g` |
 //! | body | padded to 8; the values, each aligned to its own size (structs and dict entries to 8) |
 
+use super::gvariant::Gv;
+use std::borrow::Cow;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -68,12 +70,15 @@ pub enum Value {
     Strs(Vec<String>),
     /// `a(st)` (per-device I/O weights and limits).
     PathU64s(Vec<(String, u64)>),
+    /// Any value written in GVariant's text format (the
+    /// `org.systemd.property.<Name>` annotations).
+    Text(Gv),
 }
 
 impl Value {
     /// The D-Bus signature.
-    pub fn signature(&self) -> &'static str {
-        match self {
+    pub fn signature(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             Value::Str(_) => "s",
             Value::Bool(_) => "b",
             Value::U64(_) => "t",
@@ -81,7 +86,18 @@ impl Value {
             Value::Bytes(_) => "ay",
             Value::Strs(_) => "as",
             Value::PathU64s(_) => "a(st)",
-        }
+            Value::Text(g) => return Cow::Owned(g.signature()),
+        })
+    }
+}
+
+/// The alignment of a value of signature `sig` (its first type).
+fn align_of_sig(sig: &str) -> usize {
+    match sig.as_bytes().first() {
+        Some(b'y' | b'g' | b'v') => 1,
+        Some(b'n' | b'q') => 2,
+        Some(b'x' | b't' | b'd' | b'(' | b'{') => 8,
+        _ => 4,
     }
 }
 
@@ -122,6 +138,10 @@ impl Encoder {
         while !self.buf.len().is_multiple_of(align) {
             self.buf.push(0);
         }
+    }
+    fn u16(&mut self, v: u16) {
+        self.pad(2);
+        self.buf.extend_from_slice(&v.to_le_bytes());
     }
     fn u32(&mut self, v: u32) {
         self.pad(4);
@@ -168,6 +188,29 @@ impl Encoder {
                     e.u64(*n);
                 }
             }),
+            Value::Text(g) => self.gv(g),
+        }
+    }
+    fn gv(&mut self, g: &Gv) {
+        match g {
+            Gv::Byte(b) => self.buf.push(*b),
+            Gv::Bool(b) => self.u32(u32::from(*b)),
+            Gv::I16(n) => self.u16(*n as u16),
+            Gv::U16(n) => self.u16(*n),
+            Gv::I32(n) => self.u32(*n as u32),
+            Gv::U32(n) => self.u32(*n),
+            Gv::I64(n) => self.u64(*n as u64),
+            Gv::U64(n) => self.u64(*n),
+            Gv::F64(d) => self.u64(d.to_bits()),
+            Gv::Str(s) | Gv::ObjPath(s) => self.str(s),
+            Gv::Sig(s) => self.sig(s),
+            Gv::Array(elem, items) => {
+                self.array(align_of_sig(elem), |e| items.iter().for_each(|i| e.gv(i)))
+            }
+            Gv::Variant(inner) => {
+                self.sig(&inner.signature());
+                self.gv(inner);
+            }
         }
     }
     fn props(&mut self, props: &[Property]) {
@@ -175,7 +218,7 @@ impl Encoder {
             for (name, v) in props {
                 e.pad(8);
                 e.str(name);
-                e.sig(v.signature());
+                e.sig(&v.signature());
                 e.value(v);
             }
         });
@@ -660,6 +703,35 @@ mod tests {
         e.buf.push(1);
         e.arg(&Arg::NoAux);
         assert_eq!(e.buf, vec![1, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    /// Annotation values marshal as the typed values the driver sends.
+    #[test]
+    fn text_values_marshal_like_typed_ones() {
+        use crate::cgroups::gvariant::parse;
+        let enc = |v: Value| {
+            let mut e = Encoder::default();
+            e.props(&[("P".into(), v)]);
+            e.buf
+        };
+        let t = |s: &str| Value::Text(parse(s).unwrap());
+        assert_eq!(enc(t("uint64 5")), enc(Value::U64(5)));
+        assert_eq!(enc(t("'x'")), enc(Value::Str("x".into())));
+        assert_eq!(enc(t("true")), enc(Value::Bool(true)));
+        assert_eq!(enc(t("[uint32 1, 2]")), enc(Value::U32s(vec![1, 2])));
+        assert_eq!(
+            enc(t("['a', 'b']")),
+            enc(Value::Strs(vec!["a".into(), "b".into()]))
+        );
+        assert_eq!(enc(t("@ay []")), enc(Value::Bytes(vec![])));
+        // A 16-bit value is aligned to 2 and a variant carries its signature.
+        let mut e = Encoder::default();
+        e.buf.push(0);
+        e.gv(&parse("uint16 258").unwrap());
+        assert_eq!(e.buf, [0, 0, 2, 1]);
+        let mut e = Encoder::default();
+        e.gv(&parse("<byte 7>").unwrap());
+        assert_eq!(e.buf, [1, b'y', 0, 7]);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 pub mod bpf;
 pub mod dbus;
+pub mod gvariant;
 pub mod resources;
 pub mod stats;
 pub mod sub;
@@ -23,6 +24,7 @@ pub mod v2;
 use oci_spec::runtime::LinuxResources;
 use resources::{ResourceError, When, Write};
 use stats::Stats;
+use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -425,13 +427,16 @@ pub enum Manager {
 
 impl Manager {
     /// The manager for a new container.
+    /// `annotations` are the config's: with the systemd driver its
+    /// `org.systemd.property.<Name>` entries become the scope's properties.
     pub fn new(
         cgroups_path: Option<&Path>,
         id: &str,
         systemd: bool,
+        annotations: &BTreeMap<String, String>,
     ) -> Result<Manager, CgroupError> {
         if systemd {
-            return Manager::systemd(cgroups_path, id);
+            return Manager::systemd(cgroups_path, id, annotations);
         }
         let own = crate::sys::read_text("/proc/self/cgroup").unwrap_or_default();
         match detect()? {
@@ -469,14 +474,29 @@ impl Manager {
     }
 
     /// The systemd driver's manager (cgroup v2 only, for now).
-    fn systemd(cgroups_path: Option<&Path>, id: &str) -> Result<Manager, CgroupError> {
+    fn systemd(
+        cgroups_path: Option<&Path>,
+        id: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<Manager, CgroupError> {
         let up = systemd::unit_path(cgroups_path, id)?;
+        let extra = systemd::annotation_properties(annotations)?;
         match detect()? {
-            Hierarchy::Unified(mnt) => Ok(Manager::Systemd(systemd::Systemd::new(&mnt, up, id)?)),
-            Hierarchy::Legacy { .. } => Err(systemd::SystemdError::Unavailable {
-                reason: "only cgroup v2 hosts are supported (this host mounts cgroup v1)".into(),
+            Hierarchy::Unified(mnt) => Ok(Manager::Systemd(
+                systemd::Systemd::new(&mnt, up, id)?.with_properties(extra),
+            )),
+            Hierarchy::Legacy {
+                controllers,
+                unified,
+            } => {
+                let mut mounts: Vec<(PathBuf, Vec<String>)> = controllers;
+                if let Some(u) = unified {
+                    mounts.push((u, Vec::new()));
+                }
+                Ok(Manager::Systemd(
+                    systemd::Systemd::new_v1(&mounts, up, id)?.with_properties(extra),
+                ))
             }
-            .into()),
         }
     }
 
@@ -486,10 +506,7 @@ impl Manager {
         match self {
             Manager::V1(v1) => v1.entry(),
             Manager::V2(v2) => Entry::new(&[v2.dir().to_path_buf()], Some(0)),
-            Manager::Systemd(s) if s.dir().is_dir() => {
-                Entry::new(&[s.dir().to_path_buf()], Some(0))
-            }
-            Manager::Systemd(_) => Entry::default(),
+            Manager::Systemd(s) => s.entry().unwrap_or_default(),
         }
     }
 
@@ -518,6 +535,8 @@ impl Manager {
             Manager::Systemd(systemd::Systemd::from_dir(
                 dirs.first().cloned().unwrap_or_default(),
             ))
+        } else if mode == "systemd-v1" {
+            Manager::Systemd(systemd::Systemd::from_v1_dirs(dirs, controllers))
         } else if !dirs.is_empty() && controllers.len() == dirs.len() {
             // The unified directory is the one without controllers (a
             // named v1 hierarchy has its `name=...`).
@@ -537,7 +556,8 @@ impl Manager {
     pub fn controllers(&self) -> Vec<Vec<String>> {
         match self {
             Manager::V1(v1) => v1.controllers(),
-            Manager::V2(_) | Manager::Systemd(_) => Vec::new(),
+            Manager::Systemd(s) => s.controllers(),
+            Manager::V2(_) => Vec::new(),
         }
     }
 

@@ -184,9 +184,10 @@ fn rule(kind: DevKind, major: Option<u32>, minor: Option<u32>, access: u8) -> De
     }
 }
 
-/// runc's default allowlist, appended after the spec's rules: mknod of any
-/// device, the standard character devices, `/dev/pts/*` and `/dev/ptmx`.
-/// (runc ≤ 1.1 also allowed /dev/net/tun; 1.2 dropped it, and so do we.)
+/// runc's default allowlist, appended after the spec's rules, in its order:
+/// mknod of any device, the standard character devices, `/dev/pts/*`,
+/// `/dev/ptmx` and `/dev/net/tun` (allowed, not created: runc 1.2.0 dropped
+/// it and 1.2.4 put it back, as 1.1 had it).
 pub fn default_allowed() -> Vec<DeviceRule> {
     let c = |major, minor| rule(DevKind::Char, Some(major), Some(minor), ACC_ALL);
     vec![
@@ -200,6 +201,7 @@ pub fn default_allowed() -> Vec<DeviceRule> {
         c(1, 9),
         rule(DevKind::Char, Some(136), None, ACC_ALL),
         c(5, 2),
+        c(10, 200),
     ]
 }
 
@@ -394,15 +396,6 @@ fn check_memory(m: &LinuxMemory) -> Result<(), ResourceError> {
     limit(&format!("{f}.limit"), m.limit())?;
     limit(&format!("{f}.reservation"), m.reservation())?;
     limit(&format!("{f}.swap"), m.swap())?;
-    limit(&format!("{f}.kernelTCP"), m.kernel_tcp())?;
-    if let Some(s) = m.swappiness() {
-        if s > 100 {
-            return Err(invalid(
-                format!("{f}.swappiness"),
-                format!("{s} is out of range 0-100"),
-            ));
-        }
-    }
     if let (Some(l), Some(s)) = (limit("", m.limit())?, limit("", m.swap())?) {
         if l > 0 && s > 0 && s < l {
             return Err(invalid(
@@ -721,15 +714,16 @@ fn v1_memory(m: &LinuxMemory, out: &mut Vec<Write>) -> Result<(), ResourceError>
             format!("{f}.reservation"),
         ));
     }
-    if let Some(k) = limit("", m.kernel_tcp())? {
-        out.push(w(
-            "memory",
-            "memory.kmem.tcp.limit_in_bytes",
-            v1_num(k),
-            format!("{f}.kernelTCP"),
-        ));
-    }
+    // kernel and kernelTCP are ignored, as runc 1.1+ ignores them (with a
+    // warning at `create`: see `ignored_memory_warning`); so is useHierarchy
+    // (runc never read it; kernels since 5.x refuse to turn it off).
     if let Some(s) = m.swappiness() {
+        if s > 100 {
+            return Err(invalid(
+                format!("{f}.swappiness"),
+                format!("{s} is out of range 0-100"),
+            ));
+        }
         out.push(w(
             "memory",
             "memory.swappiness",
@@ -743,14 +737,6 @@ fn v1_memory(m: &LinuxMemory, out: &mut Vec<Write>) -> Result<(), ResourceError>
             "memory.oom_control",
             "1",
             format!("{f}.disableOOMKiller"),
-        ));
-    }
-    if let Some(h) = m.use_hierarchy() {
-        out.push(w(
-            "memory",
-            "memory.use_hierarchy",
-            if h { "1" } else { "0" },
-            format!("{f}.useHierarchy"),
         ));
     }
     Ok(())
@@ -935,22 +921,8 @@ pub fn v2(res: &LinuxResources, facts: Facts) -> Result<Vec<Write>, ResourceErro
         ));
         out.push(w("hugetlb", format!("hugetlb.{size}.rsvd.max"), v, field).when(When::IfPresent));
     }
-    if let Some(n) = res.network() {
-        if n.class_id().is_some() {
-            return Err(unsupported(
-                format!("{F}.network.classID"),
-                "v2",
-                "net_cls is a cgroup v1 controller",
-            ));
-        }
-        if n.priorities().as_ref().is_some_and(|p| !p.is_empty()) {
-            return Err(unsupported(
-                format!("{F}.network.priorities"),
-                "v2",
-                "net_prio is a cgroup v1 controller",
-            ));
-        }
-    }
+    // linux.resources.network (net_cls, net_prio: v1 controllers) is
+    // ignored on v2, as runc ignores it.
     rdma(res, &mut out);
     if let Some(u) = res.unified() {
         let mut keys: Vec<_> = u.iter().collect();
@@ -987,34 +959,9 @@ fn v2_memory(m: &LinuxMemory, out: &mut Vec<Write>) -> Result<(), ResourceError>
             format!("{f}.reservation"),
         ));
     }
-    if m.swappiness().is_some() {
-        return Err(unsupported(
-            format!("{f}.swappiness"),
-            "v2",
-            "there is no per-cgroup swappiness",
-        ));
-    }
-    if m.disable_oom_killer() == Some(true) {
-        return Err(unsupported(
-            format!("{f}.disableOOMKiller"),
-            "v2",
-            "the OOM killer cannot be disabled per cgroup",
-        ));
-    }
-    if m.use_hierarchy() == Some(false) {
-        return Err(unsupported(
-            format!("{f}.useHierarchy"),
-            "v2",
-            "accounting is always hierarchical",
-        ));
-    }
-    if limit("", m.kernel_tcp())?.is_some() {
-        return Err(unsupported(
-            format!("{f}.kernelTCP"),
-            "v2",
-            "kernel TCP memory is accounted with memory.max",
-        ));
-    }
+    // What v2 has no file for is ignored, as runc ignores it there:
+    // swappiness, disableOOMKiller, useHierarchy; kernelTCP everywhere (see
+    // `v1_memory`).
     Ok(())
 }
 
@@ -1152,21 +1099,29 @@ mod tests {
             "kernelTCP": 1048576
         }}));
         let ws = v1(&r, Facts::default()).unwrap();
+        // kernelTCP and useHierarchy are ignored, as runc 1.1.5 ignores them.
         assert_eq!(
             fv(&ws),
             vec![
                 ("memory.limit_in_bytes", "104857600"),
                 ("memory.memsw.limit_in_bytes", "209715200"),
                 ("memory.soft_limit_in_bytes", "52428800"),
-                ("memory.kmem.tcp.limit_in_bytes", "1048576"),
                 ("memory.swappiness", "10"),
                 ("memory.oom_control", "1"),
-                ("memory.use_hierarchy", "1"),
             ]
         );
         assert_eq!(ws[0].when, When::Deferrable);
         assert!(ws.iter().all(|w| w.controller == "memory"));
         assert_eq!(ws[1].field, "linux.resources.memory.swap");
+        // Off is ignored too (kernels since 5.x refuse it; runc never wrote it).
+        let r = res(serde_json::json!({"memory": {"useHierarchy": false}}));
+        assert!(v1(&r, Facts::default()).unwrap().is_empty());
+        // A swappiness out of range is refused on v1, as by runc there.
+        let r = res(serde_json::json!({"memory": {"swappiness": 101}}));
+        assert_eq!(
+            field_of(v1(&r, Facts::default()).unwrap_err()),
+            "linux.resources.memory.swappiness"
+        );
     }
 
     #[test]
@@ -1220,25 +1175,24 @@ mod tests {
     }
 
     #[test]
-    fn memory_v1_only_fields_are_refused_on_v2() {
-        for (v, field) in [
-            (serde_json::json!({"swappiness": 10}), "swappiness"),
-            (
-                serde_json::json!({"disableOOMKiller": true}),
-                "disableOOMKiller",
-            ),
-            (serde_json::json!({"useHierarchy": false}), "useHierarchy"),
-            (serde_json::json!({"kernelTCP": 4096}), "kernelTCP"),
+    fn memory_v1_only_fields_are_ignored_on_v2() {
+        // As runc 1.1.5 does on v2: no file to write, no error; even a
+        // swappiness v1 would refuse.
+        for v in [
+            serde_json::json!({"swappiness": 10}),
+            serde_json::json!({"swappiness": 101}),
+            serde_json::json!({"disableOOMKiller": true}),
+            serde_json::json!({"useHierarchy": false}),
+            serde_json::json!({"kernelTCP": 4096, "kernel": 8192}),
         ] {
             let r = res(serde_json::json!({ "memory": v }));
-            let e = v2(&r, Facts::default()).unwrap_err();
-            assert!(matches!(e, ResourceError::Unsupported { .. }), "{e}");
-            assert_eq!(field_of(e), format!("linux.resources.memory.{field}"));
+            assert!(v2(&r, Facts::default()).unwrap().is_empty(), "{v}");
         }
-        // Harmless values are accepted.
-        let r =
-            res(serde_json::json!({"memory": {"useHierarchy": true, "disableOOMKiller": false}}));
-        assert!(v2(&r, Facts::default()).unwrap().is_empty());
+        let r = res(serde_json::json!({"memory": {"limit": 1048576, "disableOOMKiller": true}}));
+        assert_eq!(
+            fv(&v2(&r, Facts::default()).unwrap()),
+            vec![("memory.max", "1048576")]
+        );
     }
 
     #[test]
@@ -1347,10 +1301,6 @@ mod tests {
             (
                 serde_json::json!({"memory": {"reservation": -100}}),
                 "memory.reservation",
-            ),
-            (
-                serde_json::json!({"memory": {"swappiness": 101}}),
-                "memory.swappiness",
             ),
             (
                 serde_json::json!({"memory": {"limit": 200, "swap": 100}}),
@@ -1503,7 +1453,7 @@ mod tests {
     }
 
     #[test]
-    fn network_is_v1_only() {
+    fn network_is_v1_only_and_ignored_on_v2() {
         let r = res(serde_json::json!({"network": {
             "classID": 1048577, "priorities": [{"name": "eth0", "priority": 5}]
         }}));
@@ -1516,10 +1466,8 @@ mod tests {
             ]
         );
         assert_eq!(ws[1].controller, "net_prio");
-        assert_eq!(
-            field_of(v2(&r, Facts::default()).unwrap_err()),
-            "linux.resources.network.classID"
-        );
+        // Ignored on v2, as runc ignores it there.
+        assert!(v2(&r, Facts::default()).unwrap().is_empty());
     }
 
     #[test]
@@ -1604,11 +1552,12 @@ mod tests {
                 "allow c 1:9 rwm",
                 "allow c 136:* rwm",
                 "allow c 5:2 rwm",
+                "allow c 10:200 rwm",
             ]
         );
         // Without a spec there is still a device list (deny by default).
         let r = for_create(None).unwrap();
-        assert_eq!(device_rules(&r).unwrap().len(), 10);
+        assert_eq!(device_rules(&r).unwrap().len(), 11);
         assert!(for_create(Some(&res(serde_json::json!({"memory": {"limit": -9}})))).is_err());
     }
 

@@ -1,4 +1,4 @@
-//! The systemd cgroup driver (`--systemd-cgroup`), on cgroup v2.
+//! The systemd cgroup driver (`--systemd-cgroup`), on cgroup v2 and on v1 (hybrid) hosts.
 //!
 //! systemd owns the cgroup tree of a node where it is pid 1, so a
 //! container's cgroup is a transient scope unit it creates: cgroupsPath
@@ -18,6 +18,7 @@
 use super::dbus::{self, Arg, Bus, DbusError, Property, Value};
 use super::resources::{self, Facts, Write};
 use super::stats::Stats;
+use super::v1::V1;
 use super::v2::V2;
 use super::{CgroupError, CgroupManager};
 use oci_spec::runtime::LinuxResources;
@@ -34,6 +35,74 @@ pub enum SystemdError {
     Dbus { unit: String, source: DbusError },
     #[error("error creating systemd unit `{unit}`: got `{result}`")]
     JobFailed { unit: String, result: String },
+    #[error("annotations[{key:?}]: {reason}")]
+    Annotation { key: String, reason: String },
+}
+
+/// The prefix of annotations that set the scope's unit properties.
+pub const PROPERTY_PREFIX: &str = "org.systemd.property.";
+
+/// runc's `org.systemd.property.<Name>=<value>` annotations as unit
+/// properties: the name is letters only (at least three), the value is
+/// GVariant text ([`gvariant`](super::gvariant)), and a name ending in a
+/// lowercase letter and `Sec` (`TimeoutStopSec`) is sent as its `USec`
+/// property with the number of seconds converted, as runc does. They go
+/// after the driver's own properties and before the resources' (which
+/// win where both name one, as in runc).
+pub fn annotation_properties(
+    annotations: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<Property>, SystemdError> {
+    use super::gvariant::{self, Gv};
+    let mut out = Vec::new();
+    for (key, text) in annotations {
+        let Some(name) = key.strip_prefix(PROPERTY_PREFIX) else {
+            continue;
+        };
+        let bad = |reason: String| SystemdError::Annotation {
+            key: key.clone(),
+            reason,
+        };
+        if name.len() < 3 {
+            return Err(bad("the property name is too short".into()));
+        }
+        if !name.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(bad(
+                "the property name has a character other than an ASCII letter".into(),
+            ));
+        }
+        let value = gvariant::parse(text)
+            .map_err(|e| bad(format!("value {text:?} is not a GVariant text: {e}")))?;
+        let stem = name.strip_suffix("Sec");
+        match stem {
+            Some(stem) if stem.ends_with(|c: char| c.is_ascii_lowercase()) => {
+                const M: f64 = 1_000_000.0;
+                let secs: f64 = match value {
+                    Gv::Byte(n) => n.into(),
+                    Gv::I16(n) => n.into(),
+                    Gv::U16(n) => n.into(),
+                    Gv::I32(n) => n.into(),
+                    Gv::U32(n) => n.into(),
+                    Gv::I64(n) => n as f64,
+                    Gv::U64(n) => n as f64,
+                    Gv::F64(d) => d,
+                    _ => return Err(bad(format!("{name} takes a number of seconds"))),
+                };
+                if secs < 0.0 {
+                    return Err(bad(format!("{name} cannot be negative")));
+                }
+                // Integers exactly, fractions to the microsecond.
+                let usec = match value {
+                    Gv::F64(_) => (secs * M) as u64,
+                    Gv::I64(n) => (n as u64).saturating_mul(1_000_000),
+                    Gv::U64(n) => n.saturating_mul(1_000_000),
+                    _ => (secs as u64).saturating_mul(1_000_000),
+                };
+                out.push((format!("{stem}USec"), Value::U64(usec)));
+            }
+            _ => out.push((name.to_string(), Value::Text(value))),
+        }
+    }
+    Ok(out)
 }
 
 /// Where a container's scope goes.
@@ -302,12 +371,81 @@ pub fn properties(writes: &[Write]) -> Vec<Property> {
     out
 }
 
-/// A container's scope and its cgroup directory.
+/// The scope's directories: one on cgroup v2; on a legacy or hybrid host
+/// one per hierarchy at the same path (`<expanded slice>/<unit>`), the ones
+/// systemd does not manage made and joined by the runtime, as runc does.
+enum Dirs {
+    V2(V2),
+    V1(V1),
+}
+
+impl Dirs {
+    fn inner(&self) -> &dyn CgroupManager {
+        match self {
+            Dirs::V2(m) => m,
+            Dirs::V1(m) => m,
+        }
+    }
+}
+
+/// runc's unit properties for cgroup v1 (its `genV1ResourcesProperties`),
+/// from the v1 writes: the ones systemd's v1 support knows.
+pub fn properties_v1(writes: &[Write]) -> Vec<Property> {
+    let mut out: Vec<Property> = Vec::new();
+    let find = |file: &str| {
+        writes
+            .iter()
+            .find(|w| w.file == file)
+            .map(|w| w.value.trim())
+    };
+    let num = |file: &str| find(file).and_then(|v| v.parse::<i64>().ok());
+    if let Some(n) = num("memory.limit_in_bytes").filter(|n| *n != 0) {
+        out.push(("MemoryLimit".into(), Value::U64(n.max(-1) as u64)));
+    }
+    if let Some(n) = num("cpu.shares").filter(|n| *n > 0) {
+        out.push(("CPUShares".into(), Value::U64(n as u64)));
+    }
+    if let Some(q) = num("cpu.cfs_quota_us").filter(|q| *q != 0) {
+        let period = num("cpu.cfs_period_us")
+            .filter(|p| *p > 0)
+            .unwrap_or(100_000) as u64;
+        let per_sec = if q < 0 {
+            u64::MAX
+        } else {
+            quota_per_sec(q as u64, period)
+        };
+        out.push(("CPUQuotaPerSecUSec".into(), Value::U64(per_sec)));
+        if num("cpu.cfs_period_us").is_some() {
+            out.push(("CPUQuotaPeriodUSec".into(), Value::U64(period)));
+        }
+    }
+    if let Some(n) = num("blkio.weight").filter(|n| *n > 0) {
+        out.push(("BlockIOWeight".into(), Value::U64(n as u64)));
+    }
+    if let Some(v) = find("pids.max") {
+        if let Some(n) = amount(v) {
+            out.push(("TasksMax".into(), Value::U64(n)));
+        }
+    }
+    for (file, name) in [
+        ("cpuset.cpus", "AllowedCPUs"),
+        ("cpuset.mems", "AllowedMemoryNodes"),
+    ] {
+        if let Some(bits) = find(file).and_then(list_to_bits).filter(|b| !b.is_empty()) {
+            out.push((name.into(), Value::Bytes(bits)));
+        }
+    }
+    out
+}
+
+/// A container's scope and its cgroup directories.
 pub struct Systemd {
-    v2: V2,
+    dirs: Dirs,
     unit: String,
     slice: String,
     id: String,
+    /// From the annotations ([`annotation_properties`]), for the start.
+    extra: Vec<Property>,
 }
 
 impl Systemd {
@@ -324,11 +462,55 @@ impl Systemd {
         }
         let dir = mount.join(up.cgroup.strip_prefix("/").unwrap_or(&up.cgroup));
         Ok(Systemd {
-            v2: V2::new(dir),
+            dirs: Dirs::V2(V2::new(dir)),
             unit: up.unit,
             slice: up.slice,
             id: id.to_string(),
+            extra: Vec::new(),
         })
+    }
+
+    /// Adds properties for the scope's start, between the driver's own and
+    /// the resources'.
+    pub fn with_properties(mut self, extra: Vec<Property>) -> Systemd {
+        self.extra = extra;
+        self
+    }
+
+    /// The manager for a new container on a legacy or hybrid host: the
+    /// scope's path in each hierarchy (`mounts`: each mount point and its
+    /// controllers, empty for the hybrid host's cgroup2 one).
+    pub fn new_v1(
+        mounts: &[(PathBuf, Vec<String>)],
+        up: UnitPath,
+        id: &str,
+    ) -> Result<Systemd, SystemdError> {
+        let Systemd { unit, slice, .. } = Systemd::new(Path::new("/"), up.clone(), id)?;
+        let rel = up.cgroup.strip_prefix("/").unwrap_or(&up.cgroup);
+        let dirs = mounts.iter().map(|(m, _)| m.join(rel)).collect();
+        let controllers: Vec<Vec<String>> = mounts.iter().map(|(_, c)| c.clone()).collect();
+        let unified = controllers.iter().position(|c| c.is_empty());
+        Ok(Systemd {
+            dirs: Dirs::V1(V1::with_layout(dirs, controllers, unified)),
+            unit,
+            slice,
+            id: id.to_string(),
+            extra: Vec::new(),
+        })
+    }
+
+    /// The manager of an existing container on a legacy or hybrid host,
+    /// from its record's directories and their controllers.
+    pub fn from_v1_dirs(dirs: &[PathBuf], controllers: &[Vec<String>]) -> Systemd {
+        let mut s = Systemd::from_dir(dirs.first().cloned().unwrap_or_default());
+        let v1 = if controllers.len() == dirs.len() {
+            let unified = controllers.iter().position(|c| c.is_empty());
+            V1::with_layout(dirs.to_vec(), controllers.to_vec(), unified)
+        } else {
+            V1::new(dirs.to_vec())
+        };
+        s.dirs = Dirs::V1(v1);
+        s
     }
 
     /// The manager of an existing container, from its cgroup directory
@@ -344,16 +526,31 @@ impl Systemd {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         Systemd {
-            v2: V2::new(dir),
+            dirs: Dirs::V2(V2::new(dir)),
             unit,
             slice,
             id: String::new(),
+            extra: Vec::new(),
         }
     }
 
-    /// The scope's directory.
-    pub fn dir(&self) -> &PathBuf {
-        self.v2.dir()
+    /// How a new process enters the scope, once it exists.
+    pub fn entry(&self) -> Option<super::Entry> {
+        match &self.dirs {
+            Dirs::V2(v2) if v2.dir().is_dir() => {
+                Some(super::Entry::new(&[v2.dir().to_path_buf()], Some(0)))
+            }
+            Dirs::V1(v1) if v1.dirs().iter().all(|d| d.is_dir()) => Some(v1.entry()),
+            _ => None,
+        }
+    }
+
+    /// Per directory, the controllers of its hierarchy (on v1).
+    pub fn controllers(&self) -> Vec<Vec<String>> {
+        match &self.dirs {
+            Dirs::V1(v1) => v1.controllers(),
+            Dirs::V2(_) => Vec::new(),
+        }
     }
 
     /// The unit's name.
@@ -375,8 +572,13 @@ impl Systemd {
     /// The properties systemd manages among `res`, and the writes, from one
     /// translation.
     fn resource_properties(&self, res: &LinuxResources) -> Result<Vec<Property>, CgroupError> {
-        let res = self.v2.with_current_limit(res);
-        Ok(properties(&resources::v2(&res, Facts::default())?))
+        match &self.dirs {
+            Dirs::V2(v2) => {
+                let res = v2.with_current_limit(res);
+                Ok(properties(&resources::v2(&res, Facts::default())?))
+            }
+            Dirs::V1(_) => Ok(properties_v1(&resources::v1(res, Facts::default())?)),
+        }
     }
 
     /// Starts the scope with `pid` in it and the resources as properties,
@@ -393,6 +595,15 @@ impl Systemd {
             &self.id,
             pid as u32,
         );
+        if matches!(self.dirs, Dirs::V1(_)) {
+            // systemd's name for the blkio accounting on cgroup v1.
+            for p in props.iter_mut().filter(|p| p.0 == "IOAccounting") {
+                p.0 = "BlockIOAccounting".into();
+            }
+        }
+        // runc starts the unit with the annotations' properties and sets
+        // the resources after: where both name one, the resource wins.
+        props.extend(self.extra.iter().cloned());
         props.extend(self.resource_properties(res)?);
         let mut bus = self.bus()?;
         let start = |bus: &mut Bus| {
@@ -426,10 +637,24 @@ impl Systemd {
             }
             .into());
         }
-        // systemd enables the controllers it manages; the others (hugetlb,
-        // misc, rdma) are passed down as on plain v2, as runc does.
-        self.v2.create()?;
-        self.v2.set(res)
+        match &self.dirs {
+            // systemd enables the controllers it manages; the others
+            // (hugetlb, misc, rdma) are passed down as on plain v2, as runc does.
+            Dirs::V2(v2) => {
+                v2.create()?;
+                v2.set(res)
+            }
+            // systemd made and joined the hierarchies it manages (memory,
+            // cpu, blkio, pids, name=systemd); the others (cpuset, freezer,
+            // devices, ...) are made and joined here, as runc does.
+            Dirs::V1(v1) => {
+                v1.create()?;
+                for d in v1.dirs() {
+                    super::write_file(&d.join("cgroup.procs"), &pid.to_string())?;
+                }
+                v1.set(res)
+            }
+        }
     }
 
     /// Stops the unit and waits for it; a unit already gone is no error.
@@ -463,40 +688,44 @@ impl CgroupManager for Systemd {
             bus.call("SetUnitProperties", &args)
                 .map_err(|e| self.dbus_err(e))?;
         }
-        self.v2.set(res)
+        self.dirs.inner().set(res)
     }
 
     fn freeze(&self) -> Result<(), CgroupError> {
-        self.v2.freeze()
+        self.dirs.inner().freeze()
     }
     fn thaw(&self) -> Result<(), CgroupError> {
-        self.v2.thaw()
+        self.dirs.inner().thaw()
     }
     fn pids(&self) -> Result<Vec<i32>, CgroupError> {
-        self.v2.pids()
+        self.dirs.inner().pids()
     }
     fn is_frozen(&self) -> bool {
-        self.v2.is_frozen()
+        self.dirs.inner().is_frozen()
     }
     fn stats(&self) -> Result<Stats, CgroupError> {
-        self.v2.stats()
+        self.dirs.inner().stats()
     }
     fn oom_kill_count(&self) -> Result<u64, CgroupError> {
-        self.v2.oom_kill_count()
+        self.dirs.inner().oom_kill_count()
     }
     fn kill_all(&self) -> Result<(), CgroupError> {
-        self.v2.kill_all()
+        self.dirs.inner().kill_all()
     }
     fn remove(&self) -> Result<(), CgroupError> {
         self.stop()?;
-        // Sub-cgroups the container made are left by systemd.
-        self.v2.remove()
+        // Sub-cgroups the container made, and on v1 the hierarchies systemd
+        // does not manage, are left by systemd.
+        self.dirs.inner().remove()
     }
     fn dirs(&self) -> Vec<PathBuf> {
-        self.v2.dirs()
+        self.dirs.inner().dirs()
     }
     fn mode(&self) -> &'static str {
-        "systemd"
+        match self.dirs {
+            Dirs::V2(_) => "systemd",
+            Dirs::V1(_) => "systemd-v1",
+        }
     }
 }
 
@@ -660,5 +889,65 @@ mod tests {
         let s = Systemd::from_dir(PathBuf::from("/sys/fs/cgroup/a.slice/a-b.slice/p-n.scope"));
         assert_eq!(s.unit(), "p-n.scope");
         assert_eq!(s.slice, "a-b.slice");
+    }
+
+    fn ann(pairs: &[(&str, &str)]) -> Result<Vec<Property>, SystemdError> {
+        let m = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        annotation_properties(&m)
+    }
+
+    /// runc's `org.systemd.property.` annotations: typed values, `Sec`
+    /// names sent as `USec`, other annotations ignored.
+    #[test]
+    fn annotations_become_properties_as_in_runc() {
+        use crate::cgroups::gvariant::Gv;
+        let p = ann(&[
+            ("org.systemd.property.CollectMode", "'inactive-or-failed'"),
+            ("org.systemd.property.TimeoutStopSec", "uint64 42"),
+            ("org.systemd.property.RuntimeMaxSec", "1.5"),
+            ("org.systemd.property.TasksMax", "uint64 77"),
+            ("org.systemd.property.After", "['a.service', 'b.service']"),
+            ("org.systemd.property.DefaultDependencies", "true"),
+            ("io.kubernetes.other", "whatever {"),
+        ])
+        .unwrap();
+        assert_eq!(
+            get(&p, "CollectMode"),
+            Some(&Value::Text(Gv::Str("inactive-or-failed".into())))
+        );
+        assert_eq!(get(&p, "TimeoutStopUSec"), Some(&Value::U64(42_000_000)));
+        assert_eq!(get(&p, "RuntimeMaxUSec"), Some(&Value::U64(1_500_000)));
+        assert_eq!(get(&p, "TasksMax"), Some(&Value::Text(Gv::U64(77))));
+        assert_eq!(get(&p, "After").unwrap().signature(), "as");
+        assert_eq!(
+            get(&p, "DefaultDependencies"),
+            Some(&Value::Text(Gv::Bool(true)))
+        );
+        assert_eq!(p.len(), 6);
+        // A name ending in an upper-case letter before "Sec" is kept as is.
+        let p = ann(&[("org.systemd.property.FooSSec", "1")]).unwrap();
+        assert_eq!(get(&p, "FooSSec"), Some(&Value::Text(Gv::I32(1))));
+    }
+
+    #[test]
+    fn bad_annotations_name_the_key_and_the_reason() {
+        for (k, v, why) in [
+            ("org.systemd.property.Ab", "1", "too short"),
+            ("org.systemd.property.Mem_Max", "1", "ASCII letter"),
+            ("org.systemd.property.TasksMax", "uint64 'x'", "GVariant"),
+            ("org.systemd.property.TasksMax", "[]", "GVariant"),
+            (
+                "org.systemd.property.TimeoutStopSec",
+                "'ten'",
+                "number of seconds",
+            ),
+            ("org.systemd.property.TimeoutStopSec", "-1", "negative"),
+        ] {
+            let e = ann(&[(k, v)]).unwrap_err().to_string();
+            assert!(e.contains(k) && e.contains(why), "{k}={v}: {e}");
+        }
     }
 }

@@ -9,6 +9,7 @@ use crate::plan::{self, ExecOverrides, LaunchOptions, PlanError};
 use crate::process::exec::{self, ExecRequest};
 use crate::process::parent;
 use crate::state::{Container, Status};
+use crate::stdio::Pipes;
 use std::os::fd::{AsRawFd, OwnedFd};
 
 fn refuse(field: &str, reason: &str) -> CmdError {
@@ -135,6 +136,16 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, Cmd
         .map_err(PlanError::from)?;
     // Signals are blocked before the clone so none sent to us is lost; the
     // child unblocks its own mask.
+    // As runc: in the foreground without a terminal the process gets pipes,
+    // never our own descriptors (see crate::stdio).
+    let (stdio, pipes) = if !a.detach && !process.terminal {
+        let (t, p) = Pipes::new().map_err(io_err("stdio pipes"))?;
+        p.chown_to_root_of(c.record.pid)
+            .map_err(io_err("stdio pipes: fchown"))?;
+        (Some(t), Some(p))
+    } else {
+        (None, None)
+    };
     let signals = if a.detach {
         None
     } else {
@@ -147,6 +158,7 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, Cmd
         console,
         preserve_fds: a.preserve_fds,
         cgroup_dirs,
+        stdio,
     })?;
     if let Some(p) = &a.pid_file {
         if let Err(e) = parent::write_pid_file(p, pid) {
@@ -171,12 +183,19 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, Cmd
         )),
         None => None,
     };
-    let code = match tty {
-        Some((master, host)) => {
+    let code = match (tty, pipes) {
+        (Some((master, host)), _) => {
             let _raw = crate::tty::RawMode::enter(host.as_raw_fd());
             signals.relay_with_console(pid, &master, host.as_raw_fd())
         }
-        None => signals.relay_until_exit(pid),
+        (None, Some(mut p)) => signals
+            .relay_with_pipes(pid, Some(&mut p))
+            .and_then(|code| {
+                // Its output to the end, as runc waits for its copies.
+                signals.drain(p).map(|()| code)
+            }),
+        // A terminal handed to --console-socket: nothing to copy.
+        (None, None) => signals.relay_with_pipes(pid, None),
     }
     .map_err(io_err("wait for the process"))?;
     Ok(code)

@@ -6,7 +6,8 @@ use crate::syscalls;
 use serde_json::{json, Value};
 
 /// The mount options `plan` understands (the `r*` attributes apply to bind
-/// mounts, as in runc).
+/// mounts, `tmpcopyup` to tmpfs, `idmap`/`ridmap` to bind mounts, as in
+/// runc 1.2).
 const MOUNT_OPTIONS: &[&str] = &[
     "async",
     "atime",
@@ -16,6 +17,7 @@ const MOUNT_OPTIONS: &[&str] = &[
     "diratime",
     "dirsync",
     "exec",
+    "idmap",
     "lazytime",
     "loud",
     "mand",
@@ -35,6 +37,7 @@ const MOUNT_OPTIONS: &[&str] = &[
     "rdiratime",
     "relatime",
     "remount",
+    "ridmap",
     "rexec",
     "rnoatime",
     "rnodev",
@@ -62,6 +65,7 @@ const MOUNT_OPTIONS: &[&str] = &[
     "strictatime",
     "suid",
     "sync",
+    "tmpcopyup",
     "unbindable",
 ];
 
@@ -69,12 +73,16 @@ const MOUNT_OPTIONS: &[&str] = &[
 pub fn features() -> Value {
     let mut caps: Vec<String> = caps::all().iter().map(|c| c.to_string()).collect();
     caps.sort();
-    let arch = if cfg!(target_arch = "x86_64") {
-        vec!["SCMP_ARCH_X86_64"]
-    } else if cfg!(target_arch = "aarch64") {
-        vec!["SCMP_ARCH_AARCH64"]
-    } else {
+    let arch: Vec<&str> = if syscalls::SYSCALLS.is_empty() {
         vec![]
+    } else {
+        let mut names: Vec<&str> = crate::seccomp::Abi::supported()
+            .iter()
+            .map(|a| a.scmp_name())
+            .collect();
+        // Sorted, as runc lists them.
+        names.sort_unstable();
+        names
     };
     json!({
         "ociVersionMin": "1.0.0",
@@ -88,7 +96,8 @@ pub fn features() -> Value {
             "seccomp": {
                 "enabled": !syscalls::SYSCALLS.is_empty(),
                 "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
-                            "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                            "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY", "SCMP_ACT_TRACE",
+                            "SCMP_ACT_TRAP"],
                 "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT",
                               "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
                 "archs": arch,
@@ -106,7 +115,7 @@ pub fn features() -> Value {
                           "MPOL_PREFERRED_MANY", "MPOL_WEIGHTED_INTERLEAVE"],
                 "flags": ["MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"]
             },
-            "mountExtensions": {"idmap": {"enabled": false}},
+            "mountExtensions": {"idmap": {"enabled": true}},
             "netDevices": {"enabled": true}
         },
         "annotations": {"io.github.skiff.version": env!("CARGO_PKG_VERSION")}
@@ -134,6 +143,26 @@ mod tests {
         assert_eq!(linux.selinux().as_ref().unwrap().enabled(), &Some(true));
         let net = linux.net_devices().as_ref().unwrap();
         assert_eq!(net.enabled(), &Some(true));
+        // Idmapped bind mounts (crate::premount), as runc 1.2 lists them.
+        let v = super::features();
+        assert_eq!(v["linux"]["mountExtensions"]["idmap"]["enabled"], true);
+        let opts = f.mount_options().clone().unwrap();
+        assert!(opts.contains(&"idmap".to_string()) && opts.contains(&"ridmap".to_string()));
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn seccomp_lists_notify_and_the_three_x86_abis() {
+        let v = super::features();
+        let s = &v["linux"]["seccomp"];
+        assert!(s["actions"]
+            .as_array()
+            .unwrap()
+            .contains(&"SCMP_ACT_NOTIFY".into()));
+        assert_eq!(
+            s["archs"],
+            serde_json::json!(["SCMP_ARCH_X32", "SCMP_ARCH_X86", "SCMP_ARCH_X86_64"])
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use crate::plan::{self, LaunchOptions};
 use crate::process::parent::{self, CreateRequest};
 use crate::spec;
 use crate::state::{Container, Stage, Status};
+use crate::stdio::Pipes;
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
@@ -22,15 +23,24 @@ pub(crate) struct ForegroundTty {
     pub host: OwnedFd,
 }
 
+/// How `run` in the foreground relays the process's stdio.
+pub(crate) enum ForegroundIo {
+    /// A terminal of its own (`process.terminal` without --console-socket).
+    Tty(ForegroundTty),
+    /// Without a terminal: pipes (see [`crate::stdio`]).
+    Pipes(Pipes),
+}
+
 /// Creates the container. With `foreground`, a terminal container without
 /// `--console-socket` gets its pty master handed back to us (returned with
-/// the container) instead of to a socket.
+/// the container) instead of to a socket, and one without a terminal gets
+/// pipes for its stdio, whose other ends are returned.
 pub(crate) fn create(
     cli: &Cli,
     a: &CreateArgs,
     foreground: bool,
     log: &mut Logger,
-) -> Result<(Container, Option<ForegroundTty>), CmdError> {
+) -> Result<(Container, Option<ForegroundIo>), CmdError> {
     spec::validate_id(&a.id)?;
     let bundle = std::fs::canonicalize(&a.bundle)
         .map_err(io_err(format!("bundle {}", a.bundle.display())))?;
@@ -39,6 +49,22 @@ pub(crate) fn create(
         log.warn(&format!(
             "ignoring unknown or unavailable capabilities: [{}]",
             unknown_caps.join(" ")
+        ));
+    }
+    if spec::sets_kernel_memory(&spec) {
+        // runc's words (1.1 to 1.4); neither is applied on any cgroup version.
+        log.warn("Kernel memory settings are ignored and will be removed");
+    }
+    // runc 1.1 to 1.4 warn twice for each (its spec conversion, then its
+    // configuration check) and mount it under the container's `/`.
+    for (i, dest) in spec::relative_mount_destinations(&spec) {
+        log.warn(&format!(
+            "mounts[{i}].destination {dest:?} is not an absolute path: mounted at {} \
+             (relative destinations are deprecated)",
+            crate::plan::clean_abs(&dest).display()
+        ));
+        log.warn(&format!(
+            "invalid configuration: mounts[{i}].destination {dest:?} is not absolute"
         ));
     }
     let terminal = spec
@@ -66,12 +92,21 @@ pub(crate) fn create(
         has_console_socket: a.console_socket.is_some() || own_console,
     };
     let plan = plan::build(&a.id, &bundle, &spec, opts)?;
+    // As runc: a foreground process without a terminal gets pipes, never
+    // our own descriptors.
+    let (stdio, pipes) = if foreground && !terminal {
+        let (t, p) = Pipes::new().map_err(io_err("stdio pipes"))?;
+        (Some(t), Some(p))
+    } else {
+        (None, None)
+    };
     let req = CreateRequest {
         root: &cli.root,
         console_socket: a.console_socket.as_deref(),
         console_fd: theirs,
         pid_file: a.pid_file.as_deref(),
         systemd_cgroup: cli.systemd_cgroup,
+        stdio,
     };
     let c = match parent::create(&plan, req) {
         Ok(c) => c,
@@ -87,13 +122,24 @@ pub(crate) fn create(
             return Err(e.into());
         }
     };
+    if let Some(p) = pipes {
+        // The pipes go to the container's root (user namespace) before the
+        // process can reopen them; a failure ends the create.
+        if let Err(e) = p.chown_to_root_of(c.record.pid) {
+            let id = c.record.id.clone();
+            drop(c);
+            cleanup_after_failed_start(cli, &id, log);
+            return Err(io_err("stdio pipes: fchown")(e));
+        }
+        return Ok((c, Some(ForegroundIo::Pipes(p))));
+    }
     // The init sent the master before Ready, so it is already queued.
     let tty = match (ours, host) {
-        (Some(sock), Some(host)) => Some(ForegroundTty {
+        (Some(sock), Some(host)) => Some(ForegroundIo::Tty(ForegroundTty {
             master: crate::sys::recv_fd(std::os::fd::AsFd::as_fd(&sock))
                 .map_err(io_err("receive the pty master"))?,
             host,
-        }),
+        })),
         _ => None,
     };
     Ok((c, tty))
@@ -138,8 +184,7 @@ fn start_with_hooks_in(
         wait_for_exec(&fifo, &c);
     }
     drop(fifo);
-    let state = serde_json::to_vec(&c.record.oci_state(Status::Running))
-        .map_err(|e| io_err("state JSON")(std::io::Error::other(e)))?;
+    let state = c.record.hook_state(Status::Running);
     // runtime-spec 1.2: a failing poststart hook is a warning; the
     // remaining hooks run and the container goes on.
     let stage = hooks::Stage {
@@ -198,20 +243,6 @@ fn wait_for_exec(fifo: &OwnedFd, c: &Container) {
             return;
         }
     }
-}
-
-/// The state a poststop hook reads: a stopped container has no pid, and
-/// runc leaves the field out.
-fn poststop_state(state: serde_json::Result<serde_json::Value>) -> Vec<u8> {
-    let Ok(mut state) = state else {
-        return Vec::new();
-    };
-    if let Some(m) = state.as_object_mut() {
-        if m.get("pid").and_then(|p| p.as_i64()) == Some(0) {
-            m.remove("pid");
-        }
-    }
-    serde_json::to_vec(&state).unwrap_or_default()
 }
 
 pub(crate) fn kill(c: &Container, sig: libc::c_int, all: bool) -> Result<(), CmdError> {
@@ -322,7 +353,7 @@ fn delete_with_hooks_in(
         Some(id) => crate::rootfs::detach_host_rootfs(&c.record.rootfs, id),
         None => Ok(()),
     };
-    let state = poststop_state(serde_json::to_value(c.record.oci_state(Status::Stopped)));
+    let state = c.record.hook_state(Status::Stopped);
     let stage = hooks::Stage {
         cwd: hook_cwd,
         ..hooks::Stage::new("poststop")
@@ -347,7 +378,7 @@ pub(crate) fn run(
     keep: bool,
     log: &mut Logger,
 ) -> Result<i32, CmdError> {
-    let (c, master) = create(cli, a, !detach, log)?;
+    let (c, mut master) = create(cli, a, !detach, log)?;
     let pid = c.record.pid;
     // runc chdirs to the bundle for `run`: the poststart and poststop hooks
     // run there.
@@ -364,21 +395,45 @@ pub(crate) fn run(
     let sigfd = ForwardSignals::new().map_err(io_err("signalfd"))?;
     let id = c.record.id.clone();
     if let Err(e) = start_with_hooks_in(c, log, Some(&bundle)) {
+        // What the init wrote before it went is the user's.
+        if let Some(ForegroundIo::Pipes(p)) = &mut master {
+            p.stop_stdin();
+            let _ = p.flush_ready();
+        }
         cleanup_after_failed_start(cli, &id, log);
         return Err(e);
     }
-    let code = match master {
-        Some(t) => {
+    let wait_err = io_err("wait for the container");
+    let (code, pipes) = match master {
+        Some(ForegroundIo::Tty(t)) => {
             let _raw = crate::tty::RawMode::enter(t.host.as_raw_fd());
-            sigfd.relay_with_console(pid, &t.master, t.host.as_raw_fd())
+            let code = sigfd.relay_with_console(pid, &t.master, t.host.as_raw_fd());
+            (code.map_err(wait_err)?, None)
         }
-        None => sigfd.relay_until_exit(pid),
+        Some(ForegroundIo::Pipes(mut p)) => {
+            let code = sigfd
+                .relay_with_pipes(pid, Some(&mut p))
+                .map_err(wait_err)?;
+            (code, Some(p))
+        }
+        // A terminal handed to --console-socket: nothing to copy.
+        None => (sigfd.relay_with_pipes(pid, None).map_err(wait_err)?, None),
+    };
+    // As runc: the container is deleted (what it left behind killed), then
+    // its output is copied to the end.
+    let deleted = if keep {
+        Ok(())
+    } else {
+        Container::load(&cli.root, &id)
+            .map_err(CmdError::from)
+            .and_then(|c| delete_with_hooks_in(c, true, log, Some(&bundle)))
+    };
+    if let Some(p) = pipes {
+        sigfd
+            .drain(p)
+            .map_err(io_err("copy the container's output"))?;
     }
-    .map_err(io_err("wait for the container"))?;
-    if !keep {
-        let c = Container::load(&cli.root, &id)?;
-        delete_with_hooks_in(c, true, log, Some(&bundle))?;
-    }
+    deleted?;
     Ok(code)
 }
 
@@ -451,21 +506,77 @@ impl ForwardSignals {
         Ok((n as usize == size).then_some(si.ssi_signo as libc::c_int))
     }
 
-    /// Forwards signals to `pid` until it exits; returns its exit code
-    /// (128+signal when killed).
-    pub(crate) fn relay_until_exit(&self, pid: libc::pid_t) -> std::io::Result<i32> {
+    /// Forwards signals to `pid` until it exits, meanwhile copying its
+    /// stdio through `pipes` (if any); returns its exit code (128+signal
+    /// when killed). What the process wrote last and is ready is copied
+    /// before this returns; [`ForwardSignals::drain`] copies the rest.
+    pub(crate) fn relay_with_pipes(
+        &self,
+        pid: libc::pid_t,
+        mut pipes: Option<&mut Pipes>,
+    ) -> std::io::Result<i32> {
         loop {
             if let Some(code) = reap(pid)? {
+                if let Some(p) = pipes.as_deref_mut() {
+                    // No more of our stdin is taken once the process is gone.
+                    p.stop_stdin();
+                    p.flush_ready()?;
+                }
                 return Ok(code);
+            }
+            let own = pipes.as_deref().map(Pipes::pollfds);
+            let mut fds = [libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }; 4];
+            if let Some(own) = own {
+                fds[1..].copy_from_slice(&own);
+            } else {
+                fds[1..].iter_mut().for_each(|f| f.fd = -1);
+            }
+            crate::sys::poll(&mut fds, -1)?;
+            if let Some(p) = pipes.as_deref_mut() {
+                p.ready(&fds[1..]);
+            }
+            if fds[0].revents & libc::POLLIN == 0 {
+                continue;
             }
             let Some(sig) = self.read_signal()? else {
                 continue;
             };
             if sig != libc::SIGCHLD {
-                // SAFETY: forwarding to our own child.
+                // SAFETY: forwarding to our own child, not yet reaped.
                 unsafe { libc::kill(pid, sig) };
             }
         }
+    }
+
+    /// After the process exited: its stdin is closed, and its stdout and
+    /// stderr are copied until their end of file (every writer gone), as
+    /// runc waits for its copies. A terminating signal stops the wait;
+    /// others are no longer forwarded (the process is gone).
+    pub(crate) fn drain(&self, mut pipes: Pipes) -> std::io::Result<()> {
+        pipes.stop_stdin();
+        while !pipes.output_done() {
+            let mut fds = [libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }; 4];
+            fds[1..].copy_from_slice(&pipes.pollfds());
+            crate::sys::poll(&mut fds, -1)?;
+            pipes.ready(&fds[1..]);
+            if fds[0].revents & libc::POLLIN != 0
+                && matches!(
+                    self.read_signal()?,
+                    Some(libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT)
+                )
+            {
+                return Ok(());
+            }
+        }
+        Ok(())
     }
 }
 

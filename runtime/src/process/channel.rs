@@ -13,6 +13,8 @@
 //! | parent | `CgroupPlaced`     | the init is in its cgroup; it waits for this before its cgroup namespace and cgroup mounts |
 //! | init   | `RunHooks`         | rootfs mounted, before pivot_root; only if createRuntime/prestart hooks exist |
 //! | parent | `HooksDone`        | the hooks succeeded                                         |
+//! | init   | `SeccompFd { fd }` | a notify profile's filter is in; `fd` is the init's listener descriptor, which the parent copies (`pidfd_getfd`) and sends to the agent |
+//! | parent | `SeccompDone`      | the agent has the descriptor                                |
 //! | init   | `Ready`            | set up and about to block on exec.fifo                      |
 //! | either | `Error { message }`| a step failed; the init exits, the parent cleans up         |
 //!
@@ -43,6 +45,11 @@ pub enum Msg {
     CgroupPlaced,
     RunHooks,
     HooksDone,
+    /// The init's (or exec'd process's) seccomp notify descriptor number.
+    SeccompFd {
+        fd: i32,
+    },
+    SeccompDone,
     Ready,
     Error {
         message: String,
@@ -109,6 +116,39 @@ impl Channel {
             self.send_datagram(&datagram)?;
         }
         Ok(())
+    }
+
+    /// Sends a message that fits one datagram with `write(2)`: for the
+    /// message a process sends right after its seccomp filter with notify
+    /// rules went in, before the agent has the listener. `write` is the call
+    /// runc makes there, and a profile may not send it to the agent (see
+    /// `seccomp::check_notify`), while `sendto` may be.
+    pub fn send_by_write(&self, msg: &Msg) -> Result<(), ChannelError> {
+        let mut datagram = vec![LAST];
+        serde_json::to_writer(&mut datagram, msg)?;
+        if datagram.len() > CHUNK {
+            return Err(ChannelError::Io(io::Error::from_raw_os_error(
+                libc::EMSGSIZE,
+            )));
+        }
+        loop {
+            // SAFETY: valid buffer. A dead peer means SIGPIPE, which ends us
+            // as the parent-death signal would.
+            let n = unsafe {
+                libc::write(
+                    self.fd.as_raw_fd(),
+                    datagram.as_ptr().cast(),
+                    datagram.len(),
+                )
+            };
+            if n >= 0 {
+                return Ok(());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e.into());
+            }
+        }
     }
 
     fn send_datagram(&self, data: &[u8]) -> Result<(), ChannelError> {
@@ -233,6 +273,13 @@ mod tests {
             }
         );
         assert!(matches!(a.recv(), Err(ChannelError::Closed)));
+    }
+
+    #[test]
+    fn a_message_sent_by_write_is_received() {
+        let (a, b) = Channel::pair().unwrap();
+        b.send_by_write(&Msg::SeccompFd { fd: 7 }).unwrap();
+        assert_eq!(a.recv().unwrap(), Msg::SeccompFd { fd: 7 });
     }
 
     #[test]

@@ -8,12 +8,14 @@
 //! | from   | message             | when                                            |
 //! |--------|---------------------|-------------------------------------------------|
 //! | parent | `Go`                | the child is in the container's cgroup          |
+//! | child  | `SeccompFd { fd }`  | a notify profile's filter is in (see `channel`) |
+//! | parent | `SeccompDone`       | the seccomp agent has the descriptor            |
 //! | child  | `Error { message }` | a step failed; the child exits                  |
 //! | child  | (EOF)               | execve succeeded: the close-on-exec end closed  |
 
 use super::channel::{Channel, ChannelError, Msg};
 use super::init::{self, InitError};
-use super::parent::{clone_child, init_error_or, CreateError};
+use super::parent::{clone_child, forward_listener, init_error_or, CreateError};
 use crate::namespaces::{self, NsKind};
 use crate::plan::ProcessPlan;
 use crate::seccomp::SeccompPlan;
@@ -37,6 +39,8 @@ pub struct ExecRequest<'a> {
     /// The cgroup directories to join instead of the container's
     /// (`exec --cgroup`), in the record's layout.
     pub cgroup_dirs: Option<Vec<PathBuf>>,
+    /// The process's stdio pipes (in the foreground without a terminal).
+    pub stdio: Option<crate::stdio::Theirs>,
 }
 
 /// The order in which an exec'd process enters the container's namespaces
@@ -90,6 +94,9 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
         return Err(CreateError::InitDied);
     }
     let record = &req.container.record;
+    // The container's state for a seccomp agent, as runc sends it.
+    let state = serde_json::to_value(record.oci_state(req.container.status()))
+        .map_err(|e| CreateError::Init(format!("state JSON: {e}")))?;
     let cg = match &req.cgroup_dirs {
         Some(dirs) => crate::cgroups::Manager::from_record(
             &record.cgroup_mode,
@@ -118,6 +125,7 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
     let seccomp = req.seccomp;
     let console = req.console;
     let preserve_fds = req.preserve_fds;
+    let stdio = req.stdio;
     let (pid, cloned_into) = clone_child(
         0,
         pid_join.as_ref().map(|(p, fd)| (p.as_path(), fd)),
@@ -126,6 +134,7 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
         move || {
             let r = crate::cgroups::move_self(cgroup_tasks)
                 .map_err(InitError::from)
+                .and_then(|()| init::take_stdio(stdio.as_ref()))
                 .and_then(|()| child(&child_end, &joins, console, process, seccomp, preserve_fds));
             init::report_and_exit(&child_end, r)
         },
@@ -139,15 +148,21 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
         })
         .map_err(|e| init_error_or(&parent_end, e.into()))?;
 
-    match parent_end.recv() {
-        Err(ChannelError::Closed) => {}
-        Ok(Msg::Error { message }) => return Err(CreateError::Init(message)),
-        Ok(other) => {
-            return Err(CreateError::Init(format!(
-                "unexpected message from exec: {other:?}"
-            )))
+    loop {
+        match parent_end.recv() {
+            Err(ChannelError::Closed) => break,
+            Ok(Msg::SeccompFd { fd }) => {
+                let listener = seccomp.and_then(|s| s.listener.as_ref());
+                forward_listener(&parent_end, listener, pid, fd, state.clone())?;
+            }
+            Ok(Msg::Error { message }) => return Err(CreateError::Init(message)),
+            Ok(other) => {
+                return Err(CreateError::Init(format!(
+                    "unexpected message from exec: {other:?}"
+                )))
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
     }
     guard.armed = false;
     Ok(pid)
@@ -218,6 +233,7 @@ fn child(
     drop(console);
     let prepared = init::become_process(process, seccomp, preserve_fds)?;
     sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).map_err(init::sys_err("prctl(PR_SET_PDEATHSIG)"))?;
-    init::lock_down(process, seccomp, &prepared)?;
+    let listener = init::lock_down(process, seccomp, &prepared)?;
+    init::hand_over_listener(ch, listener)?;
     init::exec_prepared(&prepared)
 }

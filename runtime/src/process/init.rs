@@ -81,6 +81,11 @@ pub struct InitArgs<'a> {
     pub joins: Vec<(NsKind, PathBuf, OwnedFd)>,
     /// The v1 `tasks` files to write ourselves into ([`crate::cgroups::Entry`]).
     pub cgroup_tasks: Vec<(PathBuf, OwnedFd)>,
+    /// `run` in the foreground without a terminal: the pipes that become
+    /// our stdio ([`crate::stdio`]); else the caller's stay.
+    pub stdio: Option<crate::stdio::Theirs>,
+    /// Bind mounts the parent made for us ([`crate::premount`]).
+    pub trees: crate::premount::Trees,
 }
 
 /// Runs the init; reports a failure to the parent and exits.
@@ -120,6 +125,9 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
     // Into the cgroup before anything else, so everything the init does is
     // accounted and limited there (the parent set the limits already).
     crate::cgroups::move_self(cgroup_tasks)?;
+    // The process's stdio before anything could write to the caller's:
+    // `run`'s pipes, which it copies to and from its own.
+    take_stdio(a.stdio.as_ref())?;
     // Signals blocked or ignored by our caller must not reach the
     // container; first, so nothing we start (hooks) inherits them either.
     reset_signals()?;
@@ -168,11 +176,12 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
             ))?;
         }
     }
-    // In a new user namespace we still carry the host's ids, unmapped
-    // there: become the namespace's root (as runc does) before anything is
-    // created on the filesystems mounted inside it. Mount points missing
+    // In a user namespace (new, or joined by the first stage) we still
+    // carry the host's ids, unmapped there: become the namespace's root (as
+    // runc does) before anything is created on the filesystems mounted
+    // inside it. Mount points missing
     // from the rootfs must then be creatable by the mapped root.
-    if plan.namespaces.new_user {
+    if plan.namespaces.new_user || joins_user(plan) {
         become_ns_root(plan)?;
     }
     // Mounts and /dev are made while the host's paths (bind sources) are
@@ -180,7 +189,7 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
     // by pid (a fallback, see `cgroups::Entry`), that overlaps with these
     // mounts; we wait for it only before the cgroup namespace and cgroup
     // mounts. Nothing below runs user code.
-    let root = rootfs::prepare(plan, &mut || {
+    let root = rootfs::prepare(plan, &a.trees, &mut || {
         match a.channel.recv()? {
             Msg::CgroupPlaced => {}
             Msg::Error { message } => return Err(InitError::Parent(message)),
@@ -191,12 +200,15 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
                 })
             }
         }
+        // Our cgroups as the host names them, for the cgroup mounts that
+        // bind them (a cgroup namespace would show its root as `/`).
+        let own = sys::read_text("/proc/self/cgroup").unwrap_or_default();
         // The cgroup namespace only now, after the cgroup move, so its
         // root is the container's cgroup.
         if plan.namespaces.unshare_cgroup {
             namespaces::unshare(NsKind::Cgroup)?;
         }
-        Ok(())
+        Ok(own)
     })?;
     // createRuntime/prestart hooks run in the runtime's namespaces: ask the
     // parent, which has them, and wait.
@@ -257,13 +269,24 @@ fn steps(a: &InitArgs<'_>, cgroup_tasks: Vec<(PathBuf, OwnedFd)>) -> Result<Infa
         plan.seccomp.as_ref(),
         plan.options.preserve_fds,
     )?;
+    // A profile with SCMP_ACT_NOTIFY: its listener must reach the agent
+    // before `create` returns, as runc does it, so the filter goes in now,
+    // while the parent is there to send the descriptor on.
+    let notify = plan.seccomp.as_ref().is_some_and(|s| s.notifies());
+    if notify {
+        let listener = lock_down(&plan.process, plan.seccomp.as_ref(), &prepared)?;
+        hand_over_listener(&a.channel, listener)?;
+    }
     // The parent may exit once it has Ready; we must not die with it.
     sys::prctl(libc::PR_SET_PDEATHSIG, 0, 0).map_err(sys_err("prctl(PR_SET_PDEATHSIG)"))?;
     a.channel.send(&Msg::Ready)?;
     // Block until `skiff start` writes into the fifo.
     wait_for_start(&a.fifo)?;
-    // The filter after the wait, which it would otherwise have to allow.
-    lock_down(&plan.process, plan.seccomp.as_ref(), &prepared)?;
+    // Otherwise the filter after the wait, which it would otherwise have to
+    // allow.
+    if !notify {
+        lock_down(&plan.process, plan.seccomp.as_ref(), &prepared)?;
+    }
     // startContainer hooks under the process's filter and identity, as
     // runc runs them: in process.cwd (entered above) and, when they name no
     // env, with the environment the process gets.
@@ -353,24 +376,45 @@ pub fn become_process(
 /// syscalls run under the filter: after it only the capability sets (when
 /// they waited for it), the startContainer hooks and execve, all of which
 /// runc also runs under its filter.
+/// Returns the notify descriptor of a profile with `SCMP_ACT_NOTIFY`.
 pub fn lock_down(
     p: &ProcessPlan,
     seccomp: Option<&SeccompPlan>,
     prepared: &Prepared,
-) -> Result<(), InitError> {
+) -> Result<Option<OwnedFd>, InitError> {
     if p.no_new_privileges {
         user::no_new_privs()?;
     }
-    if let Some(s) = seccomp {
-        seccomp::install(s)?;
-    }
+    let listener = match seccomp {
+        Some(s) => seccomp::install(s)?,
+        None => None,
+    };
     if let Some(effective) = &prepared.caps_after_filter {
         p.caps.apply_process_sets()?;
         if p.caps.effective.is_none() {
             crate::capabilities::set_effective(effective)?;
         }
     }
-    Ok(())
+    Ok(listener)
+}
+
+/// Tells the parent the notify descriptor's number (it copies the
+/// descriptor with `pidfd_getfd` and sends it to the agent, as runc does)
+/// and waits until it has; then closes ours, so that nothing of it crosses
+/// execve.
+pub fn hand_over_listener(ch: &Channel, listener: Option<OwnedFd>) -> Result<(), InitError> {
+    let Some(fd) = listener else {
+        return Ok(());
+    };
+    ch.send_by_write(&Msg::SeccompFd { fd: fd.as_raw_fd() })?;
+    match ch.recv()? {
+        Msg::SeccompDone => Ok(()),
+        Msg::Error { message } => Err(InitError::Parent(message)),
+        got => Err(InitError::Protocol {
+            expected: "SeccompDone",
+            got,
+        }),
+    }
 }
 
 /// Replaces this image with the user's program.
@@ -378,17 +422,13 @@ pub fn exec_prepared(prepared: &Prepared) -> Result<Infallible, InitError> {
     exec(&prepared.exe, &prepared.argv, &prepared.envp)
 }
 
+/// Becomes root of a new user namespace (uid, then gid, as runc's nsexec
+/// does), unsharing the IPC namespace in between (`unshare_ipc`).
 fn become_ns_root(plan: &Plan) -> Result<(), InitError> {
     let ns = &plan.namespaces;
-    let mapped = |m: &[crate::plan::IdMap]| m.iter().any(|e| e.container == 0);
-    if mapped(&ns.gid_mappings) {
-        // SAFETY: plain syscall.
-        if unsafe { libc::setresgid(0, 0, 0) } < 0 {
-            return Err(sys_err("setresgid(0) in the user namespace")(
-                std::io::Error::last_os_error(),
-            ));
-        }
-    }
+    // A joined namespace's maps are its own (as runc's nsexec, just try).
+    let joined = joins_user(plan);
+    let mapped = |m: &[crate::plan::IdMap]| joined || m.iter().any(|e| e.container == 0);
     if mapped(&ns.uid_mappings) {
         // SAFETY: plain syscall.
         if unsafe { libc::setresuid(0, 0, 0) } < 0 {
@@ -397,7 +437,30 @@ fn become_ns_root(plan: &Plan) -> Result<(), InitError> {
             ));
         }
     }
+    // The IPC namespace between the two, where runc's nsexec makes it: its
+    // mqueue root takes our fsuid (the container's root) and fsgid (the
+    // host's, unmapped there), as runc's /dev/mqueue shows them.
+    if ns.unshare_ipc {
+        namespaces::unshare(NsKind::Ipc)?;
+    }
+    if mapped(&ns.gid_mappings) {
+        // SAFETY: plain syscall.
+        if unsafe { libc::setresgid(0, 0, 0) } < 0 {
+            return Err(sys_err("setresgid(0) in the user namespace")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
     Ok(())
+}
+
+/// Whether the init was cloned inside a user namespace joined by path
+/// (`process::first_stage`).
+fn joins_user(plan: &Plan) -> bool {
+    plan.namespaces
+        .joins
+        .iter()
+        .any(|(k, _)| *k == NsKind::User)
 }
 
 /// Creates `cwd` and its missing parents (root-owned, 0755), inside the
@@ -576,6 +639,14 @@ fn exec(exe: &Path, argv: &[CString], envp: &[CString]) -> Result<Infallible, In
 /// runtime ignores SIGPIPE (`yes | head` would spin). runc resets them all
 /// but 32, which its Go runtime leaves alone; a caller spawned with
 /// posix_spawn(3) from a threaded program gets 32 and 33 ignored.
+/// Makes the pipes of a foreground `run` or `exec` our fds 0-2.
+pub(crate) fn take_stdio(stdio: Option<&crate::stdio::Theirs>) -> Result<(), InitError> {
+    match stdio {
+        Some(fds) => crate::stdio::install(fds).map_err(sys_err("stdio pipes: dup2")),
+        None => Ok(()),
+    }
+}
+
 pub(crate) fn reset_signals() -> Result<(), InitError> {
     // SAFETY: sigset operations on a local set, then sigprocmask.
     let r = unsafe {

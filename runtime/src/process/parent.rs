@@ -8,6 +8,7 @@
 //! removed.
 
 use super::channel::{Channel, ChannelError, Msg};
+use super::first_stage;
 use super::init::{self, InitArgs};
 use crate::cgroups::{CgroupError, CgroupManager, Manager};
 use crate::hooks::{self, HookError};
@@ -30,6 +31,9 @@ pub enum CreateError {
     Cgroup(#[from] CgroupError),
     #[error(transparent)]
     Namespace(#[from] NsError),
+    /// A namespace of `linux.namespaces` that could not be opened.
+    #[error("linux.namespaces: {0}")]
+    SpecNamespace(NsError),
     #[error(transparent)]
     Tty(#[from] TtyError),
     #[error(transparent)]
@@ -40,6 +44,8 @@ pub enum CreateError {
     NetDev(#[from] crate::netdev::NetDevError),
     #[error(transparent)]
     Channel(#[from] ChannelError),
+    #[error(transparent)]
+    Premount(#[from] crate::premount::PremountError),
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -71,6 +77,8 @@ pub struct CreateRequest<'a> {
     pub console_fd: Option<OwnedFd>,
     pub pid_file: Option<&'a Path>,
     pub systemd_cgroup: bool,
+    /// The init's stdio pipes (`run` in the foreground without a terminal).
+    pub stdio: Option<crate::stdio::Theirs>,
 }
 
 /// Kills and reaps the init unless disarmed.
@@ -163,7 +171,12 @@ fn first_record(plan: &Plan, cg: &Manager) -> Record {
 pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateError> {
     // The cgroup's paths are worked out (not made) first, so the first
     // record names them.
-    let cg = Manager::new(plan.cgroups_path.as_deref(), &plan.id, req.systemd_cgroup)?;
+    let cg = Manager::new(
+        plan.cgroups_path.as_deref(),
+        &plan.id,
+        req.systemd_cgroup,
+        &plan.annotations,
+    )?;
     let dir = NewDir::make(req.root, &plan.id)?;
     let mut record = first_record(plan, &cg);
     dir.write(&record)?;
@@ -195,14 +208,18 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     };
     let mut joins = Vec::new();
     let mut pid_join = None;
+    let mut user_join = None;
     for (kind, path) in &plan.namespaces.joins {
-        let fd = namespaces::open(*kind, path)?;
-        if *kind == NsKind::Pid {
-            pid_join = Some((path.clone(), fd));
-        } else {
-            joins.push((*kind, path.clone(), fd));
+        let fd = namespaces::open(*kind, path).map_err(CreateError::SpecNamespace)?;
+        match kind {
+            NsKind::Pid => pid_join = Some((path.clone(), fd)),
+            // Joined by a first stage, before the new namespaces are made.
+            NsKind::User => user_join = Some((path.clone(), fd)),
+            _ => joins.push((*kind, path.clone(), fd)),
         }
     }
+    // Bind sources the init could not reach from a user namespace.
+    let trees = crate::premount::make(plan)?;
     // Declared before the init's guard, so a failed create kills the init
     // before detaching what it mounted.
     let mut rootfs_guard = HostRootfsGuard {
@@ -210,6 +227,7 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
         below: rootfs::rootfs_mount_id(&plan.rootfs),
         armed: plan.rootfs_on_host,
     };
+    let stdio = req.stdio;
     let (parent_end, init_end) = Channel::pair()?;
     // The init enters its cgroup without a migration by pid where it can
     // (see `cgroups::Entry`): the v1 `tasks` files go with it.
@@ -220,22 +238,36 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     let close_in_init: Vec<RawFd> = std::iter::once(parent_end.as_raw_fd())
         .chain(dir.lock_fd())
         .collect();
-    let (pid, cloned_into) = clone_child(
-        plan.namespaces.clone_flags,
-        pid_join.as_ref().map(|(p, fd)| (p.as_path(), fd)),
-        entry.clone_fd(),
-        &close_in_init,
-        || {
-            init::run(InitArgs {
-                plan,
-                channel: init_end,
-                fifo,
-                console,
-                joins,
-                cgroup_tasks,
-            })
-        },
-    )?;
+    let init = || {
+        init::run(InitArgs {
+            plan,
+            channel: init_end,
+            fifo,
+            console,
+            joins,
+            cgroup_tasks,
+            stdio,
+            trees,
+        })
+    };
+    let pid_join = pid_join.as_ref().map(|(p, fd)| (p.as_path(), fd));
+    let (pid, cloned_into) = match &user_join {
+        None => clone_child(
+            plan.namespaces.clone_flags,
+            pid_join,
+            entry.clone_fd(),
+            &close_in_init,
+            init,
+        )?,
+        Some((path, fd)) => first_stage::clone_in_user_namespace(
+            plan.namespaces.clone_flags,
+            (path, fd),
+            pid_join,
+            entry.clone_fd(),
+            &close_in_init,
+            init,
+        )?,
+    };
     let mut guard = InitGuard { pid, armed: true };
     // Recorded at once: a create that dies from here on leaves an init
     // that `delete` finds and kills (its pid checked by its start time).
@@ -247,6 +279,12 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     // A new user namespace has no ids until we map them; the init waits.
     if plan.namespaces.new_user {
         write_id_maps(pid, &plan.namespaces)?;
+    }
+    // Lowering oom_score_adj takes CAP_SYS_RESOURCE in the host's user
+    // namespace, which an init in a user namespace lacks: we set it for it
+    // (which also lets it write the same value again itself).
+    if plan.namespaces.new_user || user_join.is_some() {
+        write_oom_score_adj(pid, plan.process.oom_score_adj)?;
     }
     // The container's network namespace exists (created by the clone, or
     // named by path): move the host's devices into it before any hook runs.
@@ -260,15 +298,12 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
             .unwrap_or_else(|| PathBuf::from(format!("/proc/{pid}/ns/net")));
         crate::netdev::move_devices(&plan.net_devices, &ns)?;
     }
-    let json = |s| {
-        serde_json::to_string(&record.oci_state(s))
-            .map_err(|e| sys_err("state JSON")(std::io::Error::other(e)))
-    };
-    let state_json = json(Status::Creating)?;
+    let json = |s| String::from_utf8_lossy(&record.hook_state(s)).into_owned();
+    let state_json = json(Status::Creating);
     parent_end
         .send(&Msg::Go {
             state: state_json.clone(),
-            created_state: json(Status::Created)?,
+            created_state: json(Status::Created),
         })
         .map_err(|e| init_error_or(&parent_end, e.into()))?;
     // The init mounts its rootfs meanwhile; it runs no user code and waits
@@ -279,7 +314,7 @@ pub fn create(plan: &Plan, req: CreateRequest<'_>) -> Result<Container, CreateEr
     parent_end
         .send(&Msg::CgroupPlaced)
         .map_err(|e| init_error_or(&parent_end, e.into()))?;
-    drive(plan, &parent_end, &state_json)?;
+    drive(plan, &parent_end, &state_json, pid)?;
     if plan.rootfs_on_host {
         record.host_rootfs_mount = rootfs::rootfs_mount_id(&plan.rootfs);
     }
@@ -305,7 +340,7 @@ pub(crate) fn init_error_or(ch: &Channel, err: CreateError) -> CreateError {
 }
 
 /// Follows the init through the protocol until Ready.
-fn drive(plan: &Plan, ch: &Channel, state_json: &str) -> Result<(), CreateError> {
+fn drive(plan: &Plan, ch: &Channel, state_json: &str, pid: libc::pid_t) -> Result<(), CreateError> {
     loop {
         match ch.recv() {
             Ok(Msg::RunHooks) => {
@@ -325,6 +360,12 @@ fn drive(plan: &Plan, ch: &Channel, state_json: &str) -> Result<(), CreateError>
                 }
                 ch.send(&Msg::HooksDone)?;
             }
+            Ok(Msg::SeccompFd { fd }) => {
+                let listener = plan.seccomp.as_ref().and_then(|s| s.listener.as_ref());
+                let state = serde_json::from_str(state_json)
+                    .map_err(|e| CreateError::Init(format!("state JSON: {e}")))?;
+                forward_listener(ch, listener, pid, fd, state)?;
+            }
             Ok(Msg::Ready) => return Ok(()),
             Ok(Msg::Error { message }) => return Err(CreateError::Init(message)),
             Ok(other) => {
@@ -334,6 +375,39 @@ fn drive(plan: &Plan, ch: &Channel, state_json: &str) -> Result<(), CreateError>
             }
             Err(ChannelError::Closed) => return Err(CreateError::InitDied),
             Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The child's seccomp notify descriptor `fd` to the agent: copied out of
+/// process `pid`, sent with the process state, and the child told to go on
+/// (or why it must not).
+pub(crate) fn forward_listener(
+    ch: &Channel,
+    listener: Option<&crate::seccomp::Listener>,
+    pid: libc::pid_t,
+    fd: RawFd,
+    state: serde_json::Value,
+) -> Result<(), CreateError> {
+    let sent = match listener {
+        None => Err(CreateError::Init(
+            "linux.seccomp: a notify descriptor without a listenerPath".into(),
+        )),
+        Some(l) => sys::pidfd_getfd(pid, fd)
+            .map_err(sys_err("pidfd_getfd (the seccomp notify descriptor)"))
+            .and_then(|copy| {
+                let msg = crate::seccomp::process_state(l, pid, state);
+                crate::seccomp::send_to_agent(l, &msg, std::os::fd::AsFd::as_fd(&copy))
+                    .map_err(|e| CreateError::Init(e.to_string()))
+            }),
+    };
+    match sent {
+        Ok(()) => Ok(ch.send(&Msg::SeccompDone)?),
+        Err(e) => {
+            let _ = ch.send(&Msg::Error {
+                message: e.to_string(),
+            });
+            Err(e)
         }
     }
 }
@@ -407,6 +481,14 @@ fn write_id_maps(pid: libc::pid_t, ns: &crate::plan::NamespacePlan) -> Result<()
         )))?;
     }
     Ok(())
+}
+
+/// Writes `process.oomScoreAdj` into the init's `oom_score_adj`.
+fn write_oom_score_adj(pid: libc::pid_t, value: Option<i32>) -> Result<(), CreateError> {
+    let Some(v) = value else { return Ok(()) };
+    let path = format!("/proc/{pid}/oom_score_adj");
+    std::fs::write(&path, v.to_string())
+        .map_err(sys_err(format!("process.oomScoreAdj: write {path}")))
 }
 
 fn make_fifo(path: &Path) -> Result<(), CreateError> {
