@@ -249,6 +249,10 @@ fn containerd2_tarball() -> Option<PathBuf> {
 /// unpacked once per machine into `<tmp>/skiff-containerd-2.4`; `None` when the tarball is not
 /// there, after printing why (the caller skips its test).
 pub fn containerd2_bin() -> Result<Option<PathBuf>> {
+    // One unpacking at a time in this process: its tests run on several threads and share the
+    // per-process scratch directory below (one thread removed it under another's tar).
+    static UNPACKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = UNPACKING.lock().unwrap_or_else(|e| e.into_inner());
     let dest = std::env::temp_dir().join("skiff-containerd-2.4");
     let bin = dest.join("bin");
     if bin.join("containerd").is_file() && bin.join("ctr").is_file() {
