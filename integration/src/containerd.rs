@@ -309,6 +309,8 @@ pub struct StartOptions {
     /// (`stray-fd` in the instance dir), as a careless caller leaks one: containerd hands it on to
     /// the shims it starts, which must not pass it further.
     pub stray_fd: Option<i32>,
+    /// More environment for containerd, and so for the shims it starts.
+    pub env: Vec<(String, String)>,
 }
 
 /// `text` with `{dir}` replaced by `dir`.
@@ -476,6 +478,7 @@ disabled_plugins = [{disabled}]
         cmd.arg("--config")
             .arg(&self.config)
             .env("PATH", path)
+            .envs(self.opts.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -1702,3 +1702,108 @@ fn a_binary_logger_that_never_signals_ready_fails_the_create_in_time() -> Result
     assert!(took < Duration::from_secs(20), "Create took {took:?}");
     Ok(())
 }
+
+/// The `execve`s the shim and everything it started made while `during` ran, as strace -f
+/// (attached to all of the shim's threads) recorded them.
+fn execs_of_shim_during(c: &Containerd, during: impl FnOnce() -> Result<()>) -> Result<String> {
+    let shims = c.skiff_shim_pids();
+    let [shim] = shims[..] else {
+        anyhow::bail!("one shim expected: {shims:?}");
+    };
+    let trace = c.dir().join(format!("strace-{shim}.log"));
+    let mut strace = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-s", "256", "-e", "trace=execve", "-o"])
+        .arg(&trace)
+        .args(["-p", &shim.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let traced = || {
+        std::fs::read_to_string(format!("/proc/{shim}/status"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("TracerPid:") && l.split_whitespace().nth(1) != Some("0"))
+    };
+    assert!(
+        c.wait_until(Duration::from_secs(10), traced),
+        "strace did not attach"
+    );
+    let r = during();
+    // SIGINT: strace detaches and writes what it has.
+    // SAFETY: kill of our own child.
+    unsafe { libc::kill(strace.id() as i32, libc::SIGINT) };
+    strace.wait()?;
+    r?;
+    Ok(std::fs::read_to_string(&trace)?)
+}
+
+/// Probes are execs: the shim serves those of skiff's containers itself, without the runtime
+/// binary (no `skiff exec` is started), and they behave as the runtime's: output, exit status,
+/// a missing program's error. With `SKIFF_SHIM_EXEC=runtime` the runtime binary serves them,
+/// which shows the check below can fail.
+#[test]
+fn execs_are_served_without_starting_the_runtime_binary() -> Result<()> {
+    for mode in ["shim", "runtime"] {
+        let mut opts = skiff_integration::containerd::StartOptions::default();
+        if mode == "runtime" {
+            opts.env.push(("SKIFF_SHIM_EXEC".into(), "runtime".into()));
+        }
+        let c = Containerd::start_with(opts)?;
+        c.import_busybox()?;
+        c.ctr_ok(&[
+            "run",
+            "-d",
+            "--runtime",
+            SKIFF_RUNTIME,
+            IMAGE,
+            "dx",
+            "sleep",
+            "300",
+        ])?;
+        let mut bad_stderr = String::new();
+        let log = execs_of_shim_during(&c, || {
+            let out = c.ctr(&[
+                "task",
+                "exec",
+                "--exec-id",
+                "x1",
+                "dx",
+                "sh",
+                "-c",
+                "echo in-exec; exit 3",
+            ])?;
+            assert_eq!(out.exit_code(), 3, "{mode}: {out}\n{}", c.log_tail());
+            assert_eq!(out.stdout.trim(), "in-exec", "{mode}: {out}");
+            let bad = c.ctr(&["task", "exec", "--exec-id", "x2", "dx", "/nonexistent"])?;
+            assert!(!bad.success(), "{mode}: {bad}");
+            bad_stderr = bad.stderr.clone();
+            Ok(())
+        })?;
+        assert!(
+            bad_stderr.contains("/nonexistent") && bad_stderr.contains("no such file or directory"),
+            "{mode}: {bad_stderr}"
+        );
+        let runtime_execs: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("execve(") && l.contains("\"--process\""))
+            .collect();
+        let process_execs = log
+            .lines()
+            .filter(|l| l.contains("execve(\"/bin/sh\"") && l.contains("in-exec"))
+            .count();
+        assert_eq!(
+            process_execs, 1,
+            "{mode}: the exec'd process not seen:\n{log}"
+        );
+        match mode {
+            "shim" => assert!(runtime_execs.is_empty(), "{mode}: {runtime_execs:?}"),
+            _ => assert_eq!(runtime_execs.len(), 2, "{mode}:\n{log}"),
+        }
+        c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "dx"])?;
+        assert!(c.wait_until(Duration::from_secs(10), || {
+            c.task_status("dx").ok().flatten().as_deref() == Some("STOPPED")
+        }));
+        c.ctr_ok(&["task", "delete", "dx"])?;
+        c.ctr_ok(&["container", "delete", "dx"])?;
+    }
+    Ok(())
+}

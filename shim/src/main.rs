@@ -37,6 +37,7 @@ macro_rules! log_line {
 }
 
 mod cgroup;
+mod direct;
 mod events;
 mod idmap;
 mod info;
@@ -394,7 +395,40 @@ fn announce(bundle: &Path, address: &str, answer: &str, pid: Option<u32>) -> Res
 /// | `io` | every stdio copy, the OOM fds and `SIGCHLD` ([`ioloop`]) |
 /// | `exits` | records exits and publishes `TaskExit` ([`Service::run_exits`]) |
 /// | `events` | forwards events to containerd ([`events`]) |
+/// Carries the shim's directory across the re-execution from a sealed view (whose
+/// `/proc/self/exe` names the view, not the installed binary).
+const SHIM_DIR_VAR: &str = "_SKIFF_SHIM_DIR";
+
+/// Runs the server from a sealed view of the shim's binary (`skiff::exeseal`, re-executing once),
+/// as the runtime runs from one: an exec the shim serves itself (`direct`) is the shim's image in
+/// the container until it execs. Returns the shim's directory, and whether the seal holds (when
+/// it does not, execs go through the runtime binary, which seals itself).
+fn seal_shim() -> (Option<PathBuf>, bool) {
+    let dir = match std::env::var_os(SHIM_DIR_VAR) {
+        Some(d) => Some(PathBuf::from(d)),
+        None => {
+            let dir = shim_dir();
+            if let Some(d) = &dir {
+                // Single-threaded here (before any thread is started); read back below.
+                std::env::set_var(SHIM_DIR_VAR, d);
+            }
+            dir
+        }
+    };
+    let sealed = match skiff::exeseal::ensure(Path::new("/run")) {
+        Ok(()) => true,
+        Err(e) => {
+            log_line!("containerd-shim-skiff-v2: execs go through the runtime binary: {e}");
+            false
+        }
+    };
+    std::env::remove_var(SHIM_DIR_VAR);
+    (dir, sealed)
+}
+
 fn serve(args: &Args) -> Result<(), MainError> {
+    // First, while single-threaded: a re-execution keeps argv, environment and descriptors.
+    let (dir, sealed) = seal_shim();
     // SAFETY: fd 3 is the listening socket `start` handed down, owned by nothing else here.
     let listener = unsafe { UnixListener::from_raw_fd(3) };
     // Before anything can start a process: no child (runtime command, logger, publish binary)
@@ -433,9 +467,8 @@ fn serve(args: &Args) -> Result<(), MainError> {
     let (shutdown_tx, shutdown_rx) = sync_channel(1);
     let service = Service::new(Config {
         namespace: args.namespace.clone(),
-        shim_dir: std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(Path::to_path_buf)),
+        shim_dir: dir,
+        direct_exec: sealed,
         publisher: publisher.clone(),
         oom,
         reaper: reaper.clone(),

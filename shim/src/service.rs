@@ -232,6 +232,9 @@ pub struct Config {
     pub namespace: String,
     /// Where `skiff` is looked for first: the shim binary's directory.
     pub shim_dir: Option<PathBuf>,
+    /// The shim runs from a sealed view of its binary, so it may serve execs of skiff's
+    /// containers itself (`direct`).
+    pub direct_exec: bool,
     pub publisher: Arc<Publisher>,
     pub oom: Arc<OomWatcher>,
     pub reaper: Arc<Reaper>,
@@ -241,6 +244,14 @@ pub struct Config {
     pub waker: Arc<Waker>,
     /// Told when `Shutdown` finds no container left.
     pub shutdown: SyncSender<()>,
+}
+
+/// How an exec's process spec reaches whatever starts it.
+enum ExecSpec {
+    /// To the shim's own exec (`direct`), in memory.
+    Direct(Vec<u8>),
+    /// To the runtime binary's `exec --process`, as a file in the bundle.
+    File(PathBuf),
 }
 
 /// The launches in progress (a runtime `create` or `exec` whose pid is not recorded yet).
@@ -436,6 +447,51 @@ impl Service {
                     Err(e)
                 }
             }
+        }
+    }
+
+    /// Whether this shim starts the execs of containers run by `runtime` itself (`direct`).
+    fn serves_exec(&self, runtime: &Runtime) -> bool {
+        let cfg = &self.shared.config;
+        cfg.direct_exec && crate::direct::serves(runtime, &default_binary(cfg.shim_dir.as_deref()))
+    }
+
+    /// [`Service::launch`] of an exec served by the shim (`direct`): the same stdio, console and
+    /// undo, without the runtime binary.
+    fn launch_direct(
+        &self,
+        runtime: &Runtime,
+        id: &str,
+        spec: &[u8],
+        stdio: &StdioPaths,
+        undo: &dyn Fn(Option<i32>),
+    ) -> Result<(i32, ProcessIo)> {
+        if stdio.terminal {
+            let console = ConsoleSocket::new()?;
+            let pid = crate::direct::exec(
+                runtime,
+                id,
+                spec,
+                ChildStdio::default(),
+                Some(console.path()),
+            )?;
+            let opened = console.receive().map_err(ServiceError::from).and_then(|m| {
+                ProcessIo::terminal(stdio, m, &self.shared.config.io).map_err(Into::into)
+            });
+            if opened.is_err() {
+                undo(Some(pid));
+            }
+            opened.map(|io| (pid, io))
+        } else {
+            let owner = Owner {
+                container_id: id.to_string(),
+                namespace: self.shared.config.namespace.clone(),
+            };
+            let (child, mut io) = ProcessIo::pipes(stdio, &owner, &self.shared.config.io)?;
+            // On failure `io` is dropped uncopied, as in `launch`.
+            let pid = crate::direct::exec(runtime, id, spec, child, None)?;
+            io.start_copying();
+            Ok((pid, io))
         }
     }
 
@@ -778,7 +834,7 @@ impl Service {
     }
 
     fn start_exec(&self, id: &str, exec_id: &str) -> Result<StartResponse> {
-        let (runtime, spec_file, stdio) = {
+        let (runtime, spec, stdio) = {
             let table = self.table()?;
             let c = table
                 .get(id)
@@ -804,17 +860,15 @@ impl Service {
                     state: exec.state,
                 });
             }
-            let spec_file = c.bundle.join(format!("exec-{exec_id}.json"));
-            std::fs::write(&spec_file, &exec.spec).map_err(file_err("writing", &spec_file))?;
-            (c.runtime.clone(), spec_file, exec.stdio.clone())
+            let spec = if self.serves_exec(&c.runtime) {
+                ExecSpec::Direct(exec.spec.clone())
+            } else {
+                let spec_file = c.bundle.join(format!("exec-{exec_id}.json"));
+                std::fs::write(&spec_file, &exec.spec).map_err(file_err("writing", &spec_file))?;
+                ExecSpec::File(spec_file)
+            };
+            (c.runtime.clone(), spec, exec.stdio.clone())
         };
-        let pid_file = spec_file.with_file_name(format!("exec-{exec_id}.pid"));
-        let args = vec![
-            "exec".into(),
-            "--process".into(),
-            spec_file.clone().into(),
-            "--detach".into(),
-        ];
         // The exec runs but the shim cannot serve it: kill it.
         let undo = |pid: Option<i32>| {
             if let Some(pid) = pid {
@@ -822,8 +876,21 @@ impl Service {
             }
         };
         self.begin_launch(None)?;
-        let launched = self.launch(&runtime, args, id, &pid_file, &stdio, &undo);
-        let _ = std::fs::remove_file(&spec_file);
+        let launched = match spec {
+            ExecSpec::Direct(spec) => self.launch_direct(&runtime, id, &spec, &stdio, &undo),
+            ExecSpec::File(spec_file) => {
+                let pid_file = spec_file.with_file_name(format!("exec-{exec_id}.pid"));
+                let args = vec![
+                    "exec".into(),
+                    "--process".into(),
+                    spec_file.clone().into(),
+                    "--detach".into(),
+                ];
+                let launched = self.launch(&runtime, args, id, &pid_file, &stdio, &undo);
+                let _ = std::fs::remove_file(&spec_file);
+                launched
+            }
+        };
         let mut table = self.table()?;
         let (pid, io) = match launched {
             Ok(r) => r,

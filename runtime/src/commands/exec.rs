@@ -11,6 +11,7 @@ use crate::process::parent;
 use crate::state::{Container, Status};
 use crate::stdio::Pipes;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 
 fn refuse(field: &str, reason: &str) -> CmdError {
     CmdError::Plan(PlanError::Unsupported {
@@ -19,26 +20,101 @@ fn refuse(field: &str, reason: &str) -> CmdError {
     })
 }
 
+/// The container `id`, loaded and locked, if a process may be exec'd in it.
+fn exec_target(root: &Path, id: &str, ignore_paused: bool) -> Result<Container, CmdError> {
+    let c = Container::load(root, id)?;
+    match c.status() {
+        Status::Stopped => Err(CmdError::BadStatus {
+            id: id.to_string(),
+            action: "exec in",
+            status: "stopped",
+        }),
+        Status::Paused if !ignore_paused => Err(CmdError::BadStatus {
+            id: id.to_string(),
+            action: "exec in (without --ignore-paused)",
+            status: "paused",
+        }),
+        _ => Ok(c),
+    }
+}
+
+/// The plan of a process given as an OCI `process` object (`--process`);
+/// labels it does not name are the container's, as in runc.
+fn process_from_json(
+    data: &[u8],
+    what: &str,
+    spec: &oci_spec::runtime::Spec,
+    opts: impl Fn(bool) -> LaunchOptions,
+) -> Result<plan::ProcessPlan, CmdError> {
+    let de = &mut serde_json::Deserializer::from_slice(data);
+    let p: oci_spec::runtime::Process = serde_path_to_error::deserialize(de).map_err(|e| {
+        CmdError::Plan(PlanError::Invalid {
+            field: format!("{what}: {}", e.path()),
+            reason: e.inner().to_string(),
+        })
+    })?;
+    let mut own = plan::process_from_oci(&p, &opts(p.terminal().unwrap_or(false)))?;
+    if let Some(base) = spec.process() {
+        own.labels = own.labels.or(&plan::labels(base)?);
+    }
+    Ok(own)
+}
+
+/// The container's seccomp profile, compiled.
+fn container_seccomp(
+    spec: &oci_spec::runtime::Spec,
+) -> Result<Option<crate::seccomp::SeccompPlan>, CmdError> {
+    Ok(spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.seccomp().as_ref())
+        .map(crate::seccomp::compile)
+        .transpose()
+        .map_err(PlanError::from)?)
+}
+
+/// `exec --detach --process` for a caller that links the runtime (the
+/// shim): starts the process described by `process_json` (an OCI `process`
+/// object) in container `id` under `root` and returns its pid. Its stdio is
+/// the caller's 0, 1 and 2; a terminal goes to `console` (a connected
+/// console socket). The process is cloned with `CLONE_PARENT`: it is the
+/// child of the caller's parent, which reaps it (call this in a child the
+/// caller forked for the purpose).
+pub fn spawn_detached_sibling(
+    root: &Path,
+    id: &str,
+    process_json: &[u8],
+    console: Option<OwnedFd>,
+) -> Result<libc::pid_t, CmdError> {
+    let c = exec_target(root, id, false)?;
+    let spec = crate::spec::load(&c.record.bundle)?;
+    let has_console = console.is_some();
+    let process = process_from_json(process_json, "process", &spec, |_| LaunchOptions {
+        has_console_socket: has_console,
+        ..Default::default()
+    })?;
+    if process.terminal != has_console {
+        return Err(refuse(
+            "process.terminal",
+            "a terminal needs a console socket, and a console socket a terminal",
+        ));
+    }
+    let seccomp = container_seccomp(&spec)?;
+    Ok(exec::spawn(ExecRequest {
+        container: c,
+        process: &process,
+        seccomp: seccomp.as_ref(),
+        console,
+        preserve_fds: 0,
+        cgroup_dirs: None,
+        stdio: None,
+        sibling: true,
+    })?)
+}
+
 /// Runs `skiff exec`; Ok carries the exit status.
 pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, CmdError> {
-    let c = Container::load(&cli.root, &a.id)?;
-    match c.status() {
-        Status::Stopped => {
-            return Err(CmdError::BadStatus {
-                id: a.id.clone(),
-                action: "exec in",
-                status: "stopped",
-            })
-        }
-        Status::Paused if !a.ignore_paused => {
-            return Err(CmdError::BadStatus {
-                id: a.id.clone(),
-                action: "exec in (without --ignore-paused)",
-                status: "paused",
-            })
-        }
-        _ => {}
-    }
+    let c = exec_target(&cli.root, &a.id, a.ignore_paused)?;
     // The sub-cgroup (`--cgroup`) is checked before anything is spawned.
     let cgroup_dirs = if a.cgroup.is_empty() {
         None
@@ -63,20 +139,7 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, Cmd
         Some(path) => {
             let data = crate::spec::read_regular(path)
                 .map_err(io_err(format!("--process {}", path.display())))?;
-            let de = &mut serde_json::Deserializer::from_slice(&data);
-            let p: oci_spec::runtime::Process =
-                serde_path_to_error::deserialize(de).map_err(|e| {
-                    CmdError::Plan(PlanError::Invalid {
-                        field: format!("--process {}: {}", path.display(), e.path()),
-                        reason: e.inner().to_string(),
-                    })
-                })?;
-            let mut own = plan::process_from_oci(&p, &opts(p.terminal().unwrap_or(false)))?;
-            // Labels it does not name are the container's, as in runc.
-            if let Some(base) = spec.process() {
-                own.labels = own.labels.or(&plan::labels(base)?);
-            }
-            own
+            process_from_json(&data, &format!("--process {}", path.display()), &spec, opts)?
         }
         None => {
             let base = spec.process().as_ref().ok_or_else(|| {
@@ -127,13 +190,7 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, Cmd
             (Some((OwnedFd::from(x), host)), Some(OwnedFd::from(y)))
         }
     };
-    let seccomp = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.seccomp().as_ref())
-        .map(crate::seccomp::compile)
-        .transpose()
-        .map_err(PlanError::from)?;
+    let seccomp = container_seccomp(&spec)?;
     // Signals are blocked before the clone so none sent to us is lost; the
     // child unblocks its own mask.
     // As runc: in the foreground without a terminal the process gets pipes,
@@ -159,6 +216,7 @@ pub(crate) fn exec(cli: &Cli, a: &ExecArgs, log: &mut Logger) -> Result<i32, Cmd
         preserve_fds: a.preserve_fds,
         cgroup_dirs,
         stdio,
+        sibling: false,
     })?;
     if let Some(p) = &a.pid_file {
         if let Err(e) = parent::write_pid_file(p, pid) {

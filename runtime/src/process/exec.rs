@@ -41,6 +41,10 @@ pub struct ExecRequest<'a> {
     pub cgroup_dirs: Option<Vec<PathBuf>>,
     /// The process's stdio pipes (in the foreground without a terminal).
     pub stdio: Option<crate::stdio::Theirs>,
+    /// Clone the process with `CLONE_PARENT`, as a sibling of the caller
+    /// (the shim serving an exec from a child it forked: the shim, the
+    /// subreaper, is then its parent).
+    pub sibling: bool,
 }
 
 /// The order in which an exec'd process enters the container's namespaces
@@ -126,8 +130,13 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
     let console = req.console;
     let preserve_fds = req.preserve_fds;
     let stdio = req.stdio;
+    let flags = if req.sibling {
+        libc::CLONE_PARENT as u64
+    } else {
+        0
+    };
     let (pid, cloned_into) = clone_child(
-        0,
+        flags,
         pid_join.as_ref().map(|(p, fd)| (p.as_path(), fd)),
         entry.clone_fd(),
         &[parent_end.as_raw_fd()],
@@ -139,7 +148,11 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
             init::report_and_exit(&child_end, r)
         },
     )?;
-    let mut guard = Reap { pid, armed: true };
+    let mut guard = Reap {
+        pid,
+        armed: true,
+        sibling: req.sibling,
+    };
     entry.finish(pid, cloned_into)?;
     parent_end
         .send(&Msg::Go {
@@ -168,16 +181,20 @@ pub fn spawn(req: ExecRequest<'_>) -> Result<libc::pid_t, CreateError> {
     Ok(pid)
 }
 
-/// Kills and reaps the child unless disarmed.
+/// Kills and reaps the child unless disarmed. A sibling is left alone: our
+/// parent may reap it at any moment, after which its pid could be another
+/// process's; it ends itself when our end of the channel closes (it waits
+/// for `Go`, or for `SeccompDone`, or reported its own failure).
 struct Reap {
     pid: libc::pid_t,
     armed: bool,
+    sibling: bool,
 }
 
 impl Drop for Reap {
     fn drop(&mut self) {
-        if self.armed {
-            // SAFETY: our own child.
+        if self.armed && !self.sibling {
+            // SAFETY: our own child, not reaped by anyone else.
             unsafe {
                 libc::kill(self.pid, libc::SIGKILL);
                 libc::waitpid(self.pid, std::ptr::null_mut(), 0);
