@@ -33,7 +33,7 @@
 
 pub mod api;
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -706,19 +706,19 @@ pub fn container_config(
 /// the instance dir.
 #[derive(Debug, Default)]
 struct Leftovers {
-    cgroups: RefCell<Vec<PathBuf>>,
-    pods: RefCell<Vec<String>>,
+    cgroups: Mutex<Vec<PathBuf>>,
+    pods: Mutex<Vec<String>>,
 }
 
 impl Drop for Leftovers {
     fn drop(&mut self) {
-        for pod in self.pods.borrow().iter() {
+        for pod in self.pods.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             for entry in CriNode::cni_cache_entries(pod) {
                 let _ = fs::remove_file(entry);
             }
         }
         let _guard = KUBEPODS.lock();
-        for dir in self.cgroups.borrow().iter().rev() {
+        for dir in self.cgroups.lock().unwrap_or_else(|e| e.into_inner()).iter().rev() {
             // Fails while another node's pods are below: the last one out removes it.
             let _ = fs::remove_dir(dir);
         }
@@ -800,6 +800,15 @@ impl CriNode {
     }
 
     fn start_on(version: Version) -> Result<CriNode> {
+        CriNode::start_with_env(version, Vec::new())
+    }
+
+    /// A node on `version` whose containerd (and so every shim) has `env` in its environment;
+    /// fails when that containerd is not available.
+    pub fn start_with_env(version: Version, env: Vec<(String, String)>) -> Result<CriNode> {
+        if version == Version::V2_4 && containerd2_bin()?.is_none() {
+            bail!("containerd 2.4 is not available");
+        }
         if let Some(why) = unsupported_reason() {
             bail!("{why}");
         }
@@ -818,6 +827,7 @@ impl CriNode {
                 (skiff, "{dir}/skiff-userns-root".into()),
             ],
             own_netns: true,
+            env,
             ..StartOptions::default()
         })?;
         containerd.import_busybox()?;
@@ -1016,7 +1026,7 @@ impl CriNode {
         ] {
             for dir in all_cgroup_dirs(&level)? {
                 // Every level is tried on drop, whoever made it: rmdir takes only empty ones.
-                self.leftovers.cgroups.borrow_mut().push(dir.clone());
+                self.leftovers.cgroups.lock().unwrap_or_else(|e| e.into_inner()).push(dir.clone());
                 if dir.is_dir() {
                     continue;
                 }
@@ -1115,7 +1125,7 @@ impl CriNode {
             for pod in pods {
                 let _ = self.client.stop_pod_sandbox(&pod.id);
                 let _ = self.client.remove_pod_sandbox(&pod.id);
-                self.leftovers.pods.borrow_mut().push(pod.id);
+                self.leftovers.pods.lock().unwrap_or_else(|e| e.into_inner()).push(pod.id);
             }
         }
     }
