@@ -44,7 +44,9 @@
 #   BENCH_RUNS, BENCH_WARMUP, BENCH_SCALE_RUNS (concurrent 10/50 runs),
 #   BENCH_RSS_RUNS, BENCH_SHIM_RUNS, BENCH_MOUNTS ("1 10 100"),
 #   BENCH_CONCURRENCY ("1 10 50"), BENCH_PODS ("1 10 50"), BENCH_NAME,
-#   BENCH_CRI_PODS (pods per handler), BENCH_CRI_EXECS (ExecSyncs per pod).
+#   BENCH_CRI_PODS (pods per handler), BENCH_CRI_EXECS (ExecSyncs per pod),
+#   BENCH_MANY_PODS ("10 50": pods of one container for the shims' PSS per pod),
+#   BENCH_CRI_BURST (20: pods per handler started at once).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -86,7 +88,9 @@ export BENCH_SHIM_RUNS=${BENCH_SHIM_RUNS:-$d_shim}
 export BENCH_MOUNTS=${BENCH_MOUNTS:-1 10 100}
 export BENCH_CONCURRENCY=${BENCH_CONCURRENCY:-1 10 50}
 export BENCH_PODS=${BENCH_PODS:-1 10 50}
-for v in BENCH_RUNS BENCH_WARMUP BENCH_SCALE_RUNS BENCH_RSS_RUNS BENCH_SHIM_RUNS BENCH_CRI_PODS BENCH_CRI_EXECS; do
+export BENCH_MANY_PODS=${BENCH_MANY_PODS:-10 50}
+export BENCH_CRI_BURST=${BENCH_CRI_BURST:-20}
+for v in BENCH_RUNS BENCH_WARMUP BENCH_SCALE_RUNS BENCH_RSS_RUNS BENCH_SHIM_RUNS BENCH_CRI_PODS BENCH_CRI_EXECS BENCH_CRI_BURST; do
     [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a number, not '${!v}'"
 done
 ((BENCH_RUNS >= 2 && BENCH_SCALE_RUNS >= 2 && BENCH_SHIM_RUNS >= 2)) ||
@@ -324,17 +328,36 @@ stop_containerd
 # integration/src/bin/cri-bench.rs on the integration harness's CRI node (a
 # private containerd with CRI, in its own network namespace): skiff's handler
 # against containerd's runc handler, pod by pod in turn.
-if ((cri)) && [[ -n $shim_bin ]]; then
-    section "CRI: pod start, ExecSync, pod stop ($BENCH_CRI_PODS pods, $BENCH_CRI_EXECS execs each)"
-    if { ((!build)) || cargo build --release -p skiff-integration --bin cri-bench >"$work/cri-build.log" 2>&1; } &&
-        [[ -x $bin_dir/cri-bench ]] &&
-        SKIFF_BIN=$bin_dir/skiff timeout 900 "$bin_dir/cri-bench" "$work/json" \
-            "$BENCH_CRI_PODS" "$BENCH_CRI_EXECS" 2>"$work/cri.err"; then
-        printf '%s\t%s\tms\n' cri-start "CRI pod start (run+create+start)" cri-exec "CRI ExecSync /bin/true" \
-            cri-stop "CRI pod stop+remove" >>"$work/sections.tsv"
-        note "CRI rows: the runc column is containerd's runc handler (containerd-shim-runc-v2 + runc), the skiff column our handler (containerd-shim-skiff-v2 + skiff), on one containerd $(containerd --version | awk '{print $3}') with CRI; the handlers alternate pod by pod"
+# One cri-bench run: PREFIX LABEL-SUFFIX ARGS...; adds its three rows.
+cri_run() {
+    local prefix=$1 suffix=$2
+    shift 2
+    if SKIFF_BIN=$bin_dir/skiff timeout 900 "$bin_dir/cri-bench" "$work/json" --prefix "$prefix" "$@" \
+        2>"$work/cri-$prefix.err"; then
+        printf '%s\t%s\tms\n' "${prefix}start" "CRI pod start$suffix" "${prefix}exec" "CRI ExecSync /bin/true$suffix" \
+            "${prefix}stop" "CRI pod stop+remove$suffix" >>"$work/sections.tsv"
     else
-        note "CRI benchmarks skipped: $(tail -n 2 "$work/cri.err" "$work/cri-build.log" 2>/dev/null | grep -v '^==' | tr '\n' ' ')"
+        note "CRI benchmark $prefix skipped: $(tail -n 2 "$work/cri-$prefix.err" | tr '\n' ' ')"
+    fi
+}
+if ((cri)) && [[ -n $shim_bin ]]; then
+    section "CRI: pod start, ExecSync, pod stop ($BENCH_CRI_PODS pods one by one and $BENCH_CRI_BURST at once, $BENCH_CRI_EXECS execs each)"
+    if { ((!build)) || cargo build --release -p skiff-integration --bin cri-bench >"$work/cri-build.log" 2>&1; } &&
+        [[ -x $bin_dir/cri-bench ]]; then
+        cri_run cri- "" "$BENCH_CRI_PODS" "$BENCH_CRI_EXECS"
+        cri_run cri-burst- ", $BENCH_CRI_BURST pods at once" "$BENCH_CRI_BURST" "$((BENCH_CRI_EXECS / 4 + 2))" --burst
+        # The skiff column with the shim forking the runtime binary per exec, as before issue 15.
+        cri_run cri-forked- ", shim forks skiff exec" "$BENCH_CRI_PODS" "$BENCH_CRI_EXECS" --env SKIFF_SHIM_EXEC=runtime
+        v1=$(containerd --version | awk '{print $3}')
+        note "CRI rows: the runc column is containerd's runc handler (containerd-shim-runc-v2 + runc), the skiff column our handler (containerd-shim-skiff-v2 + skiff), on one containerd $v1 with CRI; one by one, the handlers alternate pod by pod; 'at once' starts a handler's pods on one thread each; 'shim forks skiff exec' is the skiff handler with SKIFF_SHIM_EXEC=runtime (its runc column is a second runc sample)"
+        if [[ -e $repo/../shared/tools/containerd-2.4.tar.xz || -e $repo/../../shared/tools/containerd-2.4.tar.xz || -n ${SKIFF_CONTAINERD2_TARBALL:-} ]]; then
+            cri_run cri2- " (containerd 2.4)" "$BENCH_CRI_PODS" "$BENCH_CRI_EXECS" --containerd 2
+            cri_run cri2-burst- " (containerd 2.4), $BENCH_CRI_BURST pods at once" "$BENCH_CRI_BURST" "$((BENCH_CRI_EXECS / 4 + 2))" --burst --containerd 2
+        else
+            note "CRI rows on containerd 2.4 skipped: ../shared/tools/containerd-2.4.tar.xz not found"
+        fi
+    else
+        note "CRI benchmarks skipped: $(tail -n 2 "$work/cri-build.log" 2>/dev/null | tr '\n' ' ')"
     fi
 fi
 

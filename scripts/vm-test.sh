@@ -41,6 +41,9 @@
 #   SKIFF_REQUIRE_LSM  apparmor, selinux or both (comma-separated): lsm.rs's
 #                      tests of those fail instead of skipping when the guest
 #                      does not run them
+#   SKIFF_VM_COMMAND   a shell command line to run in the guest (in the
+#                      repository, as the tests would be) instead of the test
+#                      binaries: scripts/bench-vm.sh runs the benchmark so
 #   SKIFF_VM_APPEND    more kernel command line, after the script's own (the
 #                      last security= wins): "selinux=1 security=selinux
 #                      enforcing=0" boots SELinux in permissive mode instead
@@ -361,6 +364,12 @@ run_tests() {
     done
     echo "cd $(printf '%q' "$repo")"
     echo 'rc=0'
+    if [[ -n ${SKIFF_VM_COMMAND:-} ]]; then
+        # Instead of the test binaries: one shell command line, in the repository.
+        printf 'echo; echo "==> vm: command"\n'
+        printf '%s || rc=1\n' "$SKIFF_VM_COMMAND"
+        return 0
+    fi
     # What each test binary leaves behind: the guest has no swap, and a
     # guest short of memory stalls for minutes rather than failing.
     echo 'left() { echo "vm: after $1: $(awk '"'"'/^MemAvailable/ {print int($2/1024)}'"'"' /proc/meminfo) MiB available, $(ls /proc | grep -c "^[0-9]") processes, /tmp $(du -sm /tmp 2>/dev/null | cut -f1) MiB"; }'

@@ -33,10 +33,10 @@
 
 pub mod api;
 
-use std::sync::Mutex;
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -718,7 +718,13 @@ impl Drop for Leftovers {
             }
         }
         let _guard = KUBEPODS.lock();
-        for dir in self.cgroups.lock().unwrap_or_else(|e| e.into_inner()).iter().rev() {
+        for dir in self
+            .cgroups
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .rev()
+        {
             // Fails while another node's pods are below: the last one out removes it.
             let _ = fs::remove_dir(dir);
         }
@@ -1026,7 +1032,11 @@ impl CriNode {
         ] {
             for dir in all_cgroup_dirs(&level)? {
                 // Every level is tried on drop, whoever made it: rmdir takes only empty ones.
-                self.leftovers.cgroups.lock().unwrap_or_else(|e| e.into_inner()).push(dir.clone());
+                self.leftovers
+                    .cgroups
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(dir.clone());
                 if dir.is_dir() {
                     continue;
                 }
@@ -1125,7 +1135,11 @@ impl CriNode {
             for pod in pods {
                 let _ = self.client.stop_pod_sandbox(&pod.id);
                 let _ = self.client.remove_pod_sandbox(&pod.id);
-                self.leftovers.pods.lock().unwrap_or_else(|e| e.into_inner()).push(pod.id);
+                self.leftovers
+                    .pods
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(pod.id);
             }
         }
     }

@@ -1731,7 +1731,26 @@ impl Norm {
 /// namespace a cgroup2 mount shows the host's root, where the cgroups of the variants running
 /// alongside (`skiff-it-<their tag>-N`) and of other tests come and go. Ours carry `$TAG`.
 fn cgroup_listing(line: &str) -> String {
+    // Another variant's cgroup, removed between ls's readdir and its stat of the entry
+    // (variants run side by side), leaves `ls: /sys/fs/cgroup/<name>: No such file or
+    // directory`: not this container's business.
+    let mut line = line.to_string();
+    const GONE: &str = ": No such file or directory";
+    while let Some(at) = line.find("ls: /sys/fs/cgroup/") {
+        let name_at = at + "ls: /sys/fs/cgroup/".len();
+        let Some(end) = line[name_at..].find(GONE) else {
+            break;
+        };
+        let name = &line[name_at..name_at + end];
+        if name.contains(['$', ' ', '/'])
+            || !(name.starts_with("skiff") || name.starts_with("runc"))
+        {
+            break;
+        }
+        line.replace_range(at..name_at + end + GONE.len(), "");
+    }
     line.split(' ')
+        .filter(|w| !w.is_empty())
         .filter(|w| w.contains('$') || !(w.starts_with("skiff") || w.starts_with("runc")))
         .collect::<Vec<_>>()
         .join(" ")
@@ -2616,6 +2635,29 @@ mod logic {
                 "cgroup.controllers init.scope skiff-it-$TAG-4 system.slice",
                 "memory.max: max"
             ]
+        );
+        // Another variant's cgroup that vanished while ls listed the root.
+        let mut out = Sections::new();
+        n.probe(
+            "probe",
+            "== cgroupfs\nls: /sys/fs/cgroup/skiff-it-9x3-1: No such file or directory \
+             cgroup.controllers skiff-it-1x1-4 system.slice\n",
+            &mut out,
+        );
+        assert_eq!(
+            out["probe:cgroupfs"],
+            ["cgroup.controllers skiff-it-$TAG-4 system.slice"]
+        );
+        // Anything else ls says stays.
+        let mut out = Sections::new();
+        n.probe(
+            "probe",
+            "== cgroupfs\nls: /sys/fs/cgroup: Permission denied\n",
+            &mut out,
+        );
+        assert_eq!(
+            out["probe:cgroupfs"],
+            ["ls: /sys/fs/cgroup: Permission denied"]
         );
     }
 

@@ -70,6 +70,22 @@ if [[ -s $work/shim-rss.tsv ]]; then
     done
 fi
 
+if [[ -s $work/shim-pods.tsv ]]; then
+    for what in pss rss; do
+        for n in $(cut -f2 "$work/shim-pods.tsv" | sort -nu); do
+            i=$((i + 1))
+            jq -R -s --arg what "$what" --argjson n "$n" '{
+                "id": "shim-pods-\($what)-\($n)", "kind": "memory", "unit": "KiB",
+                "label": "shim \($what | ascii_upcase) per pod, \($n) pods",
+                "values": (split("\n") | map(select(length > 0) | split("\t"))
+                    | map(select(.[1] == ($n | tostring))) | map({key: .[0], value: {
+                        value: ((if $what == "rss" then .[3] else .[4] end | tonumber) / $n),
+                        processes: (.[2] | tonumber)}}) | from_entries)}' \
+                "$work/shim-pods.tsv" >"$rows/$(printf '%03d' "$i").json"
+        done
+    done
+fi
+
 if [[ -s $work/shim-rss.tsv ]] && awk -F'\t' 'NF >= 6 { found = 1 } END { exit !found }' "$work/shim-rss.tsv"; then
     for n in $(cut -f2 "$work/shim-rss.tsv" | sort -nu); do
         i=$((i + 1))
@@ -118,7 +134,7 @@ cpu_jq='
     def f2: (. * 100 | round) as $x | "\($x / 100 | floor).\($x % 100 | tostring | if length < 2 then "0" + . else . end)";
     def cpu: if . == null or .user == null then null else .user + .system end;
     def ratio($a; $b): if $a == null or $b == null or $b == 0 then "–" else (($a / $b) | f2) end;
-    .rows[] | select(.kind == "time" and .id != "ctr-run" and (.id | startswith("cri-") | not)) | . as $r
+    .rows[] | select(.kind == "time" and .id != "ctr-run" and (.id | startswith("cri") | not)) | . as $r
     | [$r.label]
       + (["skiff", "runc", "crun", "floor"] | map($r.values[.] | cpu | if . == null then "–" else "\(f2) ms" end))
       + [ratio($r.values.skiff | cpu; $r.values.runc | cpu), ratio($r.values.skiff | cpu; $r.values.crun | cpu),

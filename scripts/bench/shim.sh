@@ -11,10 +11,10 @@
 #
 # Input (environment): BENCH_WORK, BENCH_REPO, BENCH_PREFIX, BENCH_BIN_DIR
 # (where skiff and containerd-shim-skiff-v2 are), BENCH_ROOTFS, BENCH_WARMUP,
-# BENCH_SHIM_RUNS, BENCH_PODS. Output under BENCH_WORK: json/ctr-run.json,
-# sections.tsv, shim-rss.tsv (shim, containers, processes, RSS KiB, PSS KiB,
-# threads),
-# notes. Exits 0 after a note when something is unusable.
+# BENCH_SHIM_RUNS, BENCH_PODS, BENCH_MANY_PODS. Output under BENCH_WORK:
+# json/ctr-run.json, sections.tsv, shim-rss.tsv (shim, containers, processes,
+# RSS KiB, PSS KiB, threads), shim-pods.tsv (shim, pods, processes, RSS KiB,
+# PSS KiB: sums over every shim process), notes. Exits 0 after a note when something is unusable.
 set -euo pipefail
 
 # shellcheck source=scripts/bench/common.sh
@@ -176,4 +176,36 @@ for s in skiff runc; do
         fi
     done
     remove_pod "$s" "$max"
+done
+
+# --- memory per pod over many pods ----------------------------------------------
+# What a node pays: N pods of one container each (so N shim processes of one
+# binary, whose shared pages PSS divides among them), their shims' PSS summed
+# and divided by N in the report.
+read -r -a many <<<"${BENCH_MANY_PODS:-10 50}"
+for s in skiff runc; do
+    section "memory of the $s shim over ${many[*]} pods of one container"
+    started=0 ok=1
+    for want in "${many[@]}"; do
+        while ((started < want)); do
+            id=$prefix-many-$s-$((started + 1))
+            if ! out=$(ctrc run -d --null-io --runtime "${runtime[$s]}" \
+                --annotation "io.kubernetes.cri.sandbox-id=$id" \
+                "$image" "$id" sleep 3600 2>&1); then
+                note "$s shim: starting pod $((started + 1)) failed: $(printf '%s' "$out" | tail -n 1)"
+                ok=0
+                break
+            fi
+            started=$((started + 1))
+        done
+        ((ok)) || break
+        sleep 0.5
+        mapfile -t pids < <(shim_pids "$s")
+        read -r rss pss < <(rss_pss "${pids[@]}")
+        printf '%s\t%s\t%s\t%s\t%s\n' "$s" "$want" "${#pids[@]}" "$rss" "$pss" >>"$work/shim-pods.tsv"
+        log "$s shim, $want pods: ${#pids[@]} shim processes, RSS $rss KiB, PSS $pss KiB in all ($((pss / want)) KiB PSS per pod)"
+    done
+    for ((i = 1; i <= started; i++)); do printf '%s-many-%s-%s\n' "$prefix" "$s" "$i"; done |
+        xargs -P 4 -I{} sh -c 'ctr --address "$1" --namespace "$2" task rm -f "$3" >/dev/null 2>&1
+            ctr --address "$1" --namespace "$2" containers rm "$3" >/dev/null 2>&1; true' sh "$sock" "$ns" {}
 done

@@ -143,7 +143,10 @@ fn burst(
             .map(|i| s.spawn(move || start_pod(node, handler, &format!("b{i}h{h}"))))
             .collect();
         all.into_iter()
-            .map(|t| t.join().unwrap_or_else(|_| bail!("a start thread panicked")))
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| bail!("a start thread panicked"))
+            })
             .collect()
     });
     let mut up = Vec::new();
@@ -163,7 +166,10 @@ fn burst(
             .map(|(_, app)| s.spawn(move || exec_times(node, handler, app, execs)))
             .collect();
         all.into_iter()
-            .map(|t| t.join().unwrap_or_else(|_| bail!("an exec thread panicked")))
+            .map(|t| {
+                t.join()
+                    .unwrap_or_else(|_| bail!("an exec thread panicked"))
+            })
             .collect()
     });
     for r in execd {
