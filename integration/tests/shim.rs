@@ -1807,3 +1807,52 @@ fn execs_are_served_without_starting_the_runtime_binary() -> Result<()> {
     }
     Ok(())
 }
+
+/// The process an exec starts is the shim's image until it execs, so the shim's server runs from
+/// a sealed view of its binary, as the runtime does: through `/proc/<shim>/exe` (where a
+/// privileged container's process could reach it) the binary can be neither written nor run.
+#[test]
+fn the_shim_runs_from_a_view_of_its_binary_that_cannot_be_written_or_run() -> Result<()> {
+    let c = containerd()?;
+    c.ctr_ok(&[
+        "run",
+        "-d",
+        "--runtime",
+        SKIFF_RUNTIME,
+        IMAGE,
+        "sealed",
+        "sleep",
+        "300",
+    ])?;
+    let shims = c.skiff_shim_pids();
+    let [shim] = shims[..] else {
+        anyhow::bail!("one shim expected: {shims:?}");
+    };
+    let exe = format!("/proc/{shim}/exe");
+    let write = std::fs::OpenOptions::new().write(true).open(&exe);
+    assert_eq!(
+        write.as_ref().err().and_then(std::io::Error::raw_os_error),
+        Some(libc::EROFS),
+        "open {exe} for writing: {write:?}"
+    );
+    let run = std::process::Command::new(&exe).arg("-v").output();
+    assert_eq!(
+        run.as_ref().err().and_then(std::io::Error::raw_os_error),
+        Some(libc::EACCES),
+        "run {exe}: {run:?}"
+    );
+    // The installed binary itself is untouched and still runs.
+    let installed = skiff_integration::containerd::shim_binary();
+    assert!(std::process::Command::new(&installed)
+        .arg("-v")
+        .output()?
+        .status
+        .success());
+    c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "sealed"])?;
+    assert!(c.wait_until(Duration::from_secs(10), || {
+        c.task_status("sealed").ok().flatten().as_deref() == Some("STOPPED")
+    }));
+    c.ctr_ok(&["task", "delete", "sealed"])?;
+    c.ctr_ok(&["container", "delete", "sealed"])?;
+    Ok(())
+}

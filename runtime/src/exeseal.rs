@@ -74,6 +74,13 @@ fn sys_err(what: &'static str) -> impl FnOnce(io::Error) -> SealError {
 /// `state_root` (the `--root` directory, when it exists) serves as the
 /// overlay's second layer.
 pub fn ensure(state_root: &Path) -> Result<(), SealError> {
+    ensure_with(state_root, true)
+}
+
+/// [`ensure`], with the memfd copy allowed or not: a long-lived process (the
+/// shim, one per pod) must not hold a private copy of its binary, so it asks
+/// for the overlay view only and does without a seal where there is none.
+pub fn ensure_with(state_root: &Path, allow_memfd: bool) -> Result<(), SealError> {
     let marker = std::env::var_os(MARKER);
     if let Some(m) = &marker {
         // Single-threaded: nothing else reads the environment now.
@@ -95,7 +102,7 @@ pub fn ensure(state_root: &Path) -> Result<(), SealError> {
             memfd: "-".into(),
         });
     }
-    let memfd_only = std::env::var_os(MODE_VAR).is_some_and(|m| m == "memfd");
+    let memfd_only = allow_memfd && std::env::var_os(MODE_VAR).is_some_and(|m| m == "memfd");
     let overlay = if memfd_only {
         Err(SealError::Sys {
             what: "overlay",
@@ -111,6 +118,12 @@ pub fn ensure(state_root: &Path) -> Result<(), SealError> {
             clear_cloexec(mnt.as_fd())?;
             std::mem::forget(mnt);
             (file, mark)
+        }
+        Err(overlay) if !allow_memfd => {
+            return Err(SealError::NotSealed {
+                overlay: overlay.to_string(),
+                memfd: "not wanted".into(),
+            })
         }
         Err(overlay) => match memfd_copy(exe.as_fd()) {
             Ok(file) => (file, "memfd".to_string()),

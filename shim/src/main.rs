@@ -399,7 +399,8 @@ fn announce(bundle: &Path, address: &str, answer: &str, pid: Option<u32>) -> Res
 /// `/proc/self/exe` names the view, not the installed binary).
 const SHIM_DIR_VAR: &str = "_SKIFF_SHIM_DIR";
 
-/// Runs the server from a sealed view of the shim's binary (`skiff::exeseal`, re-executing once),
+/// Runs the server from a sealed view of the shim's binary (`skiff::exeseal`'s overlay view, never
+/// a memfd copy, which would cost every pod a copy of the binary; re-executing once),
 /// as the runtime runs from one: an exec the shim serves itself (`direct`) is the shim's image in
 /// the container until it execs. Returns the shim's directory, and whether the seal holds (when
 /// it does not, execs go through the runtime binary, which seals itself).
@@ -415,7 +416,7 @@ fn seal_shim() -> (Option<PathBuf>, bool) {
             dir
         }
     };
-    let sealed = match skiff::exeseal::ensure(Path::new("/run")) {
+    let sealed = match skiff::exeseal::ensure_with(Path::new("/run"), false) {
         Ok(()) => true,
         Err(e) => {
             log_line!("containerd-shim-skiff-v2: execs go through the runtime binary: {e}");
