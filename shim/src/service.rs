@@ -653,6 +653,21 @@ impl Service {
         }
     }
 
+    /// An exec launch that failed no longer holds back its init's exit: report that exit if it
+    /// came meanwhile and no other exec is left unreported.
+    fn release_init_exit(&self, mut table: MutexGuard<'_, HashMap<String, Container>>, id: &str) {
+        let Some(c) = table.get_mut(id) else { return };
+        if c.has_live_execs() || matches!(c.init.state, ProcState::Starting) {
+            return;
+        }
+        let Some((status, at)) = c.pending_init_exit.take() else {
+            return;
+        };
+        c.init.state = ProcState::Exiting;
+        drop(table);
+        self.report(id.to_string(), String::new(), status, at);
+    }
+
     /// Wake whatever waits for an exit: blocked `Wait` calls and the server's parked ones.
     fn exits_changed(&self) {
         self.shared.exited.notify_all();
@@ -835,9 +850,9 @@ impl Service {
 
     fn start_exec(&self, id: &str, exec_id: &str) -> Result<StartResponse> {
         let (runtime, spec, stdio) = {
-            let table = self.table()?;
+            let mut table = self.table()?;
             let c = table
-                .get(id)
+                .get_mut(id)
                 .ok_or_else(|| ServiceError::NoContainer(id.to_string()))?;
             if !c.init.state.is_alive() {
                 return Err(ServiceError::State {
@@ -846,9 +861,11 @@ impl Service {
                     state: c.init.state,
                 });
             }
+            let direct = self.serves_exec(&c.runtime);
+            let (runtime, bundle) = (c.runtime.clone(), c.bundle.clone());
             let exec = c
                 .execs
-                .get(exec_id)
+                .get_mut(exec_id)
                 .ok_or_else(|| ServiceError::NoProcess {
                     id: id.to_string(),
                     exec_id: exec_id.to_string(),
@@ -860,14 +877,17 @@ impl Service {
                     state: exec.state,
                 });
             }
-            let spec = if self.serves_exec(&c.runtime) {
+            let spec = if direct {
                 ExecSpec::Direct(exec.spec.clone())
             } else {
-                let spec_file = c.bundle.join(format!("exec-{exec_id}.json"));
+                let spec_file = bundle.join(format!("exec-{exec_id}.json"));
                 std::fs::write(&spec_file, &exec.spec).map_err(file_err("writing", &spec_file))?;
                 ExecSpec::File(spec_file)
             };
-            (c.runtime.clone(), spec, exec.stdio.clone())
+            // From now on an exit of the init waits for this exec (`has_live_execs`): the
+            // process may exist, and exit, before its pid is recorded below.
+            exec.state = ProcState::Starting;
+            (runtime, spec, exec.stdio.clone())
         };
         // The exec runs but the shim cannot serve it: kill it.
         let undo = |pid: Option<i32>| {
@@ -896,6 +916,10 @@ impl Service {
             Ok(r) => r,
             Err(e) => {
                 self.end_launch(None, None);
+                if let Some(x) = table.get_mut(id).and_then(|c| c.execs.get_mut(exec_id)) {
+                    x.state = ProcState::Created;
+                }
+                self.release_init_exit(table, id);
                 return Err(e);
             }
         };
@@ -905,6 +929,7 @@ impl Service {
             self.end_launch(None, None);
             io.shutdown();
             undo(Some(pid));
+            self.release_init_exit(table, id);
             return Err(ServiceError::NoProcess {
                 id: id.to_string(),
                 exec_id: exec_id.to_string(),

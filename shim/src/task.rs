@@ -10,6 +10,8 @@
 //! A created process may also be deleted (containerd does so when `Start` is never called).
 //! `Starting` is the init while `runtime start` runs: an exit that arrives then is held
 //! (`pending_init_exit`) until `Start` has published `TaskStart`, so `TaskExit` comes after it.
+//! An exec is `Starting` while it is launched: an init exit then waits for it, since the exec's
+//! process may exit (and be reaped) before its pid is recorded.
 //! `Exiting` is a process that was reaped and whose exit waits (at most the output grace) for its
 //! output to be written before it becomes `Stopped` and `TaskExit` is published: its pid is no
 //! longer its own, so nothing signals it, and an init's exit still waits for it.
@@ -158,8 +160,12 @@ impl Container {
     }
 
     /// Whether an exec's exit is not reported yet (it runs, or its output is being written).
+    /// Whether an exec is being started or has not had its exit reported: the init's exit
+    /// waits for them.
     pub fn has_live_execs(&self) -> bool {
-        self.execs.values().any(|p| p.state.is_unreported())
+        self.execs
+            .values()
+            .any(|p| p.state.is_unreported() || p.state == ProcState::Starting)
     }
 }
 
