@@ -37,16 +37,22 @@ benv=$(for v in "${!BENCH_@}"; do printf '%s=%q ' "$v" "${!v}"; done)
 args=$(printf '%q ' "$@")
 cmd="${benv}bash scripts/bench.sh --no-build --name vm $args; "
 cmd+='f=$(ls -t bench/results/*-vm.json 2>/dev/null | head -n 1); '
-cmd+='if [ -n "$f" ]; then echo BENCH-VM-BEGIN; jq -c . "$f"; echo BENCH-VM-END; else false; fi'
+cmd+='if [ -n "$f" ]; then echo BENCH-VM-BEGIN; jq -cM . "$f"; echo BENCH-VM-END; else false; fi'
 
 console=$(mktemp)
 trap 'rm -f "$console"' EXIT
 log "booting the VM (emulated: expect tens of minutes)"
 SKIFF_VM_COMMAND=$cmd SKIFF_VM_TIMEOUT=${SKIFF_VM_TIMEOUT:-3600} scripts/vm-test.sh | tee "$console" || true
-json=$(tr -d '\r' <"$console" | sed -n '/^BENCH-VM-BEGIN$/,/^BENCH-VM-END$/p' | sed '1d;$d')
+# (Colour escapes stripped, should a jq colour its output on the console anyway.)
+json=$(tr -d '\r' <"$console" | sed -n '/^BENCH-VM-BEGIN$/,/^BENCH-VM-END$/p' | sed '1d;$d' |
+    sed 's/\x1b\[[0-9;]*m//g')
 [[ -n $json ]] || die "the guest printed no results (see the output above)"
 mkdir -p bench/results
 out=bench/results/$(date +%Y-%m-%dT%H%M)-vm.json
 printf '%s\n' "$json" | jq . >"$out" || die "the results from the guest are not JSON"
 bash scripts/bench/report.sh --from "$out" bench/README-vm.md bench/chart-vm.png
+sed -i '1a\
+\
+In the cgroup v2 VM of `scripts/bench-vm.sh` (systemd as pid 1, cgroup2 only; qemu emulates the CPU, so\
+read the ratios, not the times).' bench/README-vm.md
 log "results: $out; table: bench/README-vm.md"
