@@ -1856,3 +1856,56 @@ fn the_shim_runs_from_a_view_of_its_binary_that_cannot_be_written_or_run() -> Re
     c.ctr_ok(&["container", "delete", "sealed"])?;
     Ok(())
 }
+
+/// A shim killed between attaching a user-namespaced pod's idmapped layer copies
+/// (`<bundle>/.idmapped-layers-<i>/<n>`) and detaching them leaves them mounted in the bundle.
+/// The `delete` command containerd runs after a shim died detaches and removes them, so that
+/// containerd's recursive removal of the bundle never walks into an image layer; the layer's files
+/// are untouched.
+#[test]
+fn the_delete_command_removes_idmapped_layer_copies_a_killed_shim_left() -> Result<()> {
+    let h = skiff_integration::harness::Harness::new()?;
+    let layer = h.dir("idmap-layer")?;
+    std::fs::write(layer.join("image-file"), "from the image")?;
+    let bundle = h.dir("idmap-bundle")?;
+    let copy = bundle.join(".idmapped-layers-0/0");
+    std::fs::create_dir_all(&copy)?;
+    nix::mount::mount(
+        Some(&layer),
+        &copy,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )?;
+    let mounted = |p: &std::path::Path| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(&p.display().to_string()))
+    };
+    assert!(mounted(&copy), "the stand-in copy is not mounted");
+    let out = std::process::Command::new(skiff_integration::containerd::shim_binary())
+        .args([
+            "-namespace",
+            "skiff-it-idmap",
+            "-address",
+            "/nonexistent.sock",
+        ])
+        .args(["-id", "idmap-left"])
+        .arg("-bundle")
+        .arg(&bundle)
+        .arg("delete")
+        .output()?;
+    let still = mounted(&copy);
+    if still {
+        let _ = nix::mount::umount2(&copy, nix::mount::MntFlags::MNT_DETACH);
+    }
+    assert!(out.status.success(), "{out:?}");
+    assert!(!still, "the layer copy is still mounted after delete");
+    assert!(!bundle.join(".idmapped-layers-0").exists());
+    assert_eq!(
+        std::fs::read_to_string(layer.join("image-file"))?,
+        "from the image"
+    );
+    Ok(())
+}

@@ -21,6 +21,7 @@ use crate::reaper::Reaper;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
 
 #[repr(C)]
 struct MountAttr {
@@ -120,6 +121,36 @@ pub struct MappedLayers {
     layers: Vec<PathBuf>,
 }
 
+/// Detaches and removes idmapped layer copies that a killed shim left in `bundle`
+/// (`.idmapped-layers-<i>/<n>`, see [`map_lowerdirs`]).
+pub fn remove_leftover_layers(bundle: &Path) {
+    let Ok(entries) = std::fs::read_dir(bundle) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".idmapped-layers-")
+        {
+            continue;
+        }
+        let dir = e.path();
+        // Not a symlink: only directories the shim made (a symlink is removed, not followed).
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_file(&dir);
+            continue;
+        }
+        if let Ok(layers) = std::fs::read_dir(&dir) {
+            for l in layers.flatten() {
+                let _ = nix::mount::umount2(&l.path(), nix::mount::MntFlags::MNT_DETACH);
+                let _ = std::fs::remove_dir(l.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
 impl Drop for MappedLayers {
     fn drop(&mut self) {
         for l in &self.layers {
@@ -152,8 +183,11 @@ fn map_layer(layer: &Path, at: &Path, userns: &OwnedFd) -> io::Result<()> {
     }
     // SAFETY: a fresh descriptor we own.
     let tree = unsafe { OwnedFd::from_raw_fd(r as libc::c_int) };
+    // Read-only as well: an overlay never writes its lower layers, and a copy left attached by a
+    // shim killed before it could detach it must not let a removal of the bundle (containerd's
+    // cleanup removes it recursively) delete the image layer's files through it.
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
+        attr_set: MOUNT_ATTR_IDMAP | MOUNT_ATTR_RDONLY,
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns.as_raw_fd() as u64,

@@ -253,16 +253,18 @@ pub fn mount_rootfs(
     Ok(true)
 }
 
-/// Unmount everything on `bundle/rootfs` (best effort: lazily if it is busy).
+/// Unmount everything on `bundle/rootfs` (best effort: lazily if it is busy), and any idmapped
+/// layer copies a killed shim left in the bundle.
 pub fn unmount_rootfs(bundle: &Path) {
     let target = bundle.join("rootfs");
     for _ in 0..16 {
         if umount2(&target, MntFlags::empty()).is_err()
             && umount2(&target, MntFlags::MNT_DETACH).is_err()
         {
-            return;
+            break;
         }
     }
+    crate::idmap::remove_leftover_layers(bundle);
 }
 
 #[cfg(test)]
