@@ -1738,8 +1738,9 @@ fn execs_of_shim_during(c: &Containerd, during: impl FnOnce() -> Result<()>) -> 
 
 /// Probes are execs: the shim serves those of skiff's containers itself, without the runtime
 /// binary (no `skiff exec` is started), and they behave as the runtime's: output, exit status,
-/// a missing program's error. With `SKIFF_SHIM_EXEC=runtime` the runtime binary serves them,
-/// which shows the check below can fail.
+/// a missing program's error; `kill` and `delete` run the runtime's code in a forked child,
+/// without executing the binary either. With `SKIFF_SHIM_EXEC=runtime` the runtime binary serves
+/// them all, which shows the checks below can fail.
 #[test]
 fn execs_are_served_without_starting_the_runtime_binary() -> Result<()> {
     for mode in ["shim", "runtime"] {
@@ -1798,11 +1799,30 @@ fn execs_are_served_without_starting_the_runtime_binary() -> Result<()> {
             "shim" => assert!(runtime_execs.is_empty(), "{mode}: {runtime_execs:?}"),
             _ => assert_eq!(runtime_execs.len(), 2, "{mode}:\n{log}"),
         }
-        c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "dx"])?;
-        assert!(c.wait_until(Duration::from_secs(10), || {
-            c.task_status("dx").ok().flatten().as_deref() == Some("STOPPED")
-        }));
-        c.ctr_ok(&["task", "delete", "dx"])?;
+        // The rest of the lifecycle (kill, delete) is a call into the runtime's code too.
+        let log = execs_of_shim_during(&c, || {
+            c.ctr_ok(&["task", "kill", "-s", "SIGKILL", "dx"])?;
+            assert!(c.wait_until(Duration::from_secs(10), || {
+                c.task_status("dx").ok().flatten().as_deref() == Some("STOPPED")
+            }));
+            c.ctr_ok(&["task", "delete", "dx"])?;
+            Ok(())
+        })?;
+        let verbs: Vec<&str> = ["\"kill\"", "\"delete\""]
+            .into_iter()
+            .filter(|v| log.lines().any(|l| l.contains("execve(") && l.contains(v)))
+            .collect();
+        match mode {
+            "shim" => assert!(
+                verbs.is_empty(),
+                "{mode}: the runtime ran {verbs:?}:\n{log}"
+            ),
+            _ => assert_eq!(verbs.len(), 2, "{mode}:\n{log}"),
+        }
+        assert!(
+            c.task_status("dx")?.is_none(),
+            "{mode}: the task is still there"
+        );
         c.ctr_ok(&["container", "delete", "dx"])?;
     }
     Ok(())

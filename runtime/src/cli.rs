@@ -192,7 +192,18 @@ pub enum Command {
 
 /// Parses the arguments, runs the command, returns the exit status.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    main_from(std::env::args_os())
+}
+
+/// [`main`] with the command line given (the first item is the program
+/// name): what a caller that links the runtime (the shim) runs in a child
+/// it forked instead of executing the binary.
+pub fn main_from<I, T>(args: I) -> i32
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };

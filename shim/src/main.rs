@@ -479,9 +479,11 @@ fn serve(args: &Args) -> Result<(), MainError> {
     });
     let exits = reaper.subscribe();
     let exit_loop = service.clone();
+    // 8 MiB (only the pages touched are memory): an init's exit may run `kill --all`, which runs
+    // the runtime's code in a child forked from this thread, on this stack.
     std::thread::Builder::new()
         .name("exits".into())
-        .stack_size(128 * 1024)
+        .stack_size(8 << 20)
         .spawn(move || exit_loop.run_exits(exits))
         .map_err(MainError::Spawn)?;
 
@@ -523,6 +525,7 @@ fn delete(args: &Args) -> Result<(), MainError> {
         log: bundle.join("log.json"),
         bundle: bundle.clone(),
         reaper,
+        in_process: false,
     };
     if let Err(e) = runtime.run(&["delete", "--force", &args.id]) {
         log_line!("containerd-shim-skiff-v2: delete {}: {e}", args.id);

@@ -98,6 +98,9 @@ pub struct Runtime {
     /// runs them (wrappers named by `BinaryName` find `config.json` there).
     pub bundle: PathBuf,
     pub reaper: Arc<Reaper>,
+    /// Run [`IN_PROCESS`] commands as a call into the linked runtime in a forked child instead
+    /// of executing the binary (the binary is the skiff this shim links; see `direct`).
+    pub in_process: bool,
 }
 
 /// A runtime command that was started and not yet waited for.
@@ -195,8 +198,33 @@ impl Runtime {
         })
     }
 
+    /// The whole command line of a call, as the binary would be run.
+    fn argv(&self, args: &[OsString]) -> Vec<OsString> {
+        let mut v: Vec<OsString> = vec![
+            self.binary.clone().into(),
+            "--root".into(),
+            self.root.clone().into(),
+            "--log".into(),
+            self.log.clone().into(),
+            "--log-format".into(),
+            "json".into(),
+        ];
+        if self.systemd_cgroup {
+            v.push("--systemd-cgroup".into());
+        }
+        v.extend(args.iter().cloned());
+        v
+    }
+
     /// Run a command to completion and return its stdout.
     pub fn output(&self, args: &[OsString]) -> Result<String, RuntimeError> {
+        if self.in_process
+            && args
+                .first()
+                .is_some_and(|verb| IN_PROCESS.iter().any(|v| verb == v))
+        {
+            return self.output_in_process(args);
+        }
         let log_offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         let command = self.describe(args);
         let mut cmd = self.command(args);
@@ -228,6 +256,65 @@ impl Runtime {
             log_offset,
         }
         .finish_with(self, exit.status, &String::from_utf8_lossy(&err))?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// [`Runtime::output`] without executing the binary: a forked child runs the linked runtime's
+    /// `main` on the same command line, with the same stdio (null, and two pipes), working
+    /// directory and log, and exits with its status. Saves the execve and the start-up of the
+    /// binary on the calls of every container's lifecycle.
+    fn output_in_process(&self, args: &[OsString]) -> Result<String, RuntimeError> {
+        let log_offset = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
+        let command = self.describe(args);
+        let spawn_err = |source| RuntimeError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        };
+        let argv = self.argv(args);
+        let null = std::fs::File::open("/dev/null").map_err(spawn_err)?;
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| spawn_err(std::io::Error::from(e)))
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let dir = if self.bundle.is_dir() {
+            self.bundle.clone()
+        } else {
+            PathBuf::from("/")
+        };
+        let sub = self.reaper.subscribe();
+        // SAFETY: fork in a multi-threaded process. glibc's fork keeps the allocator usable in
+        // the child, which touches none of the shim's state and ends in `_exit`.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(spawn_err(std::io::Error::last_os_error()));
+        }
+        if pid == 0 {
+            use std::os::fd::AsRawFd;
+            in_process_child(
+                [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+                &dir,
+                argv,
+            );
+        }
+        drop((null, out_w, err_w));
+        let streams = [Some(File::from(out_r)), Some(File::from(err_r))];
+        let collected = collect(pid, &sub, streams).map_err(|source| RuntimeError::Output {
+            command: command.clone(),
+            source,
+        })?;
+        let Some((exit, [out, err])) = collected else {
+            let _ = crate::reaper::signal(pid, libc::SIGKILL);
+            return Err(RuntimeError::Timeout { command });
+        };
+        interpret(
+            command,
+            log_offset,
+            self,
+            exit.status,
+            &String::from_utf8_lossy(&err),
+        )?;
         Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
@@ -266,21 +353,81 @@ impl Running {
 
     /// Interpret an exit, with what the command wrote on stderr.
     fn finish_with(self, rt: &Runtime, raw_status: i32, stderr: &str) -> Result<(), RuntimeError> {
-        let code = exit_status(raw_status);
-        if code == 0 {
-            return Ok(());
-        }
-        let message = last_logged_error(&rt.log, self.log_offset)
-            .or_else(|| {
-                let s = stderr.trim();
-                (!s.is_empty()).then(|| s.to_string())
-            })
-            .unwrap_or_else(|| format!("exit status {code}"));
-        Err(RuntimeError::Failed {
-            command: self.command,
-            message,
-        })
+        interpret(self.command, self.log_offset, rt, raw_status, stderr)
     }
+}
+
+/// The runtime commands [`Runtime::output`] runs in-process when it may: those of a container's
+/// lifecycle after `create`, whose stdio is nothing but their own messages.
+pub const IN_PROCESS: [&str; 3] = ["start", "kill", "delete"];
+
+/// An exit of `command` (its log read from `log_offset`): a non-zero status becomes the runtime's
+/// logged error, else its stderr, else the status.
+fn interpret(
+    command: String,
+    log_offset: u64,
+    rt: &Runtime,
+    raw_status: i32,
+    stderr: &str,
+) -> Result<(), RuntimeError> {
+    let code = exit_status(raw_status);
+    if code == 0 {
+        return Ok(());
+    }
+    let message = last_logged_error(&rt.log, log_offset)
+        .or_else(|| {
+            let s = stderr.trim();
+            (!s.is_empty()).then(|| s.to_string())
+        })
+        .unwrap_or_else(|| format!("exit status {code}"));
+    Err(RuntimeError::Failed { command, message })
+}
+
+/// The forked child of [`Runtime::output_in_process`]: the stdio on 0, 1 and 2, nothing else of
+/// the shim's open, signals as a fresh process has them, the working directory; then the runtime's
+/// `main`, and `_exit` with its status.
+fn in_process_child(stdio: [libc::c_int; 3], dir: &Path, argv: Vec<OsString>) -> ! {
+    // SAFETY (each block): plain syscalls on integers and valid local structures, in the forked
+    // child, whose descriptors and signal state belong to nothing that runs after us.
+    let ready = (|| -> std::io::Result<()> {
+        let check = |r: libc::c_int| {
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(r)
+            }
+        };
+        let mut high = [0; 3];
+        for (i, fd) in stdio.iter().enumerate() {
+            high[i] = check(unsafe { libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 16) })?;
+        }
+        for (i, fd) in high.iter().enumerate() {
+            check(unsafe { libc::dup2(*fd, i as libc::c_int) })?;
+        }
+        // Closed, not only close-on-exec: nothing is executed here before the runtime's code
+        // runs (its hooks are, and get nothing of the shim's either way).
+        let closed = unsafe { libc::syscall(libc::SYS_close_range, 3u32, libc::c_uint::MAX, 0u32) };
+        if closed != 0 {
+            cloexec_from(3)?;
+        }
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        }
+        std::env::set_current_dir(dir)
+    })();
+    let code = match ready {
+        Ok(()) => std::panic::catch_unwind(move || skiff::cli::main_from(argv)).unwrap_or(101),
+        Err(e) => {
+            let msg = format!("preparing the runtime call: {e}\n");
+            // SAFETY: writing a local buffer to our stderr.
+            unsafe { libc::write(2, msg.as_ptr().cast(), msg.len()) };
+            1
+        }
+    };
+    // SAFETY: leave without the shim's destructors or atexit handlers.
+    unsafe { libc::_exit(code) }
 }
 
 /// Read `streams` (a command's stdout and stderr) while waiting for the exit of `pid`, until both

@@ -501,9 +501,12 @@ impl Server {
             let done = self.done_tx.clone();
             let waker = self.waker.clone();
             let conn_ctx = self.conn_ctx.clone();
+            // 8 MiB, as a process's main thread has: a call that serves an exec or a lifecycle
+            // command in-process forks, and the child runs the runtime's code on this stack
+            // (`direct`, `Runtime::output`). Only the pages touched are ever memory.
             let spawned = std::thread::Builder::new()
                 .name("call".into())
-                .stack_size(256 * 1024)
+                .stack_size(8 << 20)
                 .spawn(move || {
                     let frames = run_job(job, &conn_ctx);
                     let _ = done.send(Done { conn, frames });

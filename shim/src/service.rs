@@ -383,7 +383,7 @@ impl Service {
 
     fn runtime_for(&self, opts: &RuntimeOptions, bundle: &Path) -> Runtime {
         let cfg = &self.shared.config;
-        Runtime {
+        let mut runtime = Runtime {
             binary: opts
                 .binary_name
                 .as_ref()
@@ -394,7 +394,12 @@ impl Service {
             log: bundle.join("log.json"),
             bundle: bundle.to_path_buf(),
             reaper: cfg.reaper.clone(),
-        }
+            in_process: false,
+        };
+        // The calls of the lifecycle run in-process where execs are served by the shim.
+        runtime.in_process = cfg.direct_exec
+            && crate::direct::serves(&runtime, &default_binary(cfg.shim_dir.as_deref()));
+        runtime
     }
 
     /// Run `runtime create`/`exec` with the process's stdio; returns the new pid and its IO. If
