@@ -241,14 +241,7 @@ impl Runtime {
             child.stdout.take().map(|s| File::from(OwnedFd::from(s))),
             child.stderr.take().map(|s| File::from(OwnedFd::from(s))),
         ];
-        let collected = collect(pid, &sub, streams).map_err(|source| RuntimeError::Output {
-            command: command.clone(),
-            source,
-        })?;
-        let Some((exit, [out, err])) = collected else {
-            let _ = crate::reaper::signal(pid, libc::SIGKILL);
-            return Err(RuntimeError::Timeout { command });
-        };
+        let (exit, [out, err]) = collect_or_kill(pid, &sub, streams, &command)?;
         Running {
             command,
             child,
@@ -300,14 +293,7 @@ impl Runtime {
         }
         drop((null, out_w, err_w));
         let streams = [Some(File::from(out_r)), Some(File::from(err_r))];
-        let collected = collect(pid, &sub, streams).map_err(|source| RuntimeError::Output {
-            command: command.clone(),
-            source,
-        })?;
-        let Some((exit, [out, err])) = collected else {
-            let _ = crate::reaper::signal(pid, libc::SIGKILL);
-            return Err(RuntimeError::Timeout { command });
-        };
+        let (exit, [out, err]) = collect_or_kill(pid, &sub, streams, &command)?;
         interpret(
             command,
             log_offset,
@@ -475,6 +461,25 @@ fn collect(
             }
         }
     }
+}
+
+/// [`collect`] for `command`, whose process is killed when it runs out of time.
+fn collect_or_kill(
+    pid: i32,
+    sub: &Subscription,
+    streams: [Option<File>; 2],
+    command: &str,
+) -> Result<(Exit, [Vec<u8>; 2]), RuntimeError> {
+    let collected = collect(pid, sub, streams).map_err(|source| RuntimeError::Output {
+        command: command.to_string(),
+        source,
+    })?;
+    collected.ok_or_else(|| {
+        let _ = crate::reaper::signal(pid, libc::SIGKILL);
+        RuntimeError::Timeout {
+            command: command.to_string(),
+        }
+    })
 }
 
 /// Which of `streams` have something to read (or reached EOF), waiting a short slice at most:
