@@ -761,9 +761,9 @@ mod tests {
         assert_eq!(rfc3339(t), "2024-02-29T23:59:59.000000005Z");
     }
 
-    #[test]
-    fn state_json_shape() {
-        let r = Record {
+    /// A created container's record, for the state JSON tests.
+    fn sample_record() -> Record {
+        Record {
             id: "c".into(),
             stage: Stage::Created,
             pid: 42,
@@ -781,7 +781,12 @@ mod tests {
             host_rootfs_mount: None,
             poststart: vec![],
             poststop: vec![],
-        };
+        }
+    }
+
+    #[test]
+    fn state_json_shape() {
+        let r = sample_record();
         let v = serde_json::to_value(r.oci_state(Status::Running)).unwrap();
         assert_eq!(v["ociVersion"], OCI_VERSION);
         assert_eq!(v["pid"], 42);
@@ -793,25 +798,7 @@ mod tests {
 
     #[test]
     fn hook_state_is_the_specs_state_only() {
-        let mut r = Record {
-            id: "c".into(),
-            stage: Stage::Created,
-            pid: 42,
-            init_start_time: 1,
-            bundle: "/b".into(),
-            rootfs: "/b/rootfs".into(),
-            created: "x".into(),
-            owner: String::new(),
-            annotations: BTreeMap::new(),
-            cgroup_dirs: vec![],
-            cgroup_mode: String::new(),
-            cgroup_controllers: vec![],
-            cgroup_parents: vec![],
-            private_pid: true,
-            host_rootfs_mount: None,
-            poststart: vec![],
-            poststop: vec![],
-        };
+        let mut r = sample_record();
         let v: serde_json::Value = serde_json::from_slice(&r.hook_state(Status::Creating)).unwrap();
         assert_eq!(
             v,

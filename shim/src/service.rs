@@ -396,7 +396,8 @@ impl Service {
             reaper: cfg.reaper.clone(),
             in_process: false,
         };
-        // The calls of the lifecycle run in-process where execs are served by the shim.
+        // Execs are served by the shim (`direct`) and the lifecycle calls run in-process where the
+        // shim is sealed and the runtime is the skiff it links.
         runtime.in_process = cfg.direct_exec
             && crate::direct::serves(&runtime, &default_binary(cfg.shim_dir.as_deref()));
         runtime
@@ -453,12 +454,6 @@ impl Service {
                 }
             }
         }
-    }
-
-    /// Whether this shim starts the execs of containers run by `runtime` itself (`direct`).
-    fn serves_exec(&self, runtime: &Runtime) -> bool {
-        let cfg = &self.shared.config;
-        cfg.direct_exec && crate::direct::serves(runtime, &default_binary(cfg.shim_dir.as_deref()))
     }
 
     /// [`Service::launch`] of an exec served by the shim (`direct`): the same stdio, console and
@@ -866,7 +861,8 @@ impl Service {
                     state: c.init.state,
                 });
             }
-            let direct = self.serves_exec(&c.runtime);
+            // The same criterion as the in-process lifecycle calls (`runtime_for`).
+            let direct = c.runtime.in_process;
             let (runtime, bundle) = (c.runtime.clone(), c.bundle.clone());
             let exec = c
                 .execs
